@@ -1,0 +1,224 @@
+"""Reading a converted nnU-Net raw dataset folder (the contract between conversion and evaluation).
+
+A dataset converted from a registry (``nnunet-nerve convert``) is
+``$nnUNet_raw/Dataset<ID>_<NAME>/`` holding
+
+- ``imagesTr/<case>_0000.nii.gz`` the T2 image, ``labelsTr/<case>.nii.gz`` the consensus (uint8 0/1);
+- ``raters/<rater>/<case>.nii.gz`` every rater's own mask (uint8 0/1, on the image grid);
+- ``participants.tsv`` (``participant_id  cohort  location`` then any further columns);
+- ``dataset.json`` with nnU-Net's keys plus ``"nnunet_nerve": {"consensus", "raters", "version", "registry"}``.
+
+Evaluation needs nothing but this folder; ``load_dataset_info`` reads it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nnunet_nerve.errors import NerveError
+
+COHORTS = ("volunteer", "patient")
+LOCATIONS = ("distal", "medial", "proximal", "n/a")
+#: The columns every participants.tsv starts with, in this order.
+REQUIRED_COLUMNS = ("participant_id", "cohort", "location")
+FILE_ENDING = ".nii.gz"
+CHANNEL_SUFFIX = "_0000"
+RATERS_FOLDER = "raters"
+PARTICIPANTS_FILE = "participants.tsv"
+PROVENANCE_KEY = "nnunet_nerve"
+
+_DATASET_NAME = re.compile(r"^Dataset(\d{3})_(.+)$")
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One row of participants.tsv: the id, cohort (volunteer|patient), location
+    (distal|medial|proximal|n/a) and every further column as text."""
+
+    participant_id: str
+    cohort: str
+    location: str
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What evaluation needs to know about a converted dataset; paths are absolute."""
+
+    folder: Path
+    dataset_id: int
+    name: str
+    cases: tuple            # participant ids, sorted
+    participants: dict      # case -> Participant
+    raters: tuple           # rater ids, sorted
+    consensus_method: str   # "majority" | "staple" (from dataset.json's provenance)
+    dataset_json: dict
+
+    @property
+    def dataset_name(self) -> str:
+        """``Dataset<ID>_<NAME>``, the folder name nnU-Net uses everywhere."""
+        return self.folder.name
+
+    def cohort(self, case: str) -> str:
+        return self.participants[case].cohort
+
+    def location(self, case: str) -> str:
+        return self.participants[case].location
+
+    def image_path(self, case: str) -> Path:
+        return self.folder / "imagesTr" / f"{case}{CHANNEL_SUFFIX}{FILE_ENDING}"
+
+    def consensus_path(self, case: str) -> Path:
+        return self.folder / "labelsTr" / f"{case}{FILE_ENDING}"
+
+    def rater_path(self, rater: str, case: str) -> Path:
+        return self.folder / RATERS_FOLDER / rater / f"{case}{FILE_ENDING}"
+
+    def rater_paths(self, case: str) -> dict:
+        """rater id -> path of that rater's mask for ``case``."""
+        return {r: self.rater_path(r, case) for r in self.raters}
+
+    def cases_of_cohort(self, cohort: str) -> list:
+        return [c for c in self.cases if self.participants[c].cohort == cohort]
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    """nnU-Net's folder name: ``Dataset`` + id zero-padded to 3 digits + ``_`` + name."""
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def nnunet_raw() -> Path:
+    """``$nnUNet_raw``; NerveError when unset."""
+    value = os.environ.get("nnUNet_raw")
+    if not value:
+        raise NerveError("nnUNet_raw is not set; export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's setting_up_paths)")
+    return Path(value)
+
+
+def nnunet_preprocessed() -> Path:
+    """``$nnUNet_preprocessed``; NerveError when unset."""
+    value = os.environ.get("nnUNet_preprocessed")
+    if not value:
+        raise NerveError("nnUNet_preprocessed is not set; export nnUNet_preprocessed=/path/to/nnUNet_preprocessed")
+    return Path(value)
+
+
+def find_dataset_dir(id_or_path: "str | int | os.PathLike") -> Path:
+    """Resolve ``42``, ``"042"``, ``"Dataset042_Phantom"`` (against ``$nnUNet_raw``) or a folder path.
+
+    An existing folder path wins; otherwise a bare number is matched against the folders
+    ``Dataset<ID:03d>_*`` in ``$nnUNet_raw`` (exactly one must exist). NerveError otherwise.
+    """
+    text = str(id_or_path)
+    as_path = Path(text).expanduser()
+    if as_path.is_dir():
+        return as_path.resolve()
+    if text.isdigit():
+        raw = nnunet_raw()
+        prefix = f"Dataset{int(text):03d}_"
+        found = sorted(p for p in raw.glob(prefix + "*") if p.is_dir()) if raw.is_dir() else []
+        if not found:
+            raise NerveError(f"{raw}: no dataset {prefix}* (dataset id {int(text)})")
+        if len(found) > 1:
+            raise NerveError(f"{raw}: several datasets with id {int(text)}: {', '.join(p.name for p in found)}")
+        return found[0].resolve()
+    if _DATASET_NAME.match(text):
+        candidate = nnunet_raw() / text
+        if candidate.is_dir():
+            return candidate.resolve()
+        raise NerveError(f"{candidate}: no such dataset folder")
+    raise NerveError(f"{text}: not a dataset folder, a dataset id or a Dataset<ID>_<NAME> name")
+
+
+def read_participants(path: "str | os.PathLike") -> list:
+    """Read a participants.tsv into Participant rows (file order).
+
+    The header must start with ``participant_id``, ``cohort``, ``location`` in any order
+    among its columns; further columns go to ``Participant.extra``. Values are stripped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NerveError(f"{path}: no such file")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t")
+        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    if not rows:
+        raise NerveError(f"{path}: empty file, expected a header with {', '.join(REQUIRED_COLUMNS)}")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise NerveError(f"{path}: header lacks column(s) {', '.join(missing)}")
+    out = []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise NerveError(f"{path}: line {line_no} has {len(row)} fields, the header has {len(header)}")
+        values = dict(zip(header, (cell.strip() for cell in row)))
+        extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
+        out.append(Participant(values["participant_id"], values["cohort"], values["location"], extra))
+    return out
+
+
+def participants_header(participants: list) -> list:
+    """The columns to write: the required three, then the further columns in first-seen order."""
+    extra = []
+    for p in participants:
+        for k in p.extra:
+            if k not in extra:
+                extra.append(k)
+    return list(REQUIRED_COLUMNS) + extra
+
+
+def write_participants(path: "str | os.PathLike", participants: list) -> None:
+    """Write rows as participants.tsv (tab-separated, header first, required columns first)."""
+    header = participants_header(participants)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        for p in participants:
+            values = {"participant_id": p.participant_id, "cohort": p.cohort, "location": p.location, **p.extra}
+            writer.writerow([values.get(h, "") for h in header])
+
+
+def load_dataset_info(dataset_dir: "str | int | os.PathLike") -> DatasetInfo:
+    """Read a converted dataset folder (see module docstring); ``dataset_dir`` as for find_dataset_dir.
+
+    Checks that dataset.json carries the provenance block, that participants.tsv lists
+    exactly the cases in labelsTr, and that every rater has a mask for every case.
+    """
+    folder = find_dataset_dir(dataset_dir)
+    m = _DATASET_NAME.match(folder.name)
+    if not m:
+        raise NerveError(f"{folder}: folder name is not Dataset<ID>_<NAME>")
+    json_path = folder / "dataset.json"
+    if not json_path.is_file():
+        raise NerveError(f"{json_path}: no such file")
+    try:
+        dataset_json = json.loads(json_path.read_text())
+    except json.JSONDecodeError as e:
+        raise NerveError(f"{json_path}: not valid JSON ({e})") from None
+    provenance = dataset_json.get(PROVENANCE_KEY)
+    if not isinstance(provenance, dict):
+        raise NerveError(f"{json_path}: no '{PROVENANCE_KEY}' block; was this dataset made by `nnunet-nerve convert`?")
+    raters = tuple(sorted(provenance.get("raters", [])))
+    participants = read_participants(folder / PARTICIPANTS_FILE)
+    by_case = {p.participant_id: p for p in participants}
+    label_cases = sorted(p.name[: -len(FILE_ENDING)] for p in (folder / "labelsTr").glob("*" + FILE_ENDING))
+    problems = []
+    for case in sorted(set(label_cases) - set(by_case)):
+        problems.append(f"{folder / 'labelsTr' / (case + FILE_ENDING)}: case {case} is not in {PARTICIPANTS_FILE}")
+    for case in sorted(set(by_case) - set(label_cases)):
+        problems.append(f"{folder / PARTICIPANTS_FILE}: case {case} has no consensus in labelsTr")
+    info = DatasetInfo(folder=folder, dataset_id=int(m.group(1)), name=m.group(2), cases=tuple(sorted(by_case)),
+                       participants=by_case, raters=raters,
+                       consensus_method=str(provenance.get("consensus", "")), dataset_json=dataset_json)
+    for case in info.cases:
+        for rater, path in info.rater_paths(case).items():
+            if not path.is_file():
+                problems.append(f"{path}: rater {rater} has no mask for case {case}")
+    if problems:
+        raise NerveError(f"{folder}: {len(problems)} problem(s) in the converted dataset", problems)
+    return info
