@@ -16,6 +16,7 @@ from nnunet_nerve.errors import NerveError
 #: The modules under nnunet_nerve.commands that register verbs, in --help order.
 COMMAND_MODULES = (
     "environment",
+    "registry",
 )
 
 
