@@ -1,0 +1,207 @@
+"""FCDenseNet: the paper's counts, shapes, transposed-conv alignment, input checks, and
+equality (outputs and gradients) with the straightforward reference in tests/."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from nnunet_nerve import FCDenseNet
+from reference_fcdensenet import ReferenceFCDenseNet
+
+
+def trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def count(module: nn.Module, kind: type) -> int:
+    return sum(type(m) is kind for m in module.modules())
+
+
+def test_paper_configuration_counts():
+    net = FCDenseNet()
+    assert trainable(net) == 979_106
+    assert trainable(FCDenseNet(conv_bias=False)) == 977_762
+    assert count(net, nn.Conv2d) == 42
+    assert count(net, nn.ConvTranspose2d) == 4
+    assert count(net, nn.BatchNorm2d) == 40
+    assert count(net, nn.MaxPool2d) == 4
+
+
+def test_paper_configuration_channels():
+    net = FCDenseNet()
+    assert [t.norm.num_features for t in net.transitions_down] == [96, 144, 192, 240]
+    assert net.bottleneck.layers[0].norm.num_features == 240
+    assert net.transitions_up[0].in_channels == 48
+    assert net.final_conv.in_channels == 192 and net.final_conv.out_channels == 2
+    # without biases only the final 1x1 conv (not followed by a batch norm) keeps one
+    with_bias = [m for m in FCDenseNet(conv_bias=False).modules()
+                 if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None]
+    assert len(with_bias) == 1
+
+
+@pytest.mark.parametrize("name, kwargs, expected", [
+    # 3 input channels, 11 classes (CamVid) as in Jégou et al. 2017; their Table reports
+    # 1.5M, 3.5M and 9.4M. Lasagne's count_params also counts the batch norms' running
+    # mean and inverse std: adding those gives 1,397,963, 3,502,923 and 9,425,163.
+    ("FC-DenseNet56", dict(n_pool=5, growth_rate=12, layers_per_block=4), 1_376_795),
+    ("FC-DenseNet67", dict(n_pool=5, growth_rate=16, layers_per_block=5), 3_463_243),
+    ("FC-DenseNet103", dict(n_pool=5, growth_rate=16,
+                            layers_per_block=[4, 5, 7, 10, 12, 15, 12, 10, 7, 5, 4]), 9_322_091),
+])
+def test_jegou_variants_build(name, kwargs, expected):
+    net = FCDenseNet(in_channels=3, num_classes=11, **kwargs)
+    assert trainable(net) == expected, name
+    running = sum(2 * m.num_features for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    published = {"FC-DenseNet56": 1.5e6, "FC-DenseNet67": 3.5e6, "FC-DenseNet103": 9.4e6}[name]
+    assert abs(trainable(net) + running - published) / published < 0.07
+    out = net.eval()(torch.randn(1, 3, 32, 64))
+    assert out.shape == (1, 11, 32, 64)
+
+
+def test_layers_per_block_length_checked():
+    with pytest.raises(ValueError, match="2 \\* n_pool \\+ 1"):
+        FCDenseNet(layers_per_block=[4, 4, 4])
+
+
+def test_output_shape_and_dtype_non_square():
+    net = FCDenseNet().eval()
+    x = torch.randn(2, 1, 48, 80)
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == (2, 2, 48, 80)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 40, 32), (1, 1, 32, 36), (1, 1, 8, 8)])
+def test_sides_not_divisible_raise(shape):
+    net = FCDenseNet()
+    with pytest.raises(ValueError, match="divisible by 16"):
+        net(torch.randn(*shape))
+
+
+def test_wrong_rank_raises():
+    with pytest.raises(ValueError, match="4D"):
+        FCDenseNet()(torch.randn(1, 32, 32))
+
+
+def test_transposed_conv_centred_delta_is_zero_insertion():
+    """A centred delta kernel puts input (i, j) on output (2i, 2j): no one-pixel shift."""
+    up = FCDenseNet().transitions_up[0]
+    channels = up.in_channels
+    with torch.no_grad():
+        up.weight.zero_()
+        up.weight[range(channels), range(channels), 1, 1] = 1.0
+        up.bias.zero_()
+        x = torch.randn(1, channels, 5, 7)
+        out = up(x)
+    assert out.shape == (1, channels, 10, 14)
+    expected = torch.zeros_like(out)
+    expected[:, :, ::2, ::2] = x
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_transposed_conv_can_be_nearest_neighbour():
+    """Taps (1..2, 1..2) of the kernel cover exactly the 2x2 window a pooled pixel came from."""
+    up = FCDenseNet().transitions_up[0]
+    channels = up.in_channels
+    with torch.no_grad():
+        up.weight.zero_()
+        up.weight[range(channels), range(channels), 1:, 1:] = 1.0
+        up.bias.zero_()
+        x = torch.randn(1, channels, 5, 7)
+        out = up(x)
+    torch.testing.assert_close(out, nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def test_eval_mode_is_deterministic():
+    torch.manual_seed(0)
+    net = FCDenseNet().eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(x), rtol=0, atol=0)
+
+
+def test_train_mode_dropout_is_active():
+    torch.manual_seed(0)
+    net = FCDenseNet().train()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert not torch.equal(net(x), net(x))
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    net = FCDenseNet()
+    x = torch.randn(2, 1, 32, 32)
+    target = torch.randint(0, 2, (2, 32, 32))
+    nn.functional.cross_entropy(net(x), target).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_batch_norms_convert_to_sync_batch_norm():
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(FCDenseNet())
+    assert count(converted, nn.SyncBatchNorm) == 40
+    assert count(converted, nn.BatchNorm2d) == 0
+
+
+def paired(seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    net = FCDenseNet(**kwargs)
+    reference = ReferenceFCDenseNet(**kwargs)
+    assert list(net.state_dict()) == list(reference.state_dict())
+    reference.load_state_dict(net.state_dict())
+    return net, reference
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(dropout=0.0),
+    dict(dropout=0.0, conv_bias=False, n_pool=3, growth_rate=8, layers_per_block=[2, 3, 1, 2, 3, 4, 2],
+         in_channels=2, num_classes=3, first_filters=16),
+])
+def test_matches_reference_in_train_mode_outputs_gradients_running_stats(kwargs):
+    net, reference = paired(**kwargs)
+    x = torch.randn(3, kwargs.get("in_channels", 1), 48, 32)
+    target = torch.randint(0, kwargs.get("num_classes", 2), (3, 48, 32))
+    x_net, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, out_ref = net.train()(x_net), reference.train()(x_ref)
+    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-4)
+    nn.functional.cross_entropy(out, target).backward()
+    nn.functional.cross_entropy(out_ref, target).backward()
+    torch.testing.assert_close(x_net.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    ref_params = dict(reference.named_parameters())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, ref_params[name].grad, rtol=1e-3, atol=1e-5, msg=name)
+    ref_buffers = dict(reference.named_buffers())
+    for name, b in net.named_buffers():   # running stats updated once per forward
+        torch.testing.assert_close(b, ref_buffers[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_matches_reference_in_eval_mode():
+    net, reference = paired(0)
+    # non-trivial running statistics and affine parameters
+    with torch.no_grad():
+        for m in reference.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 1, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), reference.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_deepcopy_and_state_dict_round_trip():
+    net = FCDenseNet()
+    clone = copy.deepcopy(net)
+    clone.load_state_dict(net.state_dict())
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(clone.eval()(x), net.eval()(x))
