@@ -21,7 +21,7 @@ def ext_trainer_line() -> str:
     return f'export nnUNet_extTrainer="{trainer_dir()}"'
 
 
-def ext_trainer_paths() -> list[str]:
-    """The folders currently listed in nnUNet_extTrainer (os.pathsep-separated)."""
-    value = os.environ.get("nnUNet_extTrainer", "")
+def ext_trainer_paths(environ=os.environ) -> list[str]:
+    """The folders listed in nnUNet_extTrainer (os.pathsep-separated)."""
+    value = environ.get("nnUNet_extTrainer", "")
     return [p for p in value.split(os.pathsep) if p.strip()]

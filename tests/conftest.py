@@ -33,7 +33,7 @@ def nnunet_env(tmp_path, monkeypatch) -> dict:
         "nnUNet_preprocessed": str(tmp_path / "nnUNet_preprocessed"),
         "nnUNet_results": str(tmp_path / "nnUNet_results"),
         "nnUNet_extTrainer": trainer_dir(),
-        "nnUNet_n_proc_DA": "0",
+        "nnUNet_n_proc_DA": "1",  # 0 breaks nnU-Net's planner (torch.set_num_threads(0))
         "nnUNet_compile": "false",
         "MPLCONFIGDIR": str(tmp_path / "mpl"),
         "OMP_NUM_THREADS": "2",
