@@ -17,6 +17,7 @@ from nnunet_nerve.errors import NerveError
 COMMAND_MODULES = (
     "environment",
     "registry",
+    "evaluate",
 )
 
 

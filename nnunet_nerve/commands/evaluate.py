@@ -1,0 +1,70 @@
+"""The `evaluate` verb: the paper's Table 1, its statistics and Figure 2 for one or more
+sets of predictions (folders, or nnU-Net's cross-validation results of trainers)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="the paper's Table 1, statistics and boxplots for predictions of a converted dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Compare predictions with the consensus and with every rater of a dataset converted by "
+            "`nnunet-nerve convert`, as Balsiger et al. (2018) do: Dice, HD95 (mm), volumetric similarity "
+            "(plus maximum Hausdorff distance and ASSD), per cohort and, for patients, per thigh location; "
+            "Mann-Whitney U of Auto-GT against the inter-rater baseline R-R; with several methods a paired "
+            "Wilcoxon signed-rank test between them.\n\n"
+            "Predictions come from folders of <case>.nii.gz (--pred, as nnUNetv2_predict writes them) or from "
+            "nnU-Net's cross-validation results (-tr: every fold's validation/ folder of "
+            "$nnUNet_results/Dataset<ID>_<NAME>/<trainer>__<plans>__<configuration>/, folds from "
+            "splits_final.json).\n\n"
+            "Examples:\n"
+            "  nnunet-nerve evaluate -d 42 --pred preds/ --out eval/\n"
+            "  nnunet-nerve evaluate -d 42 -tr FCDenseNetTrainer -tr nnUNetTrainer -c 2d --out eval/\n\n"
+            "Writes per_case.csv, table1.csv, table1.md, statistics.csv, figure2.png and timing.csv to --out "
+            "(atomically; an existing --out is kept unless --overwrite)."))
+    p.add_argument("-d", "--dataset", required=True, metavar="DIR_OR_ID",
+                   help="converted dataset: a folder, a dataset id (42) or Dataset042_<NAME> in $nnUNet_raw")
+    p.add_argument("--pred", action="append", default=[], metavar="FOLDER",
+                   help="folder of predictions <case>.nii.gz; repeat for several methods")
+    p.add_argument("--name", action="append", default=[], metavar="N",
+                   help="name of the method of each --pred, in order (default: the folder's name)")
+    p.add_argument("-tr", "--trainer", action="append", default=[], metavar="TRAINER",
+                   help="nnU-Net trainer whose cross-validation predictions to gather; repeat for several")
+    p.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration of -tr (default: 2d)")
+    p.add_argument("-p", "--plans", default="nnUNetPlans", help="nnU-Net plans identifier of -tr (default: nnUNetPlans)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="evaluate the cases that have predictions; the table lists what was left out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from pathlib import Path
+
+    from nnunet_nerve.atomic import refuse_existing
+    from nnunet_nerve.dataset_info import load_dataset_info
+    from nnunet_nerve.errors import NerveError
+    from nnunet_nerve.evaluation import evaluate, gather_prediction_folder
+    from nnunet_nerve.evaluation_report import write_report
+    from nnunet_nerve.nnunet_results import gather_trainer_predictions
+
+    if not args.pred and not args.trainer:
+        raise NerveError("nothing to evaluate: give --pred FOLDER or -tr TRAINER")
+    if args.name and len(args.name) != len(args.pred):
+        raise NerveError(f"{len(args.name)} --name for {len(args.pred)} --pred; give one name per --pred, in order")
+    refuse_existing(Path(args.out), args.overwrite, "evaluation output folder")
+    info = load_dataset_info(args.dataset)
+    names = args.name or [Path(p).resolve().name for p in args.pred]
+    methods = [gather_prediction_folder(folder, info, name, args.allow_missing)
+               for folder, name in zip(args.pred, names)]
+    methods += [gather_trainer_predictions(info, tr, args.plans, args.configuration, args.allow_missing)
+                for tr in args.trainer]
+    print(f"evaluating {len(info.cases)} case(s) of {info.dataset_name}: "
+          f"{', '.join(m.name for m in methods)} against consensus and raters {', '.join(info.raters)}", flush=True)
+    evaluation = evaluate(info, methods, progress=lambda s: print(s, flush=True))
+    out = write_report(evaluation, args.out, overwrite=args.overwrite, progress=lambda s: print(s, flush=True))
+    print(f"wrote {out}/table1.md (and per_case.csv, table1.csv, statistics.csv, figure2.png, timing.csv)")
+    return 0

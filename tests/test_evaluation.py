@@ -1,0 +1,329 @@
+"""`nnunet-nerve evaluate` end to end: a converted-dataset folder written with SimpleITK in the
+layout of the conversion contract, predictions as NIfTI files, the CLI in a subprocess, and
+every number it writes checked against medpy / scipy / numpy called here."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from medpy.metric import binary as medpy_binary
+from scipy import stats
+
+from conftest import run, script
+
+SPACING_XYZ = (0.52, 0.52, 4.0)
+SHAPE_ZYX = (6, 30, 36)
+RATERS = ("AB", "BW", "OS")
+# case -> (cohort, location)
+CASES = {
+    "sub-001": ("volunteer", "distal"), "sub-002": ("volunteer", "distal"), "sub-003": ("volunteer", "n/a"),
+    "sub-004": ("patient", "distal"), "sub-005": ("patient", "medial"), "sub-006": ("patient", "proximal"),
+    "sub-007": ("patient", "proximal"),
+}
+METRIC_KEYS = ("dice", "hd95_mm", "vs", "hd_mm", "assd_mm")
+medpy_surface_distances = vars(medpy_binary)["__surface_distances"]
+
+
+def tube(rng, centre_jitter: float, radius: float, shape=SHAPE_ZYX) -> np.ndarray:
+    """A nerve-like tube running along z, its centre drifting slice by slice."""
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    cy = 15 + 0.6 * z + rng.normal(0, centre_jitter, (shape[0], 1, 1))
+    cx = 18 - 0.4 * z + rng.normal(0, centre_jitter, (shape[0], 1, 1))
+    return ((y - cy) ** 2 + ((x - cx) * 0.9) ** 2) < radius ** 2
+
+
+def write_mask(array: np.ndarray, path: Path, spacing=SPACING_XYZ, dtype=np.uint8) -> None:
+    image = sitk.GetImageFromArray(array.astype(dtype))
+    image.SetSpacing(spacing)
+    image.SetOrigin((-10.0, 5.0, 2.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), True)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) != 0
+
+
+def write_dataset(root: Path, name: str = "Dataset042_Evaltest") -> Path:
+    """A converted dataset in the contract's layout (consensus = majority of three raters)."""
+    folder = root / name
+    rng = np.random.default_rng(7)
+    for case in CASES:
+        raters = {r: tube(rng, 0.6, 4.0 + rng.normal(0, 0.5)) for r in RATERS}
+        consensus = np.sum([m.astype(int) for m in raters.values()], axis=0) >= 2
+        write_mask(rng.normal(100, 20, SHAPE_ZYX), folder / "imagesTr" / f"{case}_0000.nii.gz", dtype=np.float32)
+        write_mask(consensus, folder / "labelsTr" / f"{case}.nii.gz")
+        for r, m in raters.items():
+            write_mask(m, folder / "raters" / r / f"{case}.nii.gz")
+    lines = ["participant_id\tcohort\tlocation\tage"] + [f"{c}\t{co}\t{lo}\t40" for c, (co, lo) in CASES.items()]
+    (folder / "participants.tsv").write_text("\n".join(lines) + "\n")
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2"}, "labels": {"background": 0, "nerve": 1}, "numTraining": len(CASES),
+        "file_ending": ".nii.gz",
+        "nnunet_nerve": {"consensus": "majority", "raters": sorted(RATERS), "version": "test", "registry": str(root)}}))
+    return folder
+
+
+def write_predictions(dataset: Path, folder: Path, seed: int, empty_case: "str | None" = None) -> Path:
+    """Consensus perturbed (shifted a voxel on some slices, grown or shrunk), as a model would err."""
+    rng = np.random.default_rng(seed)
+    for case in CASES:
+        label = read_mask(dataset / "labelsTr" / f"{case}.nii.gz")
+        pred = np.roll(label, int(rng.integers(-1, 2)), axis=2)
+        pred[int(rng.integers(0, SHAPE_ZYX[0]))] = False  # a missed slice
+        if rng.random() < 0.5:
+            pred |= np.roll(pred, 1, axis=1)
+        if case == empty_case:
+            pred[:] = False
+        write_mask(pred, folder / f"{case}.nii.gz")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("raw"))
+
+
+def read_csv(path: Path) -> list:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def file_spacing_zyx(path: Path) -> tuple:
+    """The spacing as stored in the file (NIfTI keeps float32: 0.52 reads as 0.51999998)."""
+    return tuple(reversed(sitk.ReadImage(str(path)).GetSpacing()))
+
+
+def reference_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple) -> dict:
+    """The metrics computed by medpy (surface with its default face connectivity)."""
+    if not pred.any() or not ref.any():
+        inf = math.inf if pred.any() != ref.any() else 0.0
+        return {"dice": medpy_binary.dc(pred, ref), "hd95_mm": inf, "hd_mm": inf, "assd_mm": inf,
+                "vs": 0.0 if pred.any() != ref.any() else 1.0}
+    d1 = medpy_surface_distances(pred, ref, spacing, 1)
+    d2 = medpy_surface_distances(ref, pred, spacing, 1)
+    a, b = int(pred.sum()), int(ref.sum())
+    return {"dice": medpy_binary.dc(pred, ref), "hd95_mm": max(np.percentile(d1, 95), np.percentile(d2, 95)),
+            "hd_mm": medpy_binary.hd(pred, ref, spacing), "assd_mm": medpy_binary.assd(pred, ref, spacing),
+            "vs": 1 - abs(a - b) / (a + b)}
+
+
+def mask_of(dataset: Path, preds: dict, name: str, case: str) -> np.ndarray:
+    if name == "GT":
+        return read_mask(dataset / "labelsTr" / f"{case}.nii.gz")
+    if name == "Auto":
+        raise AssertionError("resolve Auto through the method")
+    return read_mask(dataset / "raters" / name / f"{case}.nii.gz")
+
+
+def single_error_line(proc) -> str:
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def test_evaluate_two_methods_numbers_checked_independently(dataset, tmp_path, nnunet_env):
+    preds = {"FCDenseNet": write_predictions(dataset, tmp_path / "fcd", seed=1),
+             "nnU-Net": write_predictions(dataset, tmp_path / "nnunet", seed=2, empty_case="sub-005")}
+    out = tmp_path / "eval"
+    proc = run([script("nnunet-nerve"), "evaluate", "--dataset", str(dataset),
+                "--pred", str(preds["FCDenseNet"]), "--name", "FCDenseNet",
+                "--pred", str(preds["nnU-Net"]), "--name", "nnU-Net", "--out", str(out)], env=nnunet_env)
+    assert "sub-007" in proc.stdout  # progress per case
+    for f in ("per_case.csv", "table1.csv", "table1.md", "statistics.csv", "figure2.png", "timing.csv"):
+        assert (out / f).is_file(), f
+    assert (out / "figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # per_case.csv: every comparison of the paper, each number against medpy
+    rows = read_csv(out / "per_case.csv")
+    pairs = [f"{a}-{b}" for a, b in itertools.combinations(sorted(RATERS), 2)]
+    expected = {(c, "", p) for c in CASES for p in pairs} | {(c, "", f"{r}-GT") for c in CASES for r in RATERS}
+    expected |= {(c, m, comp) for c in CASES for m in preds for comp in ["Auto-GT"] + [f"Auto-{r}" for r in RATERS]}
+    assert {(r["case"], r["method"], r["comparison"]) for r in rows} == expected
+    assert len(rows) == len(expected)
+    for r in rows:
+        assert (r["cohort"], r["location"]) == CASES[r["case"]]
+        first, second = r["comparison"].split("-")
+        a = read_mask(preds[r["method"]] / f"{r['case']}.nii.gz") if first == "Auto" else mask_of(dataset, preds, first, r["case"])
+        b = mask_of(dataset, preds, second, r["case"])
+        ref = reference_metrics(a, b, file_spacing_zyx(dataset / "labelsTr" / f"{r['case']}.nii.gz"))
+        for key in METRIC_KEYS:
+            assert float(r[key]) == pytest.approx(ref[key], rel=1e-9, abs=1e-12), (r["case"], r["comparison"], key)
+    empty = [r for r in rows if r["case"] == "sub-005" and r["method"] == "nnU-Net"]
+    assert empty and all(r["hd95_mm"] == "inf" and float(r["dice"]) == 0 for r in empty)
+
+    # table1.csv: mean/SD/n recomputed here from the per-case values
+    table = read_csv(out / "table1.csv")
+    def values(method, comparison, cohort, location, key):
+        chosen = [r for r in rows if r["cohort"] == cohort and (location == "all" or r["location"] == location)
+                  and ((comparison == "R-R" and r["comparison"] in pairs)
+                       or (r["method"] == method and r["comparison"] == comparison))]
+        return np.array([float(r[key]) for r in chosen])
+    assert {(t["cohort"], t["location"]) for t in table} == {
+        ("volunteer", "all"), ("patient", "all"), ("patient", "distal"), ("patient", "medial"), ("patient", "proximal")}
+    rr = [t for t in table if t["comparison"] == "R-R" and t["location"] == "all"]
+    assert {int(t["n"]) for t in rr} == {3 * 3, 4 * 3}  # cases x pairs per cohort
+    for t in table:
+        for key in METRIC_KEYS:
+            v = values(t["method"], t["comparison"], t["cohort"], t["location"], key)
+            assert int(t["n"]) == v.size
+            finite = v[np.isfinite(v)]
+            assert int(t[f"{key}_n_inf"]) == v.size - finite.size
+            if finite.size == 0:  # e.g. the one medial patient, empty in nnU-Net's prediction
+                assert math.isnan(float(t[f"{key}_mean"])) and key not in ("dice", "vs")
+                continue
+            assert float(t[f"{key}_mean"]) == pytest.approx(finite.mean(), rel=1e-9)
+            assert float(t[f"{key}_sd"]) == pytest.approx(finite.std(), rel=1e-9, abs=1e-12)
+    inf_row = [t for t in table if t["method"] == "nnU-Net" and t["comparison"] == "Auto-GT"
+               and t["cohort"] == "patient" and t["location"] == "all"][0]
+    assert int(inf_row["hd95_mm_n_inf"]) == 1 and math.isfinite(float(inf_row["hd95_mm_mean"]))
+
+    # statistics.csv: Mann-Whitney U and Wilcoxon recomputed with scipy on the per-case values
+    statistics = read_csv(out / "statistics.csv")
+    for s in statistics:
+        cohort, key = s["cohort"], s["metric"]
+        if s["test"] == "mann-whitney-u":
+            method = s["group_a"].split("(")[1].rstrip(")")
+            a, b = values(method, "Auto-GT", cohort, "all", key), values("", "R-R", cohort, "all", key)
+            a, b = np.where(np.isinf(a), 1e9, a), np.where(np.isinf(b), 1e9, b)
+            expected_p = stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
+        else:
+            a = values("FCDenseNet", "Auto-GT", cohort, "all", key)
+            b = values("nnU-Net", "Auto-GT", cohort, "all", key)
+            a, b = np.where(np.isinf(a), 1e9, a), np.where(np.isinf(b), 1e9, b)
+            expected_p = 1.0 if np.all(a == b) else stats.wilcoxon(a, b).pvalue
+        assert float(s["p_value"]) == pytest.approx(expected_p, rel=1e-9), (s["test"], cohort, key)
+    assert {s["test"] for s in statistics} == {"mann-whitney-u", "wilcoxon-signed-rank"}
+    assert len([s for s in statistics if s["test"] == "mann-whitney-u"]) == 2 * 2 * len(METRIC_KEYS)
+
+    md = (out / "table1.md").read_text()
+    assert "Methods side by side" in md and "Wilcoxon p FCDenseNet vs nnU-Net" in md
+    assert "are infinite (one mask empty) and are left out of mean ± SD" in md
+    assert "by thigh location" in md and "| proximal n |" in md.replace("proximal n", "proximal n")
+    assert md.count("not recorded") == 2  # prediction folders carry no timing
+    assert len(read_csv(out / "timing.csv")) == 0
+
+
+def test_bad_predictions_give_one_error_line_and_no_output(dataset, tmp_path, nnunet_env):
+    cli = [script("nnunet-nerve"), "evaluate", "--dataset", str(dataset)]
+
+    off_grid = write_predictions(dataset, tmp_path / "offgrid", seed=3)
+    write_mask(read_mask(off_grid / "sub-004.nii.gz"), off_grid / "sub-004.nii.gz", spacing=(0.6, 0.52, 4.0))
+    proc = run(cli + ["--pred", str(off_grid), "--out", str(tmp_path / "o1")], env=nnunet_env, check=False)
+    assert proc.returncode != 0
+    line = single_error_line(proc)
+    assert "sub-004" in line and "grid" in line and "spacing" in line
+    assert not (tmp_path / "o1").exists() and not list(tmp_path.glob(".o1*"))
+
+    non_binary = write_predictions(dataset, tmp_path / "nonbinary", seed=3)
+    arr = read_mask(non_binary / "sub-002.nii.gz").astype(np.uint8)
+    arr[arr == 1] = 2
+    write_mask(arr, non_binary / "sub-002.nii.gz")
+    proc = run(cli + ["--pred", str(non_binary), "--out", str(tmp_path / "o2")], env=nnunet_env, check=False)
+    line = single_error_line(proc)
+    assert proc.returncode != 0 and "sub-002" in line and "not binary" in line
+    assert not (tmp_path / "o2").exists()
+
+    missing = write_predictions(dataset, tmp_path / "missing", seed=3)
+    (missing / "sub-006.nii.gz").unlink()
+    proc = run(cli + ["--pred", str(missing), "--out", str(tmp_path / "o3")], env=nnunet_env, check=False)
+    line = single_error_line(proc)
+    assert proc.returncode != 0 and "sub-006" in line and "--allow-missing" in line
+    assert not (tmp_path / "o3").exists()
+
+    run(cli + ["--pred", str(missing), "--out", str(tmp_path / "o3"), "--allow-missing"], env=nnunet_env)
+    rows = read_csv(tmp_path / "o3" / "per_case.csv")
+    assert not [r for r in rows if r["case"] == "sub-006" and r["method"]]
+    assert [r for r in rows if r["case"] == "sub-006" and r["comparison"] == "AB-BW"]  # raters still evaluated
+    md = (tmp_path / "o3" / "table1.md").read_text()
+    assert "1 case(s) without prediction" in md and "sub-006" in md.split("## Left out")[1]
+
+    # an existing output is refused without --overwrite, and kept as it was
+    before = (tmp_path / "o3" / "per_case.csv").read_bytes()
+    proc = run(cli + ["--pred", str(missing), "--out", str(tmp_path / "o3"), "--allow-missing"], env=nnunet_env,
+               check=False)
+    assert proc.returncode != 0 and "--overwrite" in single_error_line(proc)
+    assert (tmp_path / "o3" / "per_case.csv").read_bytes() == before
+
+    proc = run([script("nnunet-nerve"), "evaluate", "--dataset", "977", "--pred", str(missing),
+                "--out", str(tmp_path / "o4")], env=nnunet_env, check=False)
+    line = single_error_line(proc)
+    assert proc.returncode != 0 and "977" in line
+    assert not (tmp_path / "o4").exists()
+
+
+def write_fold_results(dataset: Path, env: dict, trainer: str, folds: list, skip_fold: "int | None" = None,
+                       seed: int = 5) -> tuple:
+    """nnU-Net's layout: fold_<k>/validation/<case>.nii.gz and a training log holding nnU-Net's
+    validation lines; returns the trainer folder and the seconds logged per case."""
+    from datetime import datetime, timedelta
+
+    results = Path(env["nnUNet_results"]) / dataset.name / f"{trainer}__nnUNetPlans__2d"
+    seconds = {}
+    for k, val in enumerate(folds):
+        if k == skip_fold:
+            continue
+        fold = results / f"fold_{k}"
+        every = write_predictions(dataset, fold / "every_case", seed=seed + k)
+        (fold / "validation").mkdir(parents=True)
+        for case in val:
+            os.replace(every / f"{case}.nii.gz", fold / "validation" / f"{case}.nii.gz")
+        when = datetime(2026, 11, 23, 11, 59, 58, 250000)
+        log = [f"{when - timedelta(hours=1)}: Epoch 0", f"{when}: Training done."]
+        for i, case in enumerate(val):
+            seconds[case] = 1.25 + i + k
+            log += [f"{when}: predicting {case}", f"{when + timedelta(seconds=0.1)}: {case}, shape (1, 6, 30, 36), rank 0"]
+            when += timedelta(seconds=seconds[case])
+        log += [f"{when}: Validation complete", f"{when + timedelta(seconds=3)}: Mean Validation Dice:  0.8"]
+        (fold / "training_log_2026_11_23_10_59_58.txt").write_text("\n".join(log) + "\n")
+    return results, seconds
+
+
+def test_evaluate_trainers_from_nnunet_results(dataset, tmp_path, nnunet_env):
+    folds = [["sub-001", "sub-004"], ["sub-002", "sub-005"], ["sub-003", "sub-006", "sub-007"]]
+    split_dir = Path(nnunet_env["nnUNet_preprocessed"]) / dataset.name
+    split_dir.mkdir(parents=True)
+    (split_dir / "splits_final.json").write_text(json.dumps(
+        [{"train": sorted(set(CASES) - set(v)), "val": v} for v in folds]))
+    raw = Path(nnunet_env["nnUNet_raw"])
+    os.symlink(dataset, raw / dataset.name)
+    fcd, fcd_seconds = write_fold_results(dataset, nnunet_env, "FCDenseNetTrainer", folds)
+    unet, _ = write_fold_results(dataset, nnunet_env, "nnUNetTrainer", folds, skip_fold=1, seed=11)
+    cli = [script("nnunet-nerve"), "evaluate", "-d", "42", "-tr", "FCDenseNetTrainer", "-tr", "nnUNetTrainer",
+           "-c", "2d"]
+
+    proc = run(cli + ["--out", str(tmp_path / "e1")], env=nnunet_env, check=False)
+    line = single_error_line(proc)
+    assert proc.returncode != 0 and "fold 1 missing" in line and "sub-005" in line
+    assert not (tmp_path / "e1").exists()
+
+    out = tmp_path / "e2"
+    run(cli + ["--out", str(out), "--allow-missing"], env=nnunet_env)
+    rows = read_csv(out / "per_case.csv")
+    auto = [r for r in rows if r["comparison"] == "Auto-GT"]
+    assert {r["case"] for r in auto if r["method"] == "FCDenseNetTrainer"} == set(CASES)
+    assert {r["case"] for r in auto if r["method"] == "nnUNetTrainer"} == set(CASES) - {"sub-002", "sub-005"}
+    for r in auto:  # each case's prediction comes from the fold that validated it
+        fold = next(k for k, v in enumerate(folds) if r["case"] in v)
+        base = fcd if r["method"] == "FCDenseNetTrainer" else unet
+        pred = read_mask(base / f"fold_{fold}" / "validation" / f"{r['case']}.nii.gz")
+        label = dataset / "labelsTr" / f"{r['case']}.nii.gz"
+        ref = reference_metrics(pred, read_mask(label), file_spacing_zyx(label))
+        assert float(r["dice"]) == pytest.approx(ref["dice"], rel=1e-9)
+        assert float(r["hd95_mm"]) == pytest.approx(ref["hd95_mm"], rel=1e-9)
+    md = (out / "table1.md").read_text()
+    left_out = md.split("## Left out")[1].split("##")[0]
+    assert "nnUNetTrainer: fold 1 missing" in left_out and "sub-002, sub-005" in left_out
+    timing = read_csv(out / "timing.csv")
+    logged = {r["case"]: float(r["seconds"]) for r in timing if r["method"] == "FCDenseNetTrainer"}
+    assert logged == pytest.approx(fcd_seconds)
+    expected = np.array(list(fcd_seconds.values()))
+    assert f"FCDenseNetTrainer: median {np.median(expected):.2f} s" in md
+    assert {r["case"] for r in timing if r["method"] == "nnUNetTrainer"} == set(CASES) - {"sub-002", "sub-005"}
