@@ -1,0 +1,284 @@
+"""Physiological post-processing of a nerve segmentation: keep the nerve tube, drop blobs,
+fill missed slices.
+
+The nerve is one continuous tubular structure running through the stack that may split
+into two branches. The rule (``PostprocessRule``), on a binary mask (z, y, x) with its
+spacing in mm:
+
+1. Components: 3D connected components with 26-connectivity.
+2. Bridges over missed slices: a 2D piece (8-connected) in slice ``a`` that no mask voxel of
+   slice ``a + 1`` touches, and a piece in slice ``b`` that no voxel of slice ``b - 1``
+   touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 1) slices between them
+   (the fewest that give any pair), are bridged when they face each other: the distance
+   between their centroids is at most the sum of their equivalent radii sqrt(area / pi).
+   The slices between get the shape-based interpolation of the two pieces: voxels where the
+   linear blend of the pieces' signed distance maps (mm, negative inside) is negative.
+   Bridged components count as one group.
+3. The main tube: the group of bridged components with the largest z-extent (first to
+   last slice, gaps included); ties go to the larger voxel count.
+4. Other groups are kept only when their z-extent is at least ``min_extent_fraction``
+   (default 0.5) of the main tube's and their nearest voxel lies within
+   ``max_branch_distance_mm`` (default 20 mm) of it: a branch whose junction was missed.
+   Everything else (short blobs such as a segmented vein, anything far away) is removed.
+
+So every voxel of the main tube is kept and nothing is added outside bridged gaps. A long
+vessel running beside the nerve over most of the stack is indistinguishable from a branch
+by this rule and is kept. An empty mask stays empty.
+
+nnU-Net's own post-processing (``remove_all_but_largest_component``) keeps the single
+largest 3D component instead; ``benchmarks/bench_postprocess.py`` compares the two.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from nnunet_nerve.biomarkers import binary_mask
+from nnunet_nerve.errors import NerveError
+
+REPORT_NAME = "postprocessing_nerve.json"
+_STRUCTURE_3D = np.ones((3, 3, 3), dtype=bool)
+_STRUCTURE_2D = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class PostprocessRule:
+    min_extent_fraction: float = 0.5
+    max_branch_distance_mm: float = 20.0
+    max_gap_slices: int = 1
+
+
+@dataclass
+class PostprocessResult:
+    """The cleaned mask (bool) and what was changed."""
+
+    mask: np.ndarray
+    components: int = 0
+    kept_components: int = 0
+    removed_voxels: int = 0
+    filled_slices: list = field(default_factory=list)
+    filled_voxels: int = 0
+    main_extent_slices: int = 0
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("mask")
+        return out
+
+
+@dataclass
+class _Piece:
+    component: int
+    z: int
+    mask: np.ndarray          # 2D bool, full slice
+    centroid: np.ndarray      # (y_mm, x_mm)
+    radius: float             # equivalent radius in mm
+
+
+def _end_pieces(mask: np.ndarray, comp: np.ndarray, sy: float, sx: float) -> tuple[dict, dict]:
+    """The 8-connected 2D pieces that end the mask downwards (no mask voxel of slice z+1
+    touches them) and upwards (none of slice z-1 does), as ({z: [pieces]}, {z: [pieces]})."""
+    nz = mask.shape[0]
+    down, up = {}, {}
+    for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1)):
+        lab, _ = ndimage.label(mask[z], structure=_STRUCTURE_2D)
+        for i, box in enumerate(ndimage.find_objects(lab), 1):
+            crop = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+            grown = ndimage.binary_dilation(lab[crop] == i, structure=_STRUCTURE_2D)
+            is_down = z + 1 < nz and not mask[z + 1][crop][grown].any()
+            is_up = z > 0 and not mask[z - 1][crop][grown].any()
+            if not (is_down or is_up):
+                continue
+            piece = lab == i
+            ys, xs = np.nonzero(piece)
+            p = _Piece(int(comp[z][ys[0], xs[0]]), int(z), piece, np.array([ys.mean() * sy, xs.mean() * sx]),
+                       float(np.sqrt(piece.sum() * sy * sx / np.pi)))
+            if is_down:
+                down.setdefault(int(z), []).append(p)
+            if is_up:
+                up.setdefault(int(z), []).append(p)
+    return down, up
+
+
+def _facing(p: _Piece, q: _Piece) -> bool:
+    return float(np.linalg.norm(p.centroid - q.centroid)) <= p.radius + q.radius
+
+
+def _signed_distance(piece: np.ndarray, spacing_yx) -> np.ndarray:
+    """Signed distance (mm) to the piece's boundary: negative inside, positive outside."""
+    return (ndimage.distance_transform_edt(~piece, sampling=spacing_yx)
+            - ndimage.distance_transform_edt(piece, sampling=spacing_yx))
+
+
+def interpolate_gap(lower: np.ndarray, upper: np.ndarray, gap: int, spacing_yx) -> list:
+    """``gap`` 2D masks between slice masks ``lower`` and ``upper`` by shape-based
+    interpolation (linear blend of signed distances, inside where negative)."""
+    d0, d1 = _signed_distance(lower, spacing_yx), _signed_distance(upper, spacing_yx)
+    return [((1 - w) * d0 + w * d1) < 0 for w in (np.arange(1, gap + 1) / (gap + 1))]
+
+
+def _find_bridges(mask: np.ndarray, comp: np.ndarray, max_gap: int, sy: float, sx: float) -> list:
+    """(lower piece, upper piece) pairs: a downward end piece and the upward end pieces facing
+    it across the fewest empty slices (1..max_gap) that give any."""
+    down, up = _end_pieces(mask, comp, sy, sx)
+    bridges = []
+    for z, lowers in down.items():
+        for lo in lowers:
+            for gap in range(1, max_gap + 1):
+                facing = [q for q in up.get(z + gap + 1, []) if _facing(lo, q)]
+                if facing:
+                    bridges += [(lo, q) for q in facing]
+                    break
+    return bridges
+
+
+def _groups(n: int, bridges: list) -> np.ndarray:
+    """Union-find over components 1..n joined by bridges; group id per component (index 0 unused)."""
+    parent = list(range(n + 1))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for lo, up in bridges:
+        parent[root(lo.component)] = root(up.component)
+    return np.array([root(i) for i in range(n + 1)])
+
+
+def postprocess_nerve(mask: np.ndarray, spacing_zyx: Sequence[float], rule: PostprocessRule = PostprocessRule()
+                      ) -> PostprocessResult:
+    """Apply the module's rule to a binary mask (z, y, x); see the module docstring."""
+    mask = binary_mask(np.asarray(mask))
+    if mask.ndim != 3:
+        raise NerveError(f"mask: expected a 3D mask (z, y, x), got {mask.ndim} dimensions")
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    comp, n = ndimage.label(mask, structure=_STRUCTURE_3D)
+    if n == 0:
+        return PostprocessResult(mask.copy())
+    objects = ndimage.find_objects(comp)
+    zranges = {i + 1: (obj[0].start, obj[0].stop - 1) for i, obj in enumerate(objects)}
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)
+    bridges = _find_bridges(mask, comp, int(rule.max_gap_slices), sy, sx)
+    group_of = _groups(n, bridges)
+
+    groups = {}
+    for c in range(1, n + 1):
+        g = groups.setdefault(group_of[c], {"members": [], "z0": zranges[c][0], "z1": zranges[c][1], "voxels": 0})
+        g["members"].append(c)
+        g["z0"], g["z1"] = min(g["z0"], zranges[c][0]), max(g["z1"], zranges[c][1])
+        g["voxels"] += int(sizes[c])
+    extent = {g: v["z1"] - v["z0"] + 1 for g, v in groups.items()}
+    main = max(groups, key=lambda g: (extent[g], groups[g]["voxels"]))
+    keep_groups = {main}
+    candidates = [g for g in groups if g != main and extent[g] >= rule.min_extent_fraction * extent[main]]
+    if candidates:
+        main_mask = np.isin(comp, groups[main]["members"])
+        distance = ndimage.distance_transform_edt(~main_mask, sampling=(sz, sy, sx))
+        for g in candidates:
+            if distance[np.isin(comp, groups[g]["members"])].min() <= rule.max_branch_distance_mm:
+                keep_groups.add(g)
+
+    kept_components = [c for g in keep_groups for c in groups[g]["members"]]
+    out = np.isin(comp, kept_components)
+    filled_slices, filled_voxels = set(), 0
+    for lo, up in bridges:
+        if group_of[lo.component] not in keep_groups:
+            continue
+        gap = up.z - lo.z - 1
+        for z, fill in zip(range(lo.z + 1, up.z), interpolate_gap(lo.mask, up.mask, gap, (sy, sx))):
+            new = fill & ~out[z]
+            out[z] |= fill
+            filled_voxels += int(new.sum())
+            filled_slices.add(z)
+    return PostprocessResult(out, components=n, kept_components=len(kept_components),
+                             removed_voxels=int(mask.sum() - np.isin(comp, kept_components).sum()),
+                             filled_slices=sorted(filled_slices), filled_voxels=filled_voxels,
+                             main_extent_slices=int(extent[main]))
+
+
+# ----------------------------------------------------------------------------- files
+
+def _postprocess_image(path: Path, rule: PostprocessRule):
+    """(output SimpleITK image, result) for one mask file."""
+    import SimpleITK as sitk
+
+    from nnunet_nerve.imageio import read_image, spacing_zyx
+
+    image = read_image(path)
+    if image.GetDimension() != 3:
+        raise NerveError(f"{path}: expected a 3D mask, got {image.GetDimension()}D")
+    result = postprocess_nerve(binary_mask(sitk.GetArrayFromImage(image), str(path)), spacing_zyx(image), rule)
+    out = sitk.GetImageFromArray(result.mask.astype(np.uint8))
+    out.CopyInformation(image)
+    return out, result
+
+
+def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False
+                     ) -> PostprocessResult:
+    """Post-process one mask file into ``out_path`` (uint8 0/1, the input's grid), atomically."""
+    from nnunet_nerve.atomic import atomic_file
+    from nnunet_nerve.imageio import write_image
+
+    out, result = _postprocess_image(Path(in_path), rule)
+    with atomic_file(out_path, overwrite) as tmp:
+        write_image(out, tmp)
+    return result
+
+
+def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False,
+                       log: "Callable[[str], None] | None" = None) -> dict:
+    """Post-process every mask file directly in ``in_dir`` (e.g. nnUNetv2_predict's output)
+    into ``out_dir``, built atomically. The folder's .json files (dataset.json, plans.json,
+    ...) are copied so that the result is a drop-in prediction folder; ``REPORT_NAME``
+    records what changed per file. Returns that report."""
+    from nnunet_nerve.atomic import atomic_directory
+    from nnunet_nerve.imageio import has_image_suffix, write_image
+
+    in_dir = Path(in_dir)
+    files = sorted(p for p in in_dir.iterdir() if p.is_file() and has_image_suffix(p.name))
+    if not files:
+        raise NerveError(f"{in_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
+    report = {"rule": asdict(rule), "files": {}}
+    with atomic_directory(out_dir, overwrite) as tmp:
+        for i, path in enumerate(files, 1):
+            out, result = _postprocess_image(path, rule)
+            write_image(out, tmp / path.name)
+            report["files"][path.name] = result.as_dict()
+            if log:
+                log(f"[{i}/{len(files)}] {path.name}: {describe(result)}")
+        for extra in sorted(in_dir.glob("*.json")):
+            if extra.name != REPORT_NAME:
+                shutil.copy2(extra, tmp / extra.name)
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def postprocess_path(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False,
+                     log: "Callable[[str], None] | None" = None):
+    """A file to a file, or a folder to a folder."""
+    in_path = Path(in_path)
+    if in_path.is_dir():
+        return postprocess_folder(in_path, out_path, rule, overwrite, log)
+    if not in_path.is_file():
+        raise NerveError(f"{in_path}: no such file or folder")
+    result = postprocess_file(in_path, out_path, rule, overwrite)
+    if log:
+        log(f"{in_path.name}: {describe(result)}")
+    return result
+
+
+def describe(result: PostprocessResult) -> str:
+    """One line: components kept/found, voxels removed, slices filled."""
+    filled = f", filled slice(s) {', '.join(map(str, result.filled_slices))} (+{result.filled_voxels} voxels)" \
+        if result.filled_slices else ""
+    return (f"kept {result.kept_components} of {result.components} component(s), "
+            f"removed {result.removed_voxels} voxel(s){filled}")
