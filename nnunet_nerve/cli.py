@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "environment",
     "registry",
     "evaluate",
+    "biomarkers",
 )
 
 
