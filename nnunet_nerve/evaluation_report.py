@@ -234,7 +234,7 @@ def draw_boxplots(evaluation: Evaluation, path: Path) -> None:
                     continue
                 position = c_index + (s_index - (len(series) - 1) / 2) * width
                 box = ax.boxplot(values, positions=[position], widths=width * 0.9, patch_artist=True,
-                                 showfliers=True)
+                                 showfliers=True, medianprops={"color": "black"})
                 for patch in box["boxes"]:
                     patch.set_facecolor(colours[s_index % len(colours)])
                     patch.set_alpha(0.7)

@@ -174,10 +174,11 @@ def _as_bool(mask: np.ndarray) -> np.ndarray:
 
 def _check_spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
     sampling = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    shown = tuple(float(s) for s in sampling)
     if sampling.size != ndim:
-        raise ValueError(f"spacing {tuple(sampling)} has {sampling.size} values for {ndim}-D masks")
+        raise ValueError(f"spacing {shown} has {sampling.size} values for {ndim}-D masks")
     if not np.all(np.isfinite(sampling)) or np.any(sampling <= 0):
-        raise ValueError(f"spacing {tuple(sampling)} must be positive and finite")
+        raise ValueError(f"spacing {shown} must be positive and finite")
     return sampling
 
 
