@@ -327,3 +327,35 @@ def test_evaluate_trainers_from_nnunet_results(dataset, tmp_path, nnunet_env):
     expected = np.array(list(fcd_seconds.values()))
     assert f"FCDenseNetTrainer: median {np.median(expected):.2f} s" in md
     assert {r["case"] for r in timing if r["method"] == "nnUNetTrainer"} == set(CASES) - {"sub-002", "sub-005"}
+
+
+def test_phantom_registry_converted_then_evaluated(tmp_path, nnunet_env):
+    """The real chain: `phantom` -> `convert` -> `evaluate -d ID`, with rater OS's own masks
+    as the "prediction": Auto-OS must be perfect and Auto-GT / Auto-AB must equal OS-GT / AB-OS."""
+    import shutil
+
+    registry = tmp_path / "registry"
+    run([script("nnunet-nerve"), "phantom", str(registry), "--volunteers", "2", "--patients", "3", "--seed", "1"],
+        env=nnunet_env)
+    run([script("nnunet-nerve"), "convert", str(registry), "-d", "43", "--name", "Phantom"], env=nnunet_env)
+    dataset = Path(nnunet_env["nnUNet_raw"]) / "Dataset043_Phantom"
+    preds = tmp_path / "preds"
+    shutil.copytree(dataset / "raters" / "OS", preds)
+    out = tmp_path / "eval"
+    run([script("nnunet-nerve"), "evaluate", "-d", "43", "--pred", str(preds), "--name", "rater-OS",
+         "--out", str(out)], env=nnunet_env)
+    rows = read_csv(out / "per_case.csv")
+    by = {(r["case"], r["comparison"]): r for r in rows}
+    cases = sorted({r["case"] for r in rows})
+    assert len(cases) == 5
+    for case in cases:
+        assert float(by[case, "Auto-OS"]["dice"]) == 1.0 and float(by[case, "Auto-OS"]["hd95_mm"]) == 0.0
+        for auto, rater in (("Auto-GT", "OS-GT"), ("Auto-AB", "AB-OS"), ("Auto-BW", "BW-OS")):
+            for key in METRIC_KEYS:
+                assert float(by[case, auto][key]) == float(by[case, rater][key]), (case, auto, key)
+        label = dataset / "labelsTr" / f"{case}.nii.gz"
+        ref = reference_metrics(read_mask(preds / f"{case}.nii.gz"), read_mask(label), file_spacing_zyx(label))
+        for key in METRIC_KEYS:
+            assert float(by[case, "Auto-GT"][key]) == pytest.approx(ref[key], rel=1e-9)
+    md = (out / "table1.md").read_text()
+    assert "Dataset043_Phantom" in md and "| raters | R-R |" in md
