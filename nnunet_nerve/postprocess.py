@@ -11,8 +11,9 @@ spacing in mm:
    touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 1) slices between them
    (the fewest that give any pair), are bridged when they face each other: the distance
    between their centroids is at most the sum of their equivalent radii sqrt(area / pi).
-   The slices between get the shape-based interpolation of the two pieces: voxels where the
-   linear blend of the pieces' signed distance maps (mm, negative inside) is negative.
+   The slices between get the shape-based interpolation of the two pieces: both moved to
+   the linearly interpolated centroid, voxels where the linear blend of their signed
+   distance maps (mm, negative inside) is negative.
    Bridged components count as one group.
 3. The main tube: the group of bridged components with the largest z-extent (first to
    last slice, gaps included); ties go to the larger voxel count.
@@ -117,11 +118,23 @@ def _signed_distance(piece: np.ndarray, spacing_yx) -> np.ndarray:
             - ndimage.distance_transform_edt(piece, sampling=spacing_yx))
 
 
+def _shifted(piece: np.ndarray, shift_px) -> np.ndarray:
+    return ndimage.shift(piece.astype(np.uint8), np.round(shift_px), order=0, mode="constant", cval=0) > 0
+
+
 def interpolate_gap(lower: np.ndarray, upper: np.ndarray, gap: int, spacing_yx) -> list:
-    """``gap`` 2D masks between slice masks ``lower`` and ``upper`` by shape-based
-    interpolation (linear blend of signed distances, inside where negative)."""
-    d0, d1 = _signed_distance(lower, spacing_yx), _signed_distance(upper, spacing_yx)
-    return [((1 - w) * d0 + w * d1) < 0 for w in (np.arange(1, gap + 1) / (gap + 1))]
+    """``gap`` 2D masks between slice masks ``lower`` and ``upper``: shape-based interpolation
+    with centroid alignment. For the slice at fraction w of the way, both shapes are moved
+    (whole pixels) to the blended centroid (1 - w) c_lower + w c_upper, and the result is
+    where (1 - w) d_lower + w d_upper < 0, d being the moved shapes' signed distances (mm)."""
+    c0, c1 = (np.array(ndimage.center_of_mass(m)) for m in (lower, upper))
+    out = []
+    for w in np.arange(1, gap + 1) / (gap + 1):
+        target = (1 - w) * c0 + w * c1
+        d0 = _signed_distance(_shifted(lower, target - c0), spacing_yx)
+        d1 = _signed_distance(_shifted(upper, target - c1), spacing_yx)
+        out.append(((1 - w) * d0 + w * d1) < 0)
+    return out
 
 
 def _find_bridges(mask: np.ndarray, comp: np.ndarray, max_gap: int, sy: float, sx: float) -> list:

@@ -1,0 +1,285 @@
+"""Nerve biomarkers on masks whose answers are known, through the library and the CLI."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import run, script
+from nerve_tubes import SHAPE, SPACING, disc_area_tolerance, oblique_tube, t2_image, tube, write
+from nnunet_nerve.biomarkers import NormativeReference, nerve_biomarkers, track_cosines
+from nnunet_nerve.errors import NerveError
+
+NZ = SHAPE[0]
+PIXEL_AREA = SPACING[1] * SPACING[2]
+
+
+def cli(*args, check=True):
+    return run([script("nnunet-nerve"), *map(str, args)], check=check, timeout=300)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def scan(tmp_path, mask, image=None, name="case"):
+    image = t2_image(mask) if image is None else image
+    return write(tmp_path / f"{name}_t2.nii.gz", image), write(tmp_path / f"{name}_mask.nii.gz", mask)
+
+
+def test_cylinder_csa_is_pi_r2_within_discretisation(tmp_path):
+    """A straight cylinder whose centre moves by sub-pixel amounts per slice: every slice's CSA is
+    within the disc-counting bound of pi r^2, and their mean within 2 % (for a random sub-pixel
+    offset the expected pixel count of a disc is exactly its area)."""
+    rng = np.random.default_rng(1)
+    offsets = rng.uniform(0, SPACING[2], size=(NZ, 2))
+    r = 3.0
+    mask = tube(lambda z: (24 + offsets[int(z // SPACING[0])][0], 24 + offsets[int(z // SPACING[0])][1]), r)
+    image, mask_path = scan(tmp_path, mask)
+    out = tmp_path / "out"
+    proc = cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out)
+    assert "lesion burden 0 %" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["mip.png", "profile.png", "slices.csv", "summary.json"]
+    rows = read_csv(out / "slices.csv")
+    assert len(rows) == NZ
+    csa = np.array([float(r_["csa_mm2"]) for r_ in rows])
+    assert np.all(np.abs(csa - np.pi * r * r) <= disc_area_tolerance(r, SPACING[1:]))
+    assert abs(csa.mean() - np.pi * r * r) / (np.pi * r * r) < 0.02
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nerve_found"] and summary["voxels"] == int(mask.sum())
+    assert summary["volume_mm3"] == pytest.approx(mask.sum() * np.prod(SPACING))
+    assert summary["volume_ml"] == pytest.approx(summary["volume_mm3"] / 1000)
+    assert summary["length_mm"] == pytest.approx(NZ * SPACING[0])
+    assert summary["csa_mm2"]["max"] == pytest.approx(csa.max())
+    # sub-pixel wobble of a straight nerve barely tilts the smoothed centreline
+    assert min(float(r_["cos_theta"]) for r_ in rows) > 0.995
+    assert summary["lesion"]["burden"] == 0 and summary["lesion"]["segments"] == []
+    assert not summary["split"]["found"]
+    assert (out / "profile.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("angle", [20.0, 35.0])
+def test_oblique_tube_corrected_csa_is_true_csa(angle):
+    """A tube tilted by theta shows an ellipse of area pi r^2 / cos(theta) in each slice; the
+    corrected CSA recovers pi r^2 and the centreline angle is theta."""
+    r, shape = 4.0, (20, 60, 150)
+    mask = oblique_tube(6.0, 25.0, angle, r, shape=shape)
+    res = nerve_biomarkers(mask, SPACING)
+    rows = res.slices
+    true = np.pi * r * r
+    raw = np.median([row["csa_mm2"] for row in rows])
+    corrected = np.median([row["csa_corrected_mm2"] for row in rows])
+    assert raw == pytest.approx(true / np.cos(np.radians(angle)), rel=0.03)
+    assert corrected == pytest.approx(true, rel=0.03)
+    assert raw / corrected == pytest.approx(1 / np.cos(np.radians(angle)), rel=0.01)
+    assert np.median([row["theta_deg"] for row in rows]) == pytest.approx(angle, abs=1.0)
+    # centreline length: the tube's length between the first and last slice planes
+    assert res.summary["centreline_length_mm"] == pytest.approx(shape[0] * SPACING[0] / np.cos(np.radians(angle)),
+                                                                rel=0.02)
+
+
+def test_track_cosines_are_exact_on_a_straight_line():
+    z = np.arange(10) * 4.0
+    line = np.c_[3 + 0.5 * z, 7 - 0.25 * z, z]
+    assert np.allclose(track_cosines(line), 1 / np.sqrt(1 + 0.5 ** 2 + 0.25 ** 2))
+    assert track_cosines(line[:1]).tolist() == [1.0]
+
+
+def test_thickened_segment_is_flagged_and_a_normal_tube_is_not(tmp_path):
+    thick = set(range(15, 22))
+    mask = tube((24, 24), lambda z: 5.0 if int(z // SPACING[0]) in thick else 3.0)
+    image, mask_path = scan(tmp_path, mask)
+    out = tmp_path / "out"
+    cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out)
+    summary = json.loads((out / "summary.json").read_text())
+    lesion = summary["lesion"]
+    assert lesion["reference"]["kind"] == "subject"
+    assert [(s["first_slice"], s["last_slice"], s["criteria"]) for s in lesion["segments"]] == [(15, 21, ["csa"])]
+    assert lesion["burden"] == pytest.approx(len(thick) / NZ)
+    assert lesion["segments"][0]["length_mm"] == pytest.approx(len(thick) * SPACING[0])
+    rows = read_csv(out / "slices.csv")
+    assert {int(r["slice"]) for r in rows if r["lesion"] == "1"} == thick
+    assert lesion["csa_median_mm2"] == pytest.approx(np.pi * 9, abs=disc_area_tolerance(3.0, SPACING[1:]))
+
+    normal = nerve_biomarkers(tube((24, 24), 3.0), SPACING, t2_image(tube((24, 24), 3.0)))
+    assert normal.summary["lesion"]["burden"] == 0 and normal.summary["lesion"]["segments"] == []
+    assert not normal.lesion_slices.any()
+
+
+def test_hyperintense_segment_is_flagged_by_signal():
+    mask = tube((24, 24), 3.0)
+    bright = np.full(SHAPE, 150.0)
+    bright[30:34] = 240.0
+    res = nerve_biomarkers(mask, SPACING, t2_image(mask, nerve=bright))
+    assert [(s["first_slice"], s["last_slice"], s["criteria"]) for s in res.summary["lesion"]["segments"]] \
+        == [(30, 33, ["signal"])]
+    # reference: the median of the non-background tissue (100) -> nerve at about 1.5
+    assert res.summary["lesion"]["signal_median"] == pytest.approx(1.5, abs=0.02)
+    assert res.slices[31]["signal_mean_norm"] == pytest.approx(2.4, abs=0.03)
+
+
+def _split_mask(small_at_larger_x: bool):
+    """Sciatic (r 4 mm) over slices 0-19, then two branches: r 3 mm and r 2 mm, 13 mm apart in x."""
+    big_x, small_x = (18.0, 31.0) if small_at_larger_x else (31.0, 18.0)
+    mask = tube((24, 24), 4.0)
+    mask[20:] = (tube((big_x, 24), 3.0) | tube((small_x, 24), 2.0))[20:]
+    return mask, big_x, small_x
+
+
+def test_split_into_branches_named_by_size_or_by_side():
+    mask, big_x, small_x = _split_mask(small_at_larger_x=False)
+    res = nerve_biomarkers(mask, SPACING)
+    s = res.summary
+    assert s["split"] == {"found": True, "first_slice": 20, "last_slice": NZ - 1, "naming": "size"}
+    assert [row["region"] for row in res.slices] == ["sciatic"] * 20 + ["split"] * 20
+    tibial = np.median([row["tibial_csa_mm2"] for row in res.slices[20:]])
+    peroneal = np.median([row["peroneal_csa_mm2"] for row in res.slices[20:]])
+    assert tibial == pytest.approx(np.pi * 9, abs=disc_area_tolerance(3.0, SPACING[1:]))
+    assert peroneal == pytest.approx(np.pi * 4, abs=disc_area_tolerance(2.0, SPACING[1:]))
+    assert s["branches"]["sciatic"]["voxels"] + s["branches"]["tibial"]["voxels"] \
+        + s["branches"]["peroneal"]["voxels"] == mask.sum()
+    labels = res.branch_labels
+    assert (labels[25] == 3).any() and np.nonzero(labels[25] == 3)[1].mean() * SPACING[2] == pytest.approx(small_x, abs=1)
+
+    # The imaged leg decides by position: peroneal = lateral. For a left leg (lateral = +x in the
+    # grid here) the branch at larger x is the peroneal although it is the larger one.
+    left = nerve_biomarkers(mask, SPACING, lateral_xy=(1.0, 0.0))
+    assert left.summary["split"]["naming"] == "lateral"
+    assert np.median([row["peroneal_csa_mm2"] for row in left.slices[20:]]) == pytest.approx(tibial)
+    right = nerve_biomarkers(mask, SPACING, lateral_xy=(-1.0, 0.0))
+    assert np.median([row["peroneal_csa_mm2"] for row in right.slices[20:]]) == pytest.approx(peroneal)
+
+
+def test_side_option_through_the_cli(tmp_path):
+    mask, big_x, _ = _split_mask(small_at_larger_x=False)
+    image, mask_path = scan(tmp_path, mask)
+    cli("biomarkers", "--image", image, "--mask", mask_path, "--out", tmp_path / "left", "--side", "left")
+    rows = read_csv(tmp_path / "left" / "slices.csv")
+    # identity direction: +x is the patient's left, so lateral for a left leg; the larger branch sits there
+    assert float(rows[30]["peroneal_csa_mm2"]) > float(rows[30]["tibial_csa_mm2"])
+
+
+def test_normative_reference_flags_an_extended_lesion(tmp_path):
+    """A nerve thickened along its whole length is normal against itself but a lesion against
+    the volunteers' reference (the batch form over a converted dataset)."""
+    ds = tmp_path / "Dataset901_Tubes"
+    (ds / "imagesTr").mkdir(parents=True)
+    (ds / "labelsTr").mkdir()
+    cases = {"sub-01": ("volunteer", 3.0), "sub-02": ("volunteer", 3.2), "sub-03": ("patient", 4.5)}
+    for case, (_, r) in cases.items():
+        mask = tube((24, 24), r)
+        write(ds / "imagesTr" / f"{case}_0000.nii.gz", t2_image(mask))
+        write(ds / "labelsTr" / f"{case}.nii.gz", mask)
+    (ds / "participants.tsv").write_text("participant_id\tcohort\tlocation\n"
+                                         + "".join(f"{c}\t{k}\tdistal\n" for c, (k, _) in cases.items()))
+    out = tmp_path / "out"
+    proc = cli("biomarkers", "--masks", ds / "labelsTr", "--dataset", ds, "--out", out, "--reference", ds)
+    assert "normative reference from 2 volunteer(s)" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "reference.json", *sorted(cases)]
+    rows = {r["case"]: r for r in read_csv(out / "cases.csv")}
+    assert rows["sub-03"]["cohort"] == "patient" and float(rows["sub-03"]["lesion_burden"]) == 1.0
+    assert float(rows["sub-01"]["lesion_burden"]) == 0.0 and float(rows["sub-02"]["lesion_burden"]) == 0.0
+    patient = json.loads((out / "sub-03" / "summary.json").read_text())
+    assert patient["lesion"]["reference"]["kind"] == "normative"
+    assert patient["lesion"]["reference"]["cases"] == ["sub-01", "sub-02"]
+    reference = NormativeReference.from_json_file(out / "reference.json")
+    assert reference.slices == 2 * NZ
+
+    own = nerve_biomarkers(tube((24, 24), 4.5), SPACING)
+    assert own.summary["lesion"]["burden"] == 0.0
+    # the saved reference is reusable
+    image = ds / "imagesTr" / "sub-03_0000.nii.gz"
+    cli("biomarkers", "--image", image, "--mask", ds / "labelsTr" / "sub-03.nii.gz", "--out", tmp_path / "again",
+        "--reference", out / "reference.json")
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["lesion"]["burden"] == 1.0
+
+
+def test_empty_mask_says_no_nerve_found(tmp_path):
+    empty = np.zeros(SHAPE, dtype=bool)
+    image, mask_path = scan(tmp_path, empty)
+    out = tmp_path / "out"
+    proc = cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out)
+    assert "no nerve found" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["nerve_found"] is False and summary["volume_mm3"] == 0 and summary["length_mm"] == 0
+    assert "no nerve found" in summary["message"]
+    assert len(read_csv(out / "slices.csv")) == NZ
+    assert (out / "mip.png").is_file() and (out / "profile.png").is_file()
+
+
+def _assert_cli_error(tmp_path, args, *needles):
+    out = tmp_path / "out"
+    proc = cli("biomarkers", *args, "--out", out, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_mask_on_another_grid_is_refused(tmp_path):
+    mask = tube((24, 24), 3.0)
+    image = write(tmp_path / "t2.nii.gz", t2_image(mask))
+    moved = write(tmp_path / "moved_mask.nii.gz", mask, spacing=(4.0, 0.6, 0.6))
+    _assert_cli_error(tmp_path, ["--image", image, "--mask", moved], "moved_mask.nii.gz", "grid", "spacing")
+
+
+def test_non_binary_mask_is_refused(tmp_path):
+    labels = tube((24, 24), 3.0).astype(np.uint8)
+    labels[20:] *= 2
+    image = write(tmp_path / "t2.nii.gz", t2_image(labels > 0))
+    path = write(tmp_path / "labels.nii.gz", labels)
+    _assert_cli_error(tmp_path, ["--image", image, "--mask", path], "labels.nii.gz", "not binary", "0, 1, 2")
+    with pytest.raises(NerveError, match="not binary"):
+        nerve_biomarkers(labels, SPACING)
+
+
+def test_batch_mask_without_image_is_refused(tmp_path):
+    ds = tmp_path / "ds"
+    (ds / "imagesTr").mkdir(parents=True)
+    masks = tmp_path / "pred"
+    masks.mkdir()
+    write(masks / "sub-09.nii.gz", tube((24, 24), 3.0))
+    proc = cli("biomarkers", "--masks", masks, "--dataset", ds, "--out", tmp_path / "out", check=False)
+    assert proc.returncode == 2
+    assert "sub-09.nii.gz: no image for case sub-09" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    mask = tube((24, 24), 3.0)
+    image, mask_path = scan(tmp_path, mask)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out, check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_real_header_data(tmp_path, shared_data):
+    """The SCT T2* stack (320 x 320 x 11, 0.5 x 0.5 x 7.5 mm, oblique direction) with its grey-matter mask."""
+    image = shared_data / "sct" / "t2s_uncropped.nii.gz"
+    mask = shared_data / "sct" / "t2s_uncropped_gmseg_manual.nii.gz"
+    out = tmp_path / "out"
+    cli("biomarkers", "--image", image, "--mask", mask, "--out", out)
+    for name in ("slices.csv", "summary.json", "profile.png", "mip.png"):
+        assert (out / name).stat().st_size > 0
+    reference = sitk.ReadImage(str(mask))
+    voxels = int((sitk.GetArrayFromImage(reference) > 0).sum())
+    voxel_mm3 = float(np.prod(reference.GetSpacing()))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["voxels"] == voxels
+    assert summary["volume_mm3"] == pytest.approx(voxels * voxel_mm3, rel=1e-6)
+    assert summary["volume_ml"] == pytest.approx(voxels * voxel_mm3 / 1000, rel=1e-6)
+    rows = read_csv(out / "slices.csv")
+    assert len(rows) == reference.GetSize()[2]
+    assert sum(float(r["csa_mm2"]) for r in rows) * reference.GetSpacing()[2] == pytest.approx(voxels * voxel_mm3)
+    assert all(0.9 < float(r["signal_mean_norm"]) < 3 for r in rows if int(r["voxels"]) > 0)

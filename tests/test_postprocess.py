@@ -1,0 +1,160 @@
+"""Physiological post-processing on masks whose answers are known, library and CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import run, script
+from nerve_tubes import SHAPE, SPACING, oblique_tube, tube, write
+from nnunet_nerve.postprocess import REPORT_NAME, PostprocessRule, interpolate_gap, postprocess_nerve
+
+NZ = SHAPE[0]
+
+
+def largest_component(mask):
+    from nnunet_nerve.postprocess import ndimage  # scipy, 26-connectivity as nnU-Net's default
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return mask
+    return lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+
+
+def vein(z0=5, z1=9, x=40.0, y=40.0, r=2.5):
+    blob = tube((x, y), r)
+    blob[:z0] = False
+    blob[z1 + 1:] = False
+    return blob
+
+
+def test_vein_blob_removed_every_nerve_voxel_kept():
+    nerve = tube(lambda z: (20 + 0.03 * z, 24), 3.0)
+    result = postprocess_nerve(nerve | vein(), SPACING)
+    assert np.array_equal(result.mask, nerve)
+    assert result.components == 2 and result.kept_components == 1
+    assert result.removed_voxels == int(vein().sum())
+    assert result.filled_slices == []
+
+
+def test_one_slice_gap_filled():
+    nerve = tube((24, 24), 3.0)
+    gapped = nerve.copy()
+    gapped[20] = False
+    result = postprocess_nerve(gapped, SPACING)
+    assert result.filled_slices == [20]
+    assert np.array_equal(result.mask, nerve)          # a straight tube is interpolated exactly
+    assert largest_component(gapped).sum() < 0.6 * nerve.sum()   # nnU-Net's rule loses half of it
+
+
+def test_gap_in_an_oblique_tube_is_interpolated_between_its_neighbours():
+    nerve = oblique_tube(8.0, 24.0, 25.0, 3.0)
+    gapped = nerve.copy()
+    gapped[17] = False
+    result = postprocess_nerve(gapped | vein(x=40, y=8), SPACING)
+    filled = result.mask[17]
+    assert result.filled_slices == [17]
+    dice = 2 * (filled & nerve[17]).sum() / (filled.sum() + nerve[17].sum())
+    assert dice > 0.9
+    assert np.array_equal(np.delete(result.mask, 17, axis=0), np.delete(nerve, 17, axis=0))
+
+
+def test_two_slice_gap_needs_max_gap_two():
+    nerve = tube((24, 24), 3.0)
+    gapped = nerve.copy()
+    gapped[20:22] = False
+    narrow = postprocess_nerve(gapped, SPACING)
+    assert narrow.filled_slices == [] and np.array_equal(narrow.mask, gapped)   # both halves kept, not filled
+    wide = postprocess_nerve(gapped, SPACING, PostprocessRule(max_gap_slices=2))
+    assert wide.filled_slices == [20, 21] and np.array_equal(wide.mask, nerve)
+
+
+def test_split_into_two_branches_both_kept_even_when_disconnected():
+    """The peroneal branch does not touch the sciatic nerve (its junction was missed) but runs
+    half the stack beside it: it is kept; a vein is removed."""
+    nerve = tube((24, 24), 4.0)
+    nerve[20:] = (tube((18, 24), 3.0) | tube((32, 24), 2.0))[20:]
+    result = postprocess_nerve(nerve | vein(z0=25, z1=29, x=8, y=8), SPACING)
+    assert result.components == 3 and result.kept_components == 2
+    assert np.array_equal(result.mask, nerve)
+    assert largest_component(nerve).sum() < nerve.sum()     # nnU-Net's rule drops the branch
+
+
+def test_long_structure_far_away_is_removed_but_a_near_one_kept():
+    nerve = tube((12, 24), 3.0)
+    far = tube((45, 24), 2.0) & (np.arange(NZ) >= 10)[:, None, None]      # 33 mm from the nerve
+    assert np.array_equal(postprocess_nerve(nerve | far, SPACING).mask, nerve)
+    near = tube((22, 24), 2.0) & (np.arange(NZ) >= 10)[:, None, None]     # 5 mm from the nerve
+    assert np.array_equal(postprocess_nerve(nerve | near, SPACING).mask, nerve | near)
+
+
+def test_empty_mask_stays_empty():
+    result = postprocess_nerve(np.zeros(SHAPE, dtype=bool), SPACING)
+    assert not result.mask.any() and result.components == 0
+
+
+def test_interpolate_gap_blends_shapes():
+    a = tube((10, 10), 2.0, shape=(1, 40, 40))[0]
+    b = tube((14, 10), 2.0, shape=(1, 40, 40))[0]
+    (mid,) = interpolate_gap(a, b, 1, SPACING[1:])
+    ys, xs = np.nonzero(mid)
+    assert xs.mean() * SPACING[2] == pytest.approx(12.0, abs=0.3)
+    assert abs(int(mid.sum()) - int(a.sum())) <= 0.15 * a.sum()
+    # different sizes: the area lies between
+    big = tube((14, 10), 3.0, shape=(1, 40, 40))[0]
+    (mid,) = interpolate_gap(a, big, 1, SPACING[1:])
+    assert a.sum() < mid.sum() < big.sum()
+
+
+def _prediction_folder(tmp_path, direction=(1, 0, 0, 0, 0.8, -0.6, 0, 0.6, 0.8)):
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    nerve = tube((24, 24), 3.0)
+    gapped = nerve.copy()
+    gapped[12] = False
+    write(folder / "sub-01.nii.gz", gapped | vein(), origin=(-10.0, 5.0, 2.5), direction=direction)
+    write(folder / "sub-02.nii.gz", nerve, origin=(-10.0, 5.0, 2.5), direction=direction)
+    (folder / "dataset.json").write_text('{"file_ending": ".nii.gz"}')
+    (folder / "plans.json").write_text("{}")
+    return folder, nerve
+
+
+def test_cli_on_a_prediction_folder(tmp_path):
+    folder, nerve = _prediction_folder(tmp_path)
+    out = tmp_path / "pp"
+    proc = run([script("nnunet-nerve"), "postprocess", str(folder), str(out)])
+    assert "[1/2] sub-01.nii.gz: kept 2 of 3 component(s)" in proc.stdout and "filled slice(s) 12" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(["sub-01.nii.gz", "sub-02.nii.gz", "dataset.json",
+                                                            "plans.json", REPORT_NAME])
+    for case in ("sub-01", "sub-02"):
+        before, after = sitk.ReadImage(str(folder / f"{case}.nii.gz")), sitk.ReadImage(str(out / f"{case}.nii.gz"))
+        assert after.GetSpacing() == before.GetSpacing() and after.GetOrigin() == before.GetOrigin()
+        assert np.allclose(after.GetDirection(), before.GetDirection())
+        assert np.array_equal(sitk.GetArrayFromImage(after), nerve.astype(np.uint8))
+        assert after.GetPixelID() == sitk.sitkUInt8
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["files"]["sub-01.nii.gz"]["filled_slices"] == [12]
+    assert report["files"]["sub-02.nii.gz"]["removed_voxels"] == 0
+
+    # a single file, then the same output again without --overwrite
+    single = tmp_path / "one.nii.gz"
+    run([script("nnunet-nerve"), "postprocess", str(folder / "sub-01.nii.gz"), str(single)])
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(single))), nerve.astype(np.uint8))
+    again = run([script("nnunet-nerve"), "postprocess", str(folder), str(out)], check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_cli_refuses_a_non_binary_mask_and_writes_nothing(tmp_path):
+    folder, nerve = _prediction_folder(tmp_path)
+    labels = nerve.astype(np.uint8)
+    labels[30:] = 2
+    write(folder / "sub-03.nii.gz", labels)
+    out = tmp_path / "pp"
+    proc = run([script("nnunet-nerve"), "postprocess", str(folder), str(out)], check=False)
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "sub-03.nii.gz" in errors[0] and "not binary" in errors[0]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".pp")]
+    missing = run([script("nnunet-nerve"), "postprocess", str(tmp_path / "nothing"), str(out)], check=False)
+    assert missing.returncode == 2 and "nothing: no such file or folder" in missing.stderr
