@@ -98,7 +98,7 @@ def image_problems(pid: str, path: Path) -> "tuple[sitk.Image | None, list]":
     if image.GetNumberOfComponentsPerPixel() != 1:
         problems.append(f"{pid}: {path}: image has {image.GetNumberOfComponentsPerPixel()} values per voxel "
                         "(a 4D or vector image), expected one")
-    n_bad = _non_finite_count(image)
+    n_bad = _non_finite_count(image, path)
     if n_bad:
         problems.append(f"{pid}: {path}: {n_bad} NaN or infinite intensities")
     return (image if not problems else None), problems
@@ -158,8 +158,18 @@ def check_registry(root: "str | os.PathLike", log: "Callable[[str], None] | None
     return registry
 
 
-def _non_finite_count(image: sitk.Image) -> int:
-    array = sitk.GetArrayViewFromImage(image)
-    if array.dtype.kind not in "fc":
-        return 0
+def _non_finite_count(image: sitk.Image, path: Path) -> int:
+    """NaN and infinite voxels. ITK's NIfTI reader turns them into 0, so NIfTI files with a
+    floating-point data type are counted from the file itself (nibabel keeps them)."""
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        nifti = nibabel.load(str(path))
+        if nifti.get_data_dtype().kind not in "fc":
+            return 0
+        array = np.asanyarray(nifti.dataobj)
+    else:
+        array = sitk.GetArrayViewFromImage(image)
+        if array.dtype.kind not in "fc":
+            return 0
     return int(array.size - np.count_nonzero(np.isfinite(array)))

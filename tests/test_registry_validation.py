@@ -1,0 +1,262 @@
+"""Every validation rule of a registry (issue 3 part 3), on tiny registries written to disk with SimpleITK,
+and `nnunet-nerve check` in a subprocess."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import run, script
+from nnunet_nerve.errors import NerveError
+from nnunet_nerve.registry import mask_path, scan_registry
+from nnunet_nerve.registry_validation import check_registry, registry_problems
+
+SPACING = (0.52, 0.52, 4.0)
+RATERS = ("AB", "BW", "OS")
+
+
+def _image(array: np.ndarray, spacing=SPACING, origin=(-10.0, -12.0, 30.0)) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    return image
+
+
+def write_subject(root: Path, pid: str, image: "np.ndarray | None" = None, raters=RATERS, suffix=".nii.gz") -> None:
+    """One subject in the layout: a (3, 10, 12) int16 image and a box mask per rater."""
+    if image is None:
+        image = np.random.default_rng(0).integers(0, 500, (3, 10, 12)).astype(np.int16)
+    img_path = root / pid / "anat" / f"{pid}_T2w{suffix}"
+    img_path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(_image(image), str(img_path))
+    for rater in raters:
+        mask = np.zeros(image.shape[-3:], np.uint8)
+        mask[:, 3:6, 4:8] = 1
+        path = mask_path(root, pid, rater)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(_image(mask), str(path))
+
+
+def write_tsv(root: Path, rows) -> None:
+    lines = ["participant_id\tcohort\tlocation\tage"] + ["\t".join(r) for r in rows]
+    (root / "participants.tsv").write_text("\n".join(lines) + "\n")
+
+
+def make_registry(root: Path, n: int = 3) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(1, n + 1):
+        pid = f"sub-{i:03d}"
+        write_subject(root, pid)
+        rows.append((pid, "volunteer" if i == 1 else "patient", "distal", str(30 + i)))
+    write_tsv(root, rows)
+    return root
+
+
+def problems_of(root: Path) -> list:
+    return registry_problems(scan_registry(root))
+
+
+def test_a_valid_registry_passes(tmp_path):
+    registry = check_registry(make_registry(tmp_path / "reg"))
+    assert registry.participant_ids == ["sub-001", "sub-002", "sub-003"]
+    assert registry.raters == list(RATERS)
+    assert registry.participant("sub-001").extra == {"age": "31"}
+    assert registry.files["sub-002"].image.name == "sub-002_T2w.nii.gz"
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".mha", ".nrrd"])
+def test_other_image_formats_are_found(tmp_path, suffix):
+    root = make_registry(tmp_path / "reg", n=1)
+    shutil.rmtree(root / "sub-001")
+    write_subject(root, "sub-001", suffix=suffix)
+    assert problems_of(root) == []
+    assert scan_registry(root).files["sub-001"].image.name == f"sub-001_T2w{suffix}"
+
+
+def test_unknown_cohort_and_location(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    write_tsv(root, [("sub-001", "control", "distal", "1"), ("sub-002", "patient", "knee", "2"),
+                     ("sub-003", "patient", "proximal", "3")])
+    problems = problems_of(root)
+    assert len(problems) == 2
+    assert problems[0].startswith("sub-001: ") and "unknown cohort 'control'" in problems[0]
+    assert problems[1].startswith("sub-002: ") and "unknown location 'knee'" in problems[1]
+    assert all("participants.tsv" in p for p in problems)
+
+
+def test_listed_subject_without_image_or_masks(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    (root / "sub-002" / "anat" / "sub-002_T2w.nii.gz").unlink()
+    shutil.rmtree(root / "derivatives" / "labels" / "sub-003")
+    problems = problems_of(root)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("sub-002: ") and "no image sub-002_T2w" in problems[0]
+    assert problems[1].startswith("sub-003: ") and "no rater masks" in problems[1]
+
+
+def test_a_missing_rater_mask_is_named(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    mask_path(root, "sub-003", "BW").unlink()
+    problems = problems_of(root)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"sub-003: {mask_path(root, 'sub-003', 'BW')}: missing")
+
+
+def test_files_of_unlisted_subjects(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    write_subject(root, "sub-099")
+    (root / "derivatives" / "labels" / "sub-098" / "anat").mkdir(parents=True)
+    problems = problems_of(root)
+    assert len(problems) == 2
+    assert problems[0].startswith(f"sub-098: {root / 'derivatives' / 'labels' / 'sub-098'}: ")
+    assert problems[1].startswith(f"sub-099: {root / 'sub-099'}: ")
+    assert all("not listed in participants.tsv" in p for p in problems)
+
+
+def test_duplicate_ids(tmp_path):
+    root = make_registry(tmp_path / "reg", n=2)
+    write_tsv(root, [("sub-001", "patient", "distal", "1"), ("sub-002", "patient", "distal", "2"),
+                     ("sub-001", "volunteer", "n/a", "3")])
+    problems = problems_of(root)
+    assert problems == [f"sub-001: {root / 'participants.tsv'}: participant id listed 2 times"]
+
+
+@pytest.mark.parametrize("bad_id", ["001", "sub-0_1", "sub-..", "sub-a b", "sub-", "Sub-001"])
+def test_unsafe_ids(tmp_path, bad_id):
+    root = make_registry(tmp_path / "reg", n=1)
+    write_tsv(root, [("sub-001", "patient", "distal", "1"), (bad_id, "patient", "distal", "2")])
+    problems = problems_of(root)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(repr(bad_id)) and "unsafe participant id" in problems[0]
+    assert "sub-" in problems[0]
+
+
+def test_mask_off_the_image_grid(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    ones = np.ones((3, 10, 12), np.uint8)
+    sitk.WriteImage(_image(np.ones((3, 10, 11), np.uint8)), str(mask_path(root, "sub-001", "AB")))
+    sitk.WriteImage(_image(ones, spacing=(0.6, 0.52, 4.0)), str(mask_path(root, "sub-002", "BW")))
+    sitk.WriteImage(_image(ones, origin=(-10.0, -11.0, 30.0)), str(mask_path(root, "sub-003", "OS")))
+    problems = problems_of(root)
+    assert len(problems) == 3, problems
+    assert problems[0].startswith(f"sub-001: {mask_path(root, 'sub-001', 'AB')}: ") and "size" in problems[0]
+    assert problems[1].startswith(f"sub-002: {mask_path(root, 'sub-002', 'BW')}: ") and "spacing" in problems[1]
+    assert problems[2].startswith(f"sub-003: {mask_path(root, 'sub-003', 'OS')}: ") and "origin" in problems[2]
+    assert all("not on the image's grid" in p for p in problems)
+
+
+def test_last_digit_geometry_differences_pass(tmp_path):
+    root = make_registry(tmp_path / "reg", n=1)
+    mask = _image(np.ones((3, 10, 12), np.uint8), spacing=(0.52 * (1 + 3e-7), 0.52, 4.0 * (1 - 2e-7)),
+                  origin=(-10.0 + 1e-5, -12.0 - 2e-6, 30.0 + 3e-6))
+    sitk.WriteImage(mask, str(mask_path(root, "sub-001", "AB")), useCompression=True)
+    assert problems_of(root) == []
+
+
+def test_mask_with_several_values(tmp_path):
+    root = make_registry(tmp_path / "reg", n=1)
+    labels = np.zeros((3, 10, 12), np.uint8)
+    labels[0, :2] = 1
+    labels[1, :2] = 2
+    sitk.WriteImage(_image(labels), str(mask_path(root, "sub-001", "OS")))
+    one_value = np.where(labels > 0, 255, 0).astype(np.uint8)
+    sitk.WriteImage(_image(one_value), str(mask_path(root, "sub-001", "AB")))  # 0/255 is binary: fine
+    problems = problems_of(root)
+    assert problems == [f"sub-001: {mask_path(root, 'sub-001', 'OS')}: mask of rater OS has 2 different "
+                        "non-zero values (1, 2); expected a binary mask"]
+
+
+def test_4d_image(tmp_path):
+    root = make_registry(tmp_path / "reg", n=1)
+    path = root / "sub-001" / "anat" / "sub-001_T2w.nii.gz"
+    volume = _image(np.zeros((3, 10, 12), np.int16))
+    sitk.WriteImage(sitk.JoinSeries([volume, volume]), str(path))  # two time points
+    assert sitk.ReadImage(str(path)).GetDimension() == 4
+    problems = problems_of(root)
+    assert problems == [f"sub-001: {path}: image is 4D, expected a 3D image"]
+
+
+def test_vector_image(tmp_path):
+    root = make_registry(tmp_path / "reg", n=1)
+    path = root / "sub-001" / "anat" / "sub-001_T2w.nii.gz"
+    sitk.WriteImage(_image(np.zeros((3, 10, 12, 2), np.int16)), str(path))  # last axis = components
+    assert problems_of(root) == [f"sub-001: {path}: image has 2 values per voxel (a 4D or vector image), "
+                                 "expected one"]
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
+def test_nan_and_inf_intensities(tmp_path, suffix):
+    # ITK's NIfTI reader silently reads NaN as 0: the check must still see them.
+    root = make_registry(tmp_path / "reg", n=1)
+    (root / "sub-001" / "anat" / "sub-001_T2w.nii.gz").unlink()
+    path = root / "sub-001" / "anat" / f"sub-001_T2w{suffix}"
+    image = np.ones((3, 10, 12), np.float32)
+    image[0, 0, :3] = np.nan
+    image[2, 5, 5] = np.inf
+    sitk.WriteImage(_image(image), str(path))
+    assert problems_of(root) == [f"sub-001: {path}: 4 NaN or infinite intensities"]
+
+
+def test_two_images_and_stray_mask_names(tmp_path):
+    root = make_registry(tmp_path / "reg", n=1)
+    sitk.WriteImage(_image(np.zeros((3, 10, 12), np.int16)), str(root / "sub-001" / "anat" / "sub-001_T2w.mha"))
+    stray = root / "derivatives" / "labels" / "sub-001" / "anat" / "sub-001_T2w_desc-rater_O-S_mask.nii.gz"
+    shutil.copy(mask_path(root, "sub-001", "OS"), stray)
+    problems = problems_of(root)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("sub-001: ") and "several images (sub-001_T2w.mha, sub-001_T2w.nii.gz)" in problems[0]
+    assert problems[1].startswith(f"sub-001: {stray}: not a rater mask name")
+
+
+def test_dicom_folder_with_two_series(tmp_path):
+    root = make_registry(tmp_path / "reg", n=1)
+    (root / "sub-001" / "anat" / "sub-001_T2w.nii.gz").unlink()
+    folder = root / "sub-001" / "anat" / "sub-001_T2w"
+    folder.mkdir()
+    for i in range(2):  # SimpleITK gives each written file its own series instance UID
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((10, 12), np.int16)), str(folder / f"slice{i}.dcm"))
+    problems = problems_of(root)
+    assert problems == [f"sub-001: {folder}: folder holds 2 DICOM series, expected one"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    write_tsv(root, [("sub-001", "control", "distal", "1"), ("sub-002", "patient", "distal", "2"),
+                     ("sub-003", "patient", "distal", "3")])
+    (root / "sub-002" / "anat" / "sub-002_T2w.nii.gz").unlink()
+    write_subject(root, "sub-004")
+    with pytest.raises(NerveError) as caught:
+        check_registry(root)
+    assert len(caught.value.problems) == 3
+    assert [p.split(":")[0] for p in caught.value.problems] == ["sub-001", "sub-002", "sub-004"]
+    assert "nothing was written" in str(caught.value)
+
+
+def test_missing_participants_tsv(tmp_path):
+    root = make_registry(tmp_path / "reg", n=1)
+    (root / "participants.tsv").unlink()
+    with pytest.raises(NerveError, match="participants.tsv: no such file"):
+        check_registry(root)
+
+
+def test_check_cli_ok_and_errors(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    ok = run([script("nnunet-nerve"), "check", str(root)])
+    assert ok.stdout.strip() == f"{root}: ok, 3 subjects (1 volunteers, 2 patients), raters AB, BW, OS"
+    write_tsv(root, [("sub-001", "volunteer", "thigh", "1"), ("sub-002", "patient", "distal", "2")])
+    bad = run([script("nnunet-nerve"), "check", str(root)], check=False)
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 3, bad.stderr
+    assert all(line.startswith("error: ") for line in lines)
+    assert lines[0].startswith("error: sub-001: ") and "unknown location 'thigh'" in lines[0]
+    assert lines[1].startswith("error: sub-003: ") and "not listed" in lines[1]
+    assert lines[2] == f"error: {root}: 2 problem(s) in the registry; nothing was written"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert not any(name.startswith(".") for name in os.listdir(tmp_path))
