@@ -3,27 +3,32 @@ sets of predictions (folders, or nnU-Net's cross-validation results of trainers)
 from __future__ import annotations
 
 import argparse
+import textwrap
+
+_PARAGRAPHS = (
+    "Compare predictions with the consensus and with every rater of a dataset converted by "
+    "`nnunet-nerve convert`, as Balsiger et al. (2018) do: Dice, HD95 (mm), volumetric similarity "
+    "(plus maximum Hausdorff distance and ASSD), per cohort and, for patients, per thigh location; "
+    "Mann-Whitney U of Auto-GT against the inter-rater baseline R-R; with several methods a paired "
+    "Wilcoxon signed-rank test between them.",
+    "Predictions come from folders of <case>.nii.gz (--pred, as nnUNetv2_predict writes them) or from "
+    "nnU-Net's cross-validation results (-tr: every fold's validation/ folder of "
+    "$nnUNet_results/Dataset<ID>_<NAME>/<trainer>__<plans>__<configuration>/, folds from "
+    "splits_final.json).",
+    "Writes per_case.csv, table1.csv, table1.md, statistics.csv, figure2.png and timing.csv to --out "
+    "(atomically; an existing --out is kept unless --overwrite). Definitions: docs/evaluation.md.",
+)
+_EXAMPLES = ("examples:\n"
+             "  nnunet-nerve evaluate -d 42 --pred preds/ --out eval/\n"
+             "  nnunet-nerve evaluate -d 42 --pred a/ --name FCDenseNet --pred b/ --name nnU-Net --out eval/\n"
+             "  nnunet-nerve evaluate -d 42 -tr FCDenseNetTrainer -tr nnUNetTrainer -c 2d --out eval/")
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="the paper's Table 1, statistics and boxplots for predictions of a converted dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Compare predictions with the consensus and with every rater of a dataset converted by "
-            "`nnunet-nerve convert`, as Balsiger et al. (2018) do: Dice, HD95 (mm), volumetric similarity "
-            "(plus maximum Hausdorff distance and ASSD), per cohort and, for patients, per thigh location; "
-            "Mann-Whitney U of Auto-GT against the inter-rater baseline R-R; with several methods a paired "
-            "Wilcoxon signed-rank test between them.\n\n"
-            "Predictions come from folders of <case>.nii.gz (--pred, as nnUNetv2_predict writes them) or from "
-            "nnU-Net's cross-validation results (-tr: every fold's validation/ folder of "
-            "$nnUNet_results/Dataset<ID>_<NAME>/<trainer>__<plans>__<configuration>/, folds from "
-            "splits_final.json).\n\n"
-            "Examples:\n"
-            "  nnunet-nerve evaluate -d 42 --pred preds/ --out eval/\n"
-            "  nnunet-nerve evaluate -d 42 -tr FCDenseNetTrainer -tr nnUNetTrainer -c 2d --out eval/\n\n"
-            "Writes per_case.csv, table1.csv, table1.md, statistics.csv, figure2.png and timing.csv to --out "
-            "(atomically; an existing --out is kept unless --overwrite)."))
+        description="\n\n".join(textwrap.fill(p, 88) for p in _PARAGRAPHS), epilog=_EXAMPLES)
     p.add_argument("-d", "--dataset", required=True, metavar="DIR_OR_ID",
                    help="converted dataset: a folder, a dataset id (42) or Dataset042_<NAME> in $nnUNet_raw")
     p.add_argument("--pred", action="append", default=[], metavar="FOLDER",
