@@ -104,17 +104,23 @@ def write_mask(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
 def convert_registry(registry_root: "str | os.PathLike", dataset_id: int, name: str = DEFAULT_NAME,
                      consensus_method: str = "majority", n_folds: int = 4, seed: int = 0,
                      overwrite: bool = False, log: "Callable[[str], None] | None" = _print) -> Path:
-    """Validate a registry and convert it; returns the dataset folder. See the module docstring."""
+    """Validate a registry and convert it; returns the dataset folder. See the module docstring.
+
+    ``n_folds`` 0 writes no split (a dataset for evaluation or prediction only)."""
     log = log or (lambda message: None)
     if consensus_method not in METHODS:
         raise NerveError(f"consensus {consensus_method!r}: expected one of {', '.join(METHODS)}")
+    if n_folds == 1 or n_folds < 0:
+        raise NerveError(f"--folds {n_folds}: expected 0 (no split) or at least 2")
     target, splits_path = check_target(dataset_id, name, overwrite)
     registry = check_registry(registry_root, log)
     cases = sorted(registry.participant_ids)
     if len(cases) < n_folds:
-        raise NerveError(f"{registry.root}: {len(cases)} subjects cannot be split into {n_folds} folds")
+        raise NerveError(f"{registry.root}: {len(cases)} subjects cannot be split into {n_folds} folds; "
+                         f"pass --folds {len(cases)} or fewer, or --folds 0 for no split")
     raters = registry.raters
-    splits = nnunet_splits({p.participant_id: p.cohort for p in registry.participants}, n_folds, seed)
+    splits = nnunet_splits({p.participant_id: p.cohort for p in registry.participants}, n_folds, seed) \
+        if n_folds else None
     log(f"converting {len(cases)} subjects ({len(raters)} raters: {', '.join(raters)}; consensus {consensus_method}) "
         f"to {target}")
     with atomic_directory(target, overwrite=overwrite, what="dataset") as tmp:
@@ -126,8 +132,14 @@ def convert_registry(registry_root: "str | os.PathLike", dataset_id: int, name: 
         rows = sorted(registry.participants, key=lambda p: p.participant_id)
         write_participants(tmp / PARTICIPANTS_FILE, rows)
         (tmp / "dataset.json").write_text(json.dumps(dataset_json(registry, raters, consensus_method), indent=2))
-        with atomic_file(splits_path, overwrite=overwrite) as tmp_splits:
-            tmp_splits.write_text(json.dumps(splits, indent=2))
+        if splits is not None:
+            with atomic_file(splits_path, overwrite=overwrite) as tmp_splits:
+                tmp_splits.write_text(json.dumps(splits, indent=2))
+        elif splits_path.exists():
+            splits_path.unlink()  # the split of the dataset being replaced (only reached with overwrite)
     log(f"wrote {target}")
-    log(f"wrote {splits_path} ({n_folds} folds, stratified by cohort, seed {seed})")
+    if splits is not None:
+        log(f"wrote {splits_path} ({n_folds} folds, stratified by cohort, seed {seed})")
+    else:
+        log("no split written (--folds 0): nnU-Net would make its own folds if this dataset were trained on")
     return target

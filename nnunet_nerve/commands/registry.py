@@ -18,7 +18,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--consensus", choices=("majority", "staple"), default="majority",
                    help="majority: nerve where more than half of the raters marked it (default); "
                         "staple: SimpleITK's STAPLE probability > 0.5")
-    p.add_argument("--folds", type=int, default=4, help="number of cross-validation folds (default: 4)")
+    p.add_argument("--folds", type=int, default=4, help="number of cross-validation folds (default: 4; 0 writes no split, for a "
+                        "dataset used only for evaluation or prediction)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset and split")
     p.set_defaults(func=_convert)
