@@ -37,7 +37,7 @@ import SimpleITK as sitk
 from scipy import stats
 
 from nnunet_nerve import imageio, metrics
-from nnunet_nerve.dataset_info import FILE_ENDING, DatasetInfo
+from nnunet_nerve.dataset_info import FILE_ENDING, LOCATIONS, DatasetInfo
 from nnunet_nerve.errors import NerveError
 
 AUTO = "Auto"
@@ -232,8 +232,6 @@ def cohorts_present(rows) -> list:
 
 
 def locations_present(rows, cohort: str) -> list:
-    from nnunet_nerve.dataset_info import LOCATIONS
-
     seen = {r["location"] for r in rows if r["cohort"] == cohort}
     return [loc for loc in LOCATIONS if loc in seen] + sorted(seen - set(LOCATIONS))
 
