@@ -59,11 +59,12 @@ def test_normal_install_ships_the_trainer_folder(tmp_path, nnunet_env):
     assert shipped.is_file()
     assert (target / "nnunet_nerve" / "dataset_conversion" / "convert_registry.py").is_file()
     env = dict(nnunet_env, PYTHONPATH=str(target))
+    # cwd outside the repository, or `python -c` would import the source tree's nnunet_nerve
     folder = run([sys.executable, "-c", "from nnunet_nerve.trainer_dir import trainer_dir; print(trainer_dir())"],
-                 env=env).stdout.strip()
+                 env=env, cwd=tmp_path).stdout.strip()
     assert Path(folder) == (target / "nnunet_nerve" / "trainers").resolve()
     env["nnUNet_extTrainer"] = folder
     found = run([sys.executable, "-c",
                  "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f;"
-                 "import inspect; print(inspect.getfile(f('FCDenseNetTrainer')))"], env=env).stdout
+                 "print(f('FCDenseNetTrainer').__init__.__code__.co_filename)"], env=env, cwd=tmp_path).stdout
     assert str(target) in found
