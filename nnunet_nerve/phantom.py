@@ -159,7 +159,7 @@ def draw_subject(index: int, participant_id: str, cohort: str, size: PhantomSize
         lesion_length=rng.uniform(12, 40) if lesion == "focal" else 3 * stack_mm,
         lesion_amplitude=rng.uniform(0.35, 0.8) if lesion == "focal" else rng.uniform(0.15, 0.4),
         has_perforator=bool(rng.random() < 0.6),
-        ghosting=float(rng.uniform(0.15, 0.4)) if cohort == "patient" and rng.random() < 0.3 else 0.0,
+        ghosting=float(rng.uniform(0.7, 1.2)) if cohort == "patient" and rng.random() < 0.3 else 0.0,
         noise=rng.uniform(0.015, 0.035), gain=rng.uniform(500, 900),
         seed_jitter=rng.normal(0, 0.05, MUSCLE_SEEDS.shape),
         warp_phase=float(rng.uniform(0, 2 * np.pi)),
@@ -339,15 +339,18 @@ def bias_field(s: Subject, X: np.ndarray, Y: np.ndarray, scale: float, rng: np.r
     return field / field[np.hypot(X - s.center[0], Y - s.center[1]) < s.thigh_b * scale].mean()
 
 
-def motion_ghosting(volume: np.ndarray, amplitude_px: float, rng: np.random.Generator) -> np.ndarray:
-    """Periodic motion during acquisition: each phase-encoding line (along y, axis 1) sees the object
-    displaced by ``amplitude_px * sin(...)``, i.e. a per-line phase ramp in k-space -> ghosts along y."""
+def motion_ghosting(volume: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Periodic motion (breathing, pulsation) during a sequential acquisition of the phase-encoding
+    lines (along y, axis 1): line n sees the object displaced by d(n) = strength * sin(2 pi n / T + p0)
+    pixels and a phase error of 0.3 * strength * sin(...) rad, with a period T of 5-12 lines. In
+    k-space that multiplies line ky by exp(-i (2 pi ky d(n) + phase(n))); in the image it adds
+    attenuated copies of the thigh shifted by multiples of ny/T pixels along y (ghosts)."""
     ny = volume.shape[1]
-    ky = np.fft.fftfreq(ny)
-    displacement = amplitude_px * np.sin(2 * np.pi * rng.uniform(3, 9) * np.arange(ny) / ny + rng.uniform(0, 6.3))
-    displacement = displacement[np.argsort(np.argsort(np.fft.fftshift(ky)))]  # acquisition order = centric-free
-    phase = np.exp(-2j * np.pi * ky * displacement)
-    return np.fft.ifft(np.fft.fft(volume, axis=1) * phase[None, :, None], axis=1)
+    ky = np.fft.fftfreq(ny)                              # cycles per pixel, FFT order
+    line = np.round(ky * ny).astype(int) + ny // 2       # acquisition index of each k-space line
+    wave = np.sin(2 * np.pi * line / rng.uniform(5, 12) + rng.uniform(0, 2 * np.pi))
+    phase = np.exp(-1j * (2 * np.pi * ky * strength * wave + 0.3 * strength * wave))
+    return np.fft.ifft(np.fft.fft(volume, axis=1) * phase[None, :, None].astype(np.complex64), axis=1)
 
 
 def render_subject(s: Subject, size: PhantomSize, seed: int, index: int) -> tuple:
