@@ -10,7 +10,10 @@ spacing in mm:
    slice ``a + 1`` touches, and a piece in slice ``b`` that no voxel of slice ``b - 1``
    touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 1) slices between them
    (the fewest that give any pair), are bridged when they face each other: the distance
-   between their centroids is at most the sum of their equivalent radii sqrt(area / pi).
+   between their centroids is at most the sum of their equivalent radii sqrt(area / pi)
+   plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging at a missed junction
+   slice). A piece that continues in the gap's direction may still be bridged to one that
+   ends, when the two belong to different 3D components (a branch that lost its junction).
    The slices between get the shape-based interpolation of the two pieces: both moved to
    the linearly interpolated centroid, voxels where the linear blend of their signed
    distance maps (mm, negative inside) is negative.
@@ -54,6 +57,7 @@ class PostprocessRule:
     min_extent_fraction: float = 0.5
     max_branch_distance_mm: float = 20.0
     max_gap_slices: int = 1
+    facing_tolerance_mm: float = 2.0
 
 
 @dataclass
@@ -76,40 +80,48 @@ class PostprocessResult:
 
 @dataclass
 class _Piece:
-    component: int
+    """An 8-connected 2D piece of the mask: slice, label in that slice's 2D labelling, 3D
+    component, centroid (y_mm, x_mm), equivalent radius (mm), and whether no mask voxel of
+    the next (``down``) or previous (``up``) slice touches it."""
+
     z: int
-    mask: np.ndarray          # 2D bool, full slice
-    centroid: np.ndarray      # (y_mm, x_mm)
-    radius: float             # equivalent radius in mm
+    label: int
+    component: int
+    centroid: np.ndarray
+    radius: float
+    down: bool
+    up: bool
 
 
-def _end_pieces(mask: np.ndarray, comp: np.ndarray, sy: float, sx: float) -> tuple[dict, dict]:
-    """The 8-connected 2D pieces that end the mask downwards (no mask voxel of slice z+1
-    touches them) and upwards (none of slice z-1 does), as ({z: [pieces]}, {z: [pieces]})."""
+def _slice_pieces(mask: np.ndarray, comp: np.ndarray, sy: float, sx: float) -> dict:
+    """{z: [_Piece]} for every slice holding mask voxels."""
     nz = mask.shape[0]
-    down, up = {}, {}
+    pieces = {}
     for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1)):
+        z = int(z)
         lab, _ = ndimage.label(mask[z], structure=_STRUCTURE_2D)
         for i, box in enumerate(ndimage.find_objects(lab), 1):
             crop = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
-            grown = ndimage.binary_dilation(lab[crop] == i, structure=_STRUCTURE_2D)
-            is_down = z + 1 < nz and not mask[z + 1][crop][grown].any()
-            is_up = z > 0 and not mask[z - 1][crop][grown].any()
-            if not (is_down or is_up):
-                continue
-            piece = lab == i
-            ys, xs = np.nonzero(piece)
-            p = _Piece(int(comp[z][ys[0], xs[0]]), int(z), piece, np.array([ys.mean() * sy, xs.mean() * sx]),
-                       float(np.sqrt(piece.sum() * sy * sx / np.pi)))
-            if is_down:
-                down.setdefault(int(z), []).append(p)
-            if is_up:
-                up.setdefault(int(z), []).append(p)
-    return down, up
+            own = lab[crop] == i
+            grown = ndimage.binary_dilation(own, structure=_STRUCTURE_2D)
+            ys, xs = np.nonzero(own)
+            origin = (crop[0].start, crop[1].start)
+            pieces.setdefault(z, []).append(_Piece(
+                z, i, int(comp[z][ys[0] + origin[0], xs[0] + origin[1]]),
+                np.array([(ys.mean() + origin[0]) * sy, (xs.mean() + origin[1]) * sx]),
+                float(np.sqrt(own.sum() * sy * sx / np.pi)),
+                down=z + 1 < nz and not mask[z + 1][crop][grown].any(),
+                up=z > 0 and not mask[z - 1][crop][grown].any()))
+    return pieces
 
 
-def _facing(p: _Piece, q: _Piece) -> bool:
-    return float(np.linalg.norm(p.centroid - q.centroid)) <= p.radius + q.radius
+def _piece_mask(mask: np.ndarray, piece: _Piece) -> np.ndarray:
+    lab, _ = ndimage.label(mask[piece.z], structure=_STRUCTURE_2D)
+    return lab == piece.label
+
+
+def _facing(p: _Piece, q: _Piece, tolerance_mm: float) -> bool:
+    return float(np.linalg.norm(p.centroid - q.centroid)) <= p.radius + q.radius + tolerance_mm
 
 
 def _signed_distance(piece: np.ndarray, spacing_yx) -> np.ndarray:
@@ -137,19 +149,30 @@ def interpolate_gap(lower: np.ndarray, upper: np.ndarray, gap: int, spacing_yx) 
     return out
 
 
-def _find_bridges(mask: np.ndarray, comp: np.ndarray, max_gap: int, sy: float, sx: float) -> list:
-    """(lower piece, upper piece) pairs: a downward end piece and the upward end pieces facing
-    it across the fewest empty slices (1..max_gap) that give any."""
-    down, up = _end_pieces(mask, comp, sy, sx)
-    bridges = []
-    for z, lowers in down.items():
-        for lo in lowers:
-            for gap in range(1, max_gap + 1):
-                facing = [q for q in up.get(z + gap + 1, []) if _facing(lo, q)]
-                if facing:
-                    bridges += [(lo, q) for q in facing]
+def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, sy: float, sx: float) -> list:
+    """(lower piece, upper piece) pairs across 1..max_gap slices (the fewest that give any for
+    each end piece) that face each other, where the lower piece ends downwards and the upper
+    piece upwards, or one of them does and they belong to different 3D components (a branch
+    that lost its junction)."""
+    pieces = _slice_pieces(mask, comp, sy, sx)
+    found = {}
+
+    def joinable(lo: _Piece, up: _Piece) -> bool:
+        return _facing(lo, up, rule.facing_tolerance_mm) and ((lo.down and up.up) or lo.component != up.component)
+
+    for z, here in pieces.items():
+        for p in here:
+            for gap in range(1, int(rule.max_gap_slices) + 1):
+                hits = []
+                if p.down:
+                    hits += [(p, q) for q in pieces.get(z + gap + 1, []) if joinable(p, q)]
+                if p.up:
+                    hits += [(q, p) for q in pieces.get(z - gap - 1, []) if joinable(q, p)]
+                for lo, up in hits:
+                    found[(lo.z, lo.label, up.z, up.label)] = (lo, up)
+                if hits:
                     break
-    return bridges
+    return list(found.values())
 
 
 def _groups(n: int, bridges: list) -> np.ndarray:
@@ -169,10 +192,25 @@ def _groups(n: int, bridges: list) -> np.ndarray:
 
 def postprocess_nerve(mask: np.ndarray, spacing_zyx: Sequence[float], rule: PostprocessRule = PostprocessRule()
                       ) -> PostprocessResult:
-    """Apply the module's rule to a binary mask (z, y, x); see the module docstring."""
+    """Apply the module's rule to a binary mask (z, y, x); see the module docstring.
+
+    Works on the mask's bounding box (plus one voxel in-plane), so its cost follows the
+    segmented region, not the field of view."""
     mask = binary_mask(np.asarray(mask))
     if mask.ndim != 3:
         raise NerveError(f"mask: expected a 3D mask (z, y, x), got {mask.ndim} dimensions")
+    if not mask.any():
+        return PostprocessResult(mask.copy())
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    box = (slice(0, mask.shape[0]),) + tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box[1:])
+    result = _postprocess_box(mask[box], spacing_zyx, rule)
+    full = np.zeros_like(mask)
+    full[box] = result.mask
+    result.mask = full
+    return result
+
+
+def _postprocess_box(mask: np.ndarray, spacing_zyx: Sequence[float], rule: PostprocessRule) -> PostprocessResult:
     sz, sy, sx = (float(s) for s in spacing_zyx)
     comp, n = ndimage.label(mask, structure=_STRUCTURE_3D)
     if n == 0:
@@ -180,7 +218,7 @@ def postprocess_nerve(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Post
     objects = ndimage.find_objects(comp)
     zranges = {i + 1: (obj[0].start, obj[0].stop - 1) for i, obj in enumerate(objects)}
     sizes = np.bincount(comp.ravel(), minlength=n + 1)
-    bridges = _find_bridges(mask, comp, int(rule.max_gap_slices), sy, sx)
+    bridges = _find_bridges(mask, comp, rule, sy, sx)
     group_of = _groups(n, bridges)
 
     groups = {}
@@ -207,7 +245,8 @@ def postprocess_nerve(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Post
         if group_of[lo.component] not in keep_groups:
             continue
         gap = up.z - lo.z - 1
-        for z, fill in zip(range(lo.z + 1, up.z), interpolate_gap(lo.mask, up.mask, gap, (sy, sx))):
+        fills = interpolate_gap(_piece_mask(mask, lo), _piece_mask(mask, up), gap, (sy, sx))
+        for z, fill in zip(range(lo.z + 1, up.z), fills):
             new = fill & ~out[z]
             out[z] |= fill
             filled_voxels += int(new.sum())

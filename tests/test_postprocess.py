@@ -158,3 +158,36 @@ def test_cli_refuses_a_non_binary_mask_and_writes_nothing(tmp_path):
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".pp")]
     missing = run([script("nnunet-nerve"), "postprocess", str(tmp_path / "nothing"), str(out)], check=False)
     assert missing.returncode == 2 and "nothing: no such file or folder" in missing.stderr
+
+
+def test_branch_that_lost_its_junction_slice_is_bridged_to_the_sciatic():
+    """The peroneal branch is missed in the first slice after the split: it starts one slice
+    later, separate from the nerve, and covers only a quarter of the stack (too short for the
+    extent rule); the bridge to the sciatic piece keeps it and fills its missed slice."""
+    nerve = tube((24, 24), 4.0)
+    nerve[30:] = (tube((21, 24), 3.0) | tube((28.5, 24), 2.0))[30:]
+    predicted = nerve.copy()
+    predicted[30] = tube((21, 24), 3.0)[30]
+    result = postprocess_nerve(predicted | vein(), SPACING)
+    assert result.components == 3 and result.kept_components == 2
+    assert result.filled_slices == [30]
+    assert (result.mask[30] & tube((28.5, 24), 2.0)[30]).any()     # the missed junction slice reaches it
+    assert np.array_equal(result.mask[31:], nerve[31:]) and np.array_equal(result.mask[:30], nerve[:30])
+    assert not (result.mask & vein()).any()
+
+
+def test_benchmark_runs_and_postprocessing_beats_no_postprocessing():
+    """A small run of benchmarks/bench_postprocess.py (the docs quote its full run)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import bench_postprocess
+    finally:
+        sys.path.pop(0)
+    result = bench_postprocess.run(cases=4, seed=0)
+    ours = np.mean([c["nnunet-nerve postprocess"]["dice"] for c in result["cases"]])
+    raw = np.mean([c["none"]["dice"] for c in result["cases"]])
+    assert ours > raw
+    assert "all cases" in bench_postprocess.report(result)
