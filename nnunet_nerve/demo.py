@@ -77,6 +77,7 @@ class DemoLayout:
                    nnUNet_results=str(self.results), nnUNet_extTrainer=trainer_dir())
         env.setdefault("nnUNet_n_proc_DA", "1" if not self.full else "8")
         env.setdefault("MPLCONFIGDIR", str(self.out / ".matplotlib"))
+        env["PYTHONUNBUFFERED"] = "1"  # stream nnU-Net's epoch lines to the progress bar
         return env
 
 
