@@ -28,9 +28,11 @@ values elsewhere):
   the imaged leg is known (``lateral_xy``), else the branch with the smaller mean area
   (the tibial division carries about two thirds of the sciatic nerve's fibres).
 * Signal: the mean and median image intensity inside the nerve divided by the slice's
-  reference, the median intensity of the slice's non-background voxels outside the nerve;
-  non-background = intensity above the image's Otsu threshold (256-bin histogram). A slice
-  without such voxels uses the same median over the whole image.
+  reference, the median intensity of the slice's voxels in the image's middle intensity
+  class outside the nerve: a three-class Otsu split of the whole image (128-bin histogram)
+  separates air and bone cortex | muscle-like tissue | fat and fluid, so that in a T2 TSE
+  without fat suppression the reference is skeletal muscle and the normalised signal a
+  nerve-to-muscle ratio. A slice without such voxels uses the median over the image.
 
 Per scan: ``volume_mm3`` = nerve voxels x voxel volume (``volume_ml`` = /1000);
 ``length_mm`` = (last - first nerve slice + 1) x spacing_z; ``centreline_length_mm`` =
@@ -38,12 +40,18 @@ sum over nerve slices of spacing_z / cos_theta; mean, median and max of the per-
 CSAs over the nerve slices.
 
 Lesions (``LesionRule``): a nerve slice is flagged when its corrected CSA or its
-normalised mean signal exceeds ``median + max(k x 1.4826 x MAD, min_excess x median)``,
-median and MAD (median absolute deviation; 1.4826 x MAD estimates the standard deviation)
-taken over the subject's own nerve slices, or over the pooled nerve slices of a normative
-reference (``NormativeReference``, e.g. the volunteers of a dataset). ``lesion_burden`` =
-flagged nerve slices / nerve slices (the fraction of the nerve's length, every slice
-standing for spacing_z of nerve). Contiguous flagged slices form the lesion segments.
+normalised mean signal exceeds ``centre + max(k x spread, min_excess x centre)`` (defaults
+k = 3, min_excess = 0.2: at least 20 % above the centre). Against the subject's own nerve
+(default): centre = the median over its nerve slices (robust while lesions cover less than
+half of the nerve), spread = the slice-to-slice noise 1.4826 x median |x[i+1] - x[i]| / sqrt(2)
+over consecutive nerve slices (segmentation jitter; a smooth swelling hardly changes it, so
+it does not inflate the threshold the way a standard deviation would). Against a normative
+reference (``NormativeReference``, e.g. a dataset's volunteers): centre = the median of the
+volunteers' own medians, spread = sqrt(sd_between^2 + noise^2), sd_between the standard
+deviation of the volunteers' medians and noise the median of their slice-to-slice noise.
+``lesion_burden`` = flagged nerve slices / nerve slices (the fraction of the nerve's length,
+every slice standing for spacing_z of nerve). Contiguous flagged slices form the lesion
+segments.
 
 An empty mask gives a result whose summary says ``nerve_found: false`` with zero volume,
 no error.
@@ -65,7 +73,7 @@ from nnunet_nerve.errors import NerveError
 #: Values of ``NerveBiomarkers.branch_labels``.
 BRANCH_LABELS = {"sciatic": 1, "tibial": 2, "peroneal": 3}
 SPLIT_BRANCHES = ("tibial", "peroneal")
-#: 1.4826 x MAD estimates the standard deviation of normally distributed values.
+#: 1.4826 x a median absolute value estimates the standard deviation of normal values.
 MAD_TO_SD = 1.4826
 DEFAULT_WINDOW = 5
 DEFAULT_MIN_BRANCH_FRACTION = 0.1
@@ -80,52 +88,69 @@ SLICE_COLUMNS = (
 
 @dataclass(frozen=True)
 class LesionRule:
-    """Threshold = median + max(k x 1.4826 x MAD, min_excess x median) of a reference set of values."""
+    """Threshold = centre + max(k x spread, min_excess x centre); see the module docstring."""
 
     k: float = 3.0
     min_excess: float = 0.2
 
-    def threshold(self, median: float, scaled_mad: float) -> float:
-        if not np.isfinite(median):
+    def threshold(self, centre: float, spread: float) -> float:
+        if not np.isfinite(centre):
             return math.nan
-        return float(median + max(self.k * scaled_mad, self.min_excess * abs(median)))
+        spread = spread if np.isfinite(spread) else 0.0
+        return float(centre + max(self.k * spread, self.min_excess * abs(centre)))
+
+    def describe(self) -> str:
+        return f"value > centre + max({self.k:g} x spread, {self.min_excess:g} x centre)"
 
 
-def robust_centre(values: Iterable[float]) -> tuple[float, float]:
-    """(median, 1.4826 x MAD) of the finite values; (nan, nan) when there are none."""
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return math.nan, math.nan
-    med = float(np.median(v))
-    return med, float(MAD_TO_SD * np.median(np.abs(v - med)))
+def _finite(values: Iterable) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+
+
+def slice_noise(values: Sequence[float]) -> float:
+    """Slice-to-slice noise of a profile: 1.4826 x median |x[i+1] - x[i]| / sqrt(2); nan below 2 values."""
+    v = _finite(values)
+    if v.size < 2:
+        return math.nan
+    return float(MAD_TO_SD * np.median(np.abs(np.diff(v))) / math.sqrt(2))
+
+
+def subject_reference(values: Sequence[float]) -> tuple[float, float]:
+    """(median, slice_noise) of a profile in slice order; (nan, nan) when empty."""
+    v = _finite(values)
+    return (float(np.median(v)) if v.size else math.nan), slice_noise(v)
 
 
 @dataclass
 class NormativeReference:
-    """Pooled per-slice statistics of reference nerves (e.g. a dataset's volunteers).
-
-    ``csa_*`` are over the corrected CSA (mm²), ``signal_*`` over the normalised mean signal.
-    """
+    """The lesion reference of a group of normal nerves (e.g. a dataset's volunteers):
+    centre and spread of the corrected CSA (mm²) and of the normalised mean signal, built by
+    ``from_results`` as the module docstring says."""
 
     source: str
     cases: list
     slices: int
     csa_median: float
-    csa_scaled_mad: float
+    csa_spread: float
     signal_median: float
-    signal_scaled_mad: float
+    signal_spread: float
 
     @classmethod
     def from_results(cls, source: str, results: "dict[str, NerveBiomarkers]") -> "NormativeReference":
-        csa, signal = [], []
-        for res in results.values():
-            csa += res.nerve_values("csa_corrected_mm2")
-            signal += res.nerve_values("signal_mean_norm")
-        if not csa:
+        found = {case: res for case, res in results.items() if res.nerve_found}
+        if not found:
             raise NerveError(f"{source}: the reference cases hold no nerve voxels")
-        csa_med, csa_mad = robust_centre(csa)
-        sig_med, sig_mad = robust_centre(signal)
-        return cls(str(source), sorted(results), len(csa), csa_med, csa_mad, sig_med, sig_mad)
+        stats = {}
+        for key, column in (("csa", "csa_corrected_mm2"), ("signal", "signal_mean_norm")):
+            own = [subject_reference(res.nerve_values(column)) for res in found.values()]
+            medians = _finite(m for m, _ in own)
+            noise = _finite(n for _, n in own)
+            between = float(np.std(medians, ddof=1)) if medians.size > 1 else 0.0
+            within = float(np.median(noise)) if noise.size else 0.0
+            centre = float(np.median(medians)) if medians.size else math.nan
+            stats[key] = (centre, math.hypot(between, within))
+        slices = sum(len(res.nerve_values("csa_corrected_mm2")) for res in found.values())
+        return cls(str(source), sorted(found), slices, *stats["csa"], *stats["signal"])
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -174,21 +199,30 @@ def binary_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
     return mask.astype(bool)
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold over a ``bins``-bin histogram: maximises the between-class variance."""
+def otsu_thresholds(values: np.ndarray, classes: int = 3, bins: int = 128) -> tuple:
+    """Otsu's thresholds splitting ``values`` into 2 or 3 classes (maximal between-class
+    variance over a ``bins``-bin histogram), ascending."""
     v = np.asarray(values, dtype=float).ravel()
     lo, hi = float(v.min()), float(v.max())
     if hi <= lo:
-        return lo
+        return (lo,) * (classes - 1)
     hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
     centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    s0 = np.cumsum(hist * centres)
-    mu0 = s0 / np.maximum(w0, 1)
-    mu1 = (s0[-1] - s0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
+    w = np.r_[0, np.cumsum(hist)].astype(float)            # w[i] = count of bins < i
+    m = np.r_[0, np.cumsum(hist * centres)]
+
+    def score(a, b):  # sum over classes of (class sum)^2 / class count, bins a..b-1
+        n, s_ = w[b] - w[a], m[b] - m[a]
+        return np.where(n > 0, s_ ** 2 / np.maximum(n, 1), 0.0)
+
+    i = np.arange(1, bins)
+    if classes == 2:
+        best = i[int(np.argmax(score(0, i) + score(i, bins)))]
+        return (float(edges[best]),)
+    a, b = np.meshgrid(i, i, indexing="ij")
+    total = np.where(a < b, score(0, a) + score(a, b) + score(b, bins), -np.inf)
+    ia, ib = np.unravel_index(int(np.argmax(total)), total.shape)
+    return float(edges[i[ia]]), float(edges[i[ib]])
 
 
 # ----------------------------------------------------------------------------- centreline
@@ -306,14 +340,18 @@ def _name_tracks(run: list, order: dict, pieces: dict, lateral_xy) -> tuple[int,
 # ----------------------------------------------------------------------------- signal
 
 def slice_signal_references(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per slice: the median intensity of the voxels above the image's Otsu threshold and
-    outside the nerve; slices without any use the same median over the whole image."""
+    """Per slice: the median intensity of the image's middle intensity class outside the
+    nerve. The classes come from a three-class Otsu split of the whole image (air and
+    cortical bone | muscle-like intermediate tissue | fat and fluid); in a T2-weighted TSE
+    without fat suppression the middle class is skeletal muscle, so the normalised signal
+    is a nerve-to-muscle ratio. Slices without such voxels use the median over the image."""
     image = np.asarray(image, dtype=float)
-    foreground = (image > otsu_threshold(image)) & ~mask
-    whole = float(np.median(image[foreground])) if foreground.any() else math.nan
+    low, high = otsu_thresholds(image, classes=3)
+    middle = (image > low) & (image <= high) & ~mask
+    whole = float(np.median(image[middle])) if middle.any() else math.nan
     refs = np.full(image.shape[0], whole)
     for z in range(image.shape[0]):
-        values = image[z][foreground[z]]
+        values = image[z][middle[z]]
         if values.size:
             refs[z] = float(np.median(values))
     refs[~(refs > 0)] = math.nan
@@ -412,14 +450,13 @@ def _flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference) -> tup
     """Per-slice flags (written into ``rows``), thresholds and segments."""
     flags = np.zeros(len(rows), dtype=bool)
     if reference is not None:
-        basis = {"csa": (reference.csa_median, reference.csa_scaled_mad),
-                 "signal": (reference.signal_median, reference.signal_scaled_mad)}
+        basis = {"csa": (reference.csa_median, reference.csa_spread),
+                 "signal": (reference.signal_median, reference.signal_spread)}
         source = {"kind": "normative", "source": reference.source, "cases": list(reference.cases),
                   "slices": reference.slices}
     else:
-        basis = {"csa": robust_centre(rows[z]["csa_corrected_mm2"] for z in nerve_z),
-                 "signal": robust_centre(rows[z]["signal_mean_norm"] for z in nerve_z
-                                         if rows[z]["signal_mean_norm"] is not None)}
+        basis = {"csa": subject_reference([rows[z]["csa_corrected_mm2"] for z in nerve_z]),
+                 "signal": subject_reference([rows[z]["signal_mean_norm"] for z in nerve_z])}
         source = {"kind": "subject", "slices": len(nerve_z)}
     thresholds = {key: rule.threshold(*basis[key]) for key in basis}
     column = {"csa": "csa_corrected_mm2", "signal": "signal_mean_norm"}
@@ -436,11 +473,11 @@ def _flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference) -> tup
     n = len(nerve_z)
     info = {
         "reference": source,
-        "rule": f"value > median + max({rule.k:g} x 1.4826 x MAD, {rule.min_excess:g} x median)",
+        "rule": rule.describe(),
         "k": rule.k, "min_excess": rule.min_excess,
-        "csa_median_mm2": basis["csa"][0], "csa_scaled_mad_mm2": basis["csa"][1],
+        "csa_centre_mm2": basis["csa"][0], "csa_spread_mm2": basis["csa"][1],
         "csa_threshold_mm2": thresholds["csa"],
-        "signal_median": basis["signal"][0], "signal_scaled_mad": basis["signal"][1],
+        "signal_centre": basis["signal"][0], "signal_spread": basis["signal"][1],
         "signal_threshold": thresholds["signal"],
         "burden": float(flags.sum() / n) if n else 0.0,
         "burden_csa": counts["csa"] / n if n else 0.0,
@@ -515,8 +552,9 @@ def _summary(mask, rows, nerve_z, spacing, branch_labels, lesion, naming, rule, 
         "branches": branches,
         "lesion": lesion,
         "settings": {"centreline_window_slices": window, "min_branch_fraction": min_branch_fraction,
-                     "signal_reference": "median of the slice's voxels above the image's Otsu threshold, "
-                                         "outside the nerve" if has_image else None,
+                     "signal_reference": "median of the slice's voxels in the middle class of a three-class "
+                                         "Otsu split of the image (muscle-like tissue), outside the nerve"
+                     if has_image else None,
                      "lesion_k": rule.k, "lesion_min_excess": rule.min_excess},
     }
     return summary

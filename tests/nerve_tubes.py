@@ -33,12 +33,13 @@ def oblique_tube(x0: float, y0: float, angle_deg: float, radius: float, shape=SH
     return ((x - x0 - z * np.tan(a)) * np.cos(a)) ** 2 + (y - y0) ** 2 <= radius ** 2
 
 
-def t2_image(mask: np.ndarray, nerve: "float | np.ndarray" = 150.0, tissue: float = 100.0, seed: int = 0
-             ) -> np.ndarray:
-    """Air (0) around a body of ``tissue`` intensity with noise, the nerve at ``nerve``."""
+def t2_image(mask: np.ndarray, nerve: "float | np.ndarray" = 150.0, muscle: float = 100.0, fat: float = 300.0,
+             seed: int = 0) -> np.ndarray:
+    """Air (0) around a body of muscle (x < 38 mm) and fat (x >= 38 mm) with noise, the nerve at ``nerve``."""
     rng = np.random.default_rng(seed)
     image = np.zeros(mask.shape, dtype=np.float32)
-    image[:, 4:-4, 4:-4] = tissue + rng.normal(0, 3, image[:, 4:-4, 4:-4].shape)
+    image[:, 4:-4, 4:-4] = muscle + rng.normal(0, 3, image[:, 4:-4, 4:-4].shape)
+    image[:, 4:-4, 76:-4] += fat - muscle
     nerve = np.broadcast_to(np.asarray(nerve, dtype=np.float32), mask.shape)
     image[mask] = nerve[mask] + rng.normal(0, 3, int(mask.sum()))
     return image

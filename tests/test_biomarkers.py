@@ -104,7 +104,7 @@ def test_thickened_segment_is_flagged_and_a_normal_tube_is_not(tmp_path):
     assert lesion["segments"][0]["length_mm"] == pytest.approx(len(thick) * SPACING[0])
     rows = read_csv(out / "slices.csv")
     assert {int(r["slice"]) for r in rows if r["lesion"] == "1"} == thick
-    assert lesion["csa_median_mm2"] == pytest.approx(np.pi * 9, abs=disc_area_tolerance(3.0, SPACING[1:]))
+    assert lesion["csa_centre_mm2"] == pytest.approx(np.pi * 9, abs=disc_area_tolerance(3.0, SPACING[1:]))
 
     normal = nerve_biomarkers(tube((24, 24), 3.0), SPACING, t2_image(tube((24, 24), 3.0)))
     assert normal.summary["lesion"]["burden"] == 0 and normal.summary["lesion"]["segments"] == []
@@ -118,8 +118,8 @@ def test_hyperintense_segment_is_flagged_by_signal():
     res = nerve_biomarkers(mask, SPACING, t2_image(mask, nerve=bright))
     assert [(s["first_slice"], s["last_slice"], s["criteria"]) for s in res.summary["lesion"]["segments"]] \
         == [(30, 33, ["signal"])]
-    # reference: the median of the non-background tissue (100) -> nerve at about 1.5
-    assert res.summary["lesion"]["signal_median"] == pytest.approx(1.5, abs=0.02)
+    # reference: the middle intensity class, muscle (100), not air (0) or fat (300) -> nerve at about 1.5
+    assert res.summary["lesion"]["signal_centre"] == pytest.approx(1.5, abs=0.02)
     assert res.slices[31]["signal_mean_norm"] == pytest.approx(2.4, abs=0.03)
 
 

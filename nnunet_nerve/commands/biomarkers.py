@@ -28,8 +28,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--side", choices=("left", "right"),
                    help="the imaged leg; names the branches by position (peroneal = lateral) instead of by size "
                         "(peroneal = smaller)")
-    p.add_argument("--k", type=float, default=3.0, help="lesion threshold: median + k x 1.4826 x MAD ...")
-    p.add_argument("--min-excess", type=float, default=0.2, help="... and at least median x (1 + this)")
+    p.add_argument("--k", type=float, default=3.0,
+                   help="lesion threshold: centre + k x spread (the slice-to-slice noise, or the reference's spread) ...")
+    p.add_argument("--min-excess", type=float, default=0.2, help="... and at least centre x (1 + this)")
     p.add_argument("--postprocess", action="store_true", help="apply `postprocess` to the mask first")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_biomarkers, parser=p)
