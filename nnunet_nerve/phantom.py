@@ -135,8 +135,9 @@ def draw_subject(index: int, participant_id: str, cohort: str, size: PhantomSize
         location = ["distal", "medial", "proximal"][int(rng.choice(3, p=[0.5, 0.3, 0.2]))]
     stack_mm = size.shape_xyz[2] * size.spacing_xyz[2]
     z_start = stack_start(location, stack_mm, rng)
-    # The sciatic nerve divides 5-11 cm above the knee: inside distal stacks.
-    z_split = z_start + rng.uniform(0.3, 0.7) * stack_mm if location == "distal" else rng.uniform(50, 110)
+    # The sciatic nerve divides 5-11 cm above the knee; in a distal stack at least 30 % of it lies below.
+    low = max(50.0, z_start + 0.3 * stack_mm) if location == "distal" else 50.0
+    z_split = rng.uniform(low, max(low + 5.0, min(110.0, z_start + 0.75 * stack_mm) if location == "distal" else 110.0))
     lesion = "none" if cohort == "volunteer" else ["focal", "extended"][int(rng.random() < 0.4)]
     a = rng.uniform(70, 86)
     hex_u, hex_v = np.meshgrid(np.arange(-1, 1.01, 0.36), np.arange(-1, 1.01, 0.36 * np.sqrt(3) / 2))
