@@ -283,3 +283,42 @@ def test_real_header_data(tmp_path, shared_data):
     assert len(rows) == reference.GetSize()[2]
     assert sum(float(r["csa_mm2"]) for r in rows) * reference.GetSpacing()[2] == pytest.approx(voxels * voxel_mm3)
     assert all(0.9 < float(r["signal_mean_norm"]) < 3 for r in rows if int(r["voxels"]) > 0)
+
+
+def test_phantom_registry_batch_with_normative_reference(tmp_path):
+    """The synthetic registry as the image source (sub-*/anat/*_T2w) and, through the raters'
+    majority vote, as the normative reference; one rater's masks stand in for predictions.
+    Its stacks split towards the knee with the peroneal branch lateral and smaller, and its
+    patients carry focal or extended nerve swellings."""
+    from nnunet_nerve.phantom import write_phantom_registry
+    from nnunet_nerve.registry import scan_registry
+
+    registry = write_phantom_registry(tmp_path / "registry", volunteers=3, patients=3, seed=0, log=None)
+    scanned = scan_registry(registry)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for pid in scanned.participant_ids:
+        (masks / f"{pid}.nii.gz").write_bytes(scanned.files[pid].masks["OS"].read_bytes())
+    own, normative = tmp_path / "own", tmp_path / "normative"
+    cli("biomarkers", "--masks", masks, "--dataset", registry, "--out", own, "--side", "right")
+    cli("biomarkers", "--masks", masks, "--dataset", registry, "--out", normative, "--reference", registry)
+    lesion = {p.participant_id: p.extra["lesion"] for p in scanned.participants}
+    rows_own = {r["case"]: r for r in read_csv(own / "cases.csv")}
+    rows_norm = {r["case"]: r for r in read_csv(normative / "cases.csv")}
+    reference = json.loads((normative / "reference.json").read_text())
+    assert reference["cases"] == sorted(p for p, k in lesion.items() if k == "none")
+    for pid, kind in lesion.items():
+        burden_own, burden_norm = float(rows_own[pid]["lesion_burden"]), float(rows_norm[pid]["lesion_burden"])
+        if kind == "none":
+            assert burden_own == 0.0 and burden_norm == 0.0, pid
+        elif kind == "focal":
+            assert 0.0 < burden_own < 0.7, pid
+        else:   # extended along the whole stack: invisible against itself, visible against the volunteers
+            assert burden_own < 0.2 < burden_norm, pid
+    # the right leg's lateral side is -x here (the phantom puts medial at +x): by position the
+    # peroneal is the smaller branch, as the size rule says
+    for pid in rows_own:
+        summary = json.loads((own / pid / "summary.json").read_text())
+        if summary["split"]["found"]:
+            branches = summary["branches"]
+            assert branches["peroneal"]["csa_corrected_mm2"]["median"] < branches["tibial"]["csa_corrected_mm2"]["median"]
