@@ -159,8 +159,8 @@ def _summary_line(rows: list, label: str) -> str:
 
 def report(result: dict) -> str:
     rows = result["cases"]
-    head = (f"{'subset':<34} {'':>5} | " + " | ".join(f"{n[:26]:<28}" for n in METHODS)
-            + "\n" + " " * 42 + "| " + " | ".join(f"{'Dice mean±sd / HD95 median (mean) mm':<28}" for _ in METHODS))
+    head = (f"each method: Dice mean±sd / HD95 median (mean) in mm\n{'subset':<34} {'':>5} | "
+            + " | ".join(f"{n:<28}" for n in METHODS))
     lines = [head, _summary_line(rows, "all cases")]
     for kind in ("near vessel", "far vessel", "missed slice", "missed junction", "long vessel"):
         subset = [r for r in rows if kind in r["corruptions"]]
