@@ -23,11 +23,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
+from scipy import ndimage
 
 from nnunet_nerve.atomic import atomic_directory, atomic_file
 from nnunet_nerve.biomarkers import (BRANCH_LABELS, SLICE_COLUMNS, LesionRule, NerveBiomarkers, NormativeReference,
@@ -40,7 +40,7 @@ CASES_CSV_COLUMNS = ("case", "cohort", "location", "nerve_found", "volume_mm3", 
                      "signal_mean_norm", "split", "lesion_burden", "lesion_segments")
 BRANCH_COLOURS = {"sciatic": (0.12, 0.47, 0.71), "tibial": (0.17, 0.63, 0.17), "peroneal": (1.0, 0.5, 0.05)}
 LESION_COLOUR = (0.84, 0.15, 0.16)
-Log = "Callable[[str], None] | None"
+Log = Optional[Callable[[str], None]]
 
 
 # ----------------------------------------------------------------------------- writers
@@ -148,10 +148,11 @@ def nerve_mip_rgb(result: NerveBiomarkers, axis: int) -> np.ndarray:
     """RGB maximum-intensity projection along array ``axis`` (1: y, coronal; 2: x, sagittal)
     of the image inside the nerve, coloured by branch and red on lesion slices; white
     where no nerve projects. Rows are slices (z)."""
-    labels = result.branch_labels
+    box = _nerve_box(result.branch_labels)
+    labels = result.branch_labels[box]
     inside = labels > 0
     if result.image is not None:
-        image = np.where(inside, result.image.astype(float), -np.inf)
+        image = np.where(inside, result.image[box].astype(float), -np.inf)
         mip = image.max(axis=axis)
         finite = np.isfinite(mip)
         lo, hi = (np.percentile(mip[finite], [1, 99]) if finite.any() else (0.0, 1.0))
@@ -166,7 +167,17 @@ def nerve_mip_rgb(result: NerveBiomarkers, axis: int) -> np.ndarray:
     projected = inside.any(axis=axis)
     brightness = 0.45 + 0.55 * shade
     rgb[projected] = rgb[projected] * brightness[projected][:, None]
-    return rgb
+    full = np.ones((labels.shape[0], result.branch_labels.shape[3 - axis], 3))
+    full[:, box[3 - axis]] = rgb
+    return full
+
+
+def _nerve_box(labels: np.ndarray) -> tuple:
+    """All slices, and the in-plane bounding box of the nerve (everything when empty)."""
+    found = ndimage.find_objects((labels > 0).astype(np.uint8))
+    if not found:
+        return (slice(None),) * 3
+    return (slice(None),) + found[0][1:]
 
 
 #: In-plane margin (mm) around the nerve in the MIP rendering.
@@ -197,7 +208,7 @@ def plot_mip(path, result: NerveBiomarkers, title: str = "", overwrite: bool = F
     nz = result.branch_labels.shape[0]
     for ax, axis, label in ((axes[0, 0], 1, "x (mm)"), (axes[0, 1], 2, "y (mm)")):
         window, start, end = _mip_window(result, axis)
-        ax.imshow(nerve_mip_rgb(result, axis)[:, window], origin="lower", extent=(start, end, 0, nz * sz),
+        ax.imshow(nerve_mip_rgb(result, axis)[:, window], origin="lower", extent=(start, end, -sz / 2, (nz - 0.5) * sz),
                   aspect="equal", interpolation="nearest")
         ax.set_xlabel(label)
         ax.set_ylabel("z (mm)")

@@ -63,7 +63,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -202,7 +202,7 @@ def binary_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
 def otsu_thresholds(values: np.ndarray, classes: int = 3, bins: int = 128) -> tuple:
     """Otsu's thresholds splitting ``values`` into 2 or 3 classes (maximal between-class
     variance over a ``bins``-bin histogram), ascending."""
-    v = np.asarray(values, dtype=float).ravel()
+    v = np.asarray(values)
     lo, hi = float(v.min()), float(v.max())
     if hi <= lo:
         return (lo,) * (classes - 1)
@@ -345,15 +345,16 @@ def slice_signal_references(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     cortical bone | muscle-like intermediate tissue | fat and fluid); in a T2-weighted TSE
     without fat suppression the middle class is skeletal muscle, so the normalised signal
     is a nerve-to-muscle ratio. Slices without such voxels use the median over the image."""
-    image = np.asarray(image, dtype=float)
+    image = np.asarray(image)
     low, high = otsu_thresholds(image, classes=3)
-    middle = (image > low) & (image <= high) & ~mask
-    whole = float(np.median(image[middle])) if middle.any() else math.nan
-    refs = np.full(image.shape[0], whole)
+    refs = np.full(image.shape[0], math.nan)
     for z in range(image.shape[0]):
-        values = image[z][middle[z]]
-        if values.size:
-            refs[z] = float(np.median(values))
+        middle = (image[z] > low) & (image[z] <= high) & ~mask[z]
+        if middle.any():
+            refs[z] = float(np.median(image[z][middle]))
+    if np.isnan(refs).any():
+        middle = (image > low) & (image <= high) & ~mask
+        refs[np.isnan(refs)] = float(np.median(image[middle])) if middle.any() else math.nan
     refs[~(refs > 0)] = math.nan
     return refs
 

@@ -35,7 +35,6 @@ largest 3D component instead; ``benchmarks/bench_postprocess.py`` compares the t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
