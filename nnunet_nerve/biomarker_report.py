@@ -208,8 +208,8 @@ def plot_mip(path, result: NerveBiomarkers, title: str = "", overwrite: bool = F
     nz = result.branch_labels.shape[0]
     for ax, axis, label in ((axes[0, 0], 1, "x (mm)"), (axes[0, 1], 2, "y (mm)")):
         window, start, end = _mip_window(result, axis)
-        ax.imshow(nerve_mip_rgb(result, axis)[:, window], origin="lower", extent=(start, end, -sz / 2, (nz - 0.5) * sz),
-                  aspect="equal", interpolation="nearest")
+        ax.imshow(nerve_mip_rgb(result, axis)[:, window], origin="lower",
+                  extent=(start, end, -sz / 2, (nz - 0.5) * sz), aspect="equal", interpolation="nearest")
         ax.set_xlabel(label)
         ax.set_ylabel("z (mm)")
         ax.set_title("coronal MIP" if axis == 1 else "sagittal MIP", fontsize=9)

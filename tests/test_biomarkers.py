@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,10 +164,10 @@ def test_side_option_through_the_cli(tmp_path):
     assert float(rows[30]["peroneal_csa_mm2"]) > float(rows[30]["tibial_csa_mm2"])
 
 
-def test_normative_reference_flags_an_extended_lesion(tmp_path):
+def test_normative_reference_flags_an_extended_lesion(tmp_path, nnunet_env):
     """A nerve thickened along its whole length is normal against itself but a lesion against
-    the volunteers' reference (the batch form over a converted dataset)."""
-    ds = tmp_path / "Dataset901_Tubes"
+    the volunteers' reference (the batch form over a converted dataset, named by its id)."""
+    ds = Path(nnunet_env["nnUNet_raw"]) / "Dataset901_Tubes"
     (ds / "imagesTr").mkdir(parents=True)
     (ds / "labelsTr").mkdir()
     cases = {"sub-01": ("volunteer", 3.0), "sub-02": ("volunteer", 3.2), "sub-03": ("patient", 4.5)}
@@ -177,7 +178,7 @@ def test_normative_reference_flags_an_extended_lesion(tmp_path):
     (ds / "participants.tsv").write_text("participant_id\tcohort\tlocation\n"
                                          + "".join(f"{c}\t{k}\tdistal\n" for c, (k, _) in cases.items()))
     out = tmp_path / "out"
-    proc = cli("biomarkers", "--masks", ds / "labelsTr", "--dataset", ds, "--out", out, "--reference", ds)
+    proc = cli("biomarkers", "--masks", ds / "labelsTr", "--dataset", "901", "--out", out, "--reference", ds)
     assert "normative reference from 2 volunteer(s)" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "reference.json", *sorted(cases)]
     rows = {r["case"]: r for r in read_csv(out / "cases.csv")}
@@ -196,6 +197,19 @@ def test_normative_reference_flags_an_extended_lesion(tmp_path):
     cli("biomarkers", "--image", image, "--mask", ds / "labelsTr" / "sub-03.nii.gz", "--out", tmp_path / "again",
         "--reference", out / "reference.json")
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["lesion"]["burden"] == 1.0
+
+
+def test_postprocess_option_measures_the_cleaned_mask(tmp_path):
+    from nnunet_nerve.biomarkers import biomarkers_from_files
+
+    nerve = tube((24, 24), 3.0)
+    blob = tube((40, 40), 2.5) & (np.arange(NZ) < 4)[:, None, None]
+    image, mask_path = scan(tmp_path, nerve | blob)
+    raw = biomarkers_from_files(image, mask_path)
+    cleaned = biomarkers_from_files(image, mask_path, postprocess=True)
+    assert raw.summary["voxels"] == int((nerve | blob).sum()) and raw.summary["split"]["found"]
+    assert cleaned.summary["voxels"] == int(nerve.sum()) and not cleaned.summary["split"]["found"]
+    assert cleaned.summary["postprocessing"]["removed_voxels"] == int(blob.sum())
 
 
 def test_empty_mask_says_no_nerve_found(tmp_path):
