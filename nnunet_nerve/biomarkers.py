@@ -18,7 +18,9 @@ values elsewhere):
   neighbouring nerve slices (one-sided at the ends) and ``cos_theta = |dz| / |d|``. A nerve
   in a single slice has ``cos_theta = 1``.
 * ``csa_corrected_mm2 = csa_mm2 x cos_theta``: a tube of true cross-section A cut at angle
-  theta shows an area A / cos(theta) in the slice.
+  theta shows an area A / cos(theta) in the slice. On split slices each branch is corrected
+  with its own centreline (below) and the slice's corrected CSA is the sum of the branches';
+  ``cos_theta`` there is the ratio corrected / raw.
 * Branches: 2D connected components of the slice (8-connectivity). A slice is ``split`` when
   its second-largest component holds at least ``min_branch_fraction`` (default 0.1) of the
   slice's nerve area; its two largest components are then the two branches and smaller
@@ -428,6 +430,12 @@ def nerve_biomarkers(mask: np.ndarray, spacing_zyx: Sequence[float], image: "np.
                     _, _, mean_n, median_n = _signal(image[z], where, refs[z])
                     rows[z].update({f"{name}_signal_mean_norm": mean_n, f"{name}_signal_median_norm": median_n})
 
+    for z in nerve_z:
+        row = rows[z]
+        if row["region"] == "split":
+            row["csa_corrected_mm2"] = sum(row[f"{b}_csa_corrected_mm2"] for b in SPLIT_BRANCHES)
+            row["cos_theta"] = row["csa_corrected_mm2"] / row["csa_mm2"]
+            row["theta_deg"] = float(np.degrees(np.arccos(np.clip(row["cos_theta"], 0, 1))))
     lesion_info, lesion_slices = _flag_lesions(rows, nerve_z, rule, reference)
     summary = _summary(mask, rows, nerve_z, (sz, sy, sx), branch_labels, lesion_info, naming, rule, window,
                        min_branch_fraction, image is not None)

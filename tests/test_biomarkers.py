@@ -335,3 +335,22 @@ def test_phantom_registry_batch_with_normative_reference(tmp_path):
         if summary["split"]["found"]:
             branches = summary["branches"]
             assert branches["peroneal"]["csa_corrected_mm2"]["median"] < branches["tibial"]["csa_corrected_mm2"]["median"]
+
+
+def test_diverging_branches_are_corrected_with_their_own_centrelines():
+    """Two straight branches tilted by +-25 degrees in x: each branch's corrected CSA is its true
+    cross-section, and so is the slice total, while the total centroid stays put (a single
+    centreline through both would see no tilt at all)."""
+    r, angle, shape = 2.5, 25.0, (16, 60, 160)
+    left = oblique_tube(40.0, 15.0, -angle, r, shape=shape)
+    right = oblique_tube(40.0, 15.0, angle, r, shape=shape)
+    mask = left | right
+    res = nerve_biomarkers(mask, SPACING)
+    split = [row for row in res.slices if row["region"] == "split"]
+    assert len(split) >= 12
+    true = np.pi * r * r
+    for name in ("tibial", "peroneal"):
+        assert np.median([row[f"{name}_csa_corrected_mm2"] for row in split]) == pytest.approx(true, rel=0.04)
+        assert np.median([row[f"{name}_cos_theta"] for row in split]) == pytest.approx(np.cos(np.radians(angle)),
+                                                                                     abs=0.01)
+    assert np.median([row["csa_corrected_mm2"] for row in split]) == pytest.approx(2 * true, rel=0.04)
