@@ -354,3 +354,12 @@ def test_diverging_branches_are_corrected_with_their_own_centrelines():
         assert np.median([row[f"{name}_cos_theta"] for row in split]) == pytest.approx(np.cos(np.radians(angle)),
                                                                                      abs=0.01)
     assert np.median([row["csa_corrected_mm2"] for row in split]) == pytest.approx(2 * true, rel=0.04)
+
+
+def test_real_mask_on_another_real_grid_is_refused(tmp_path, shared_data):
+    out = tmp_path / "out"
+    proc = cli("biomarkers", "--image", shared_data / "sct" / "t2.nii.gz",
+               "--mask", shared_data / "sct" / "t2s_uncropped_gmseg_manual.nii.gz", "--out", out, check=False)
+    assert proc.returncode == 2
+    assert "t2s_uncropped_gmseg_manual.nii.gz: mask is not on the image's grid" in proc.stderr
+    assert not out.exists()
