@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nnunet_nerve.network_blocks import Workspace, dense_block, fast_path_applies, transition_down
+
 
 def layers_per_block_list(layers_per_block: int | Sequence[int], n_pool: int) -> list[int]:
     """Expand an int into 2 * n_pool + 1 equal block sizes; check a sequence has that length."""
@@ -140,6 +142,7 @@ class FCDenseNet(nn.Module):
                 DenseBlock(block_in, n_layers, growth_rate, dropout, conv_bias, keep_input=last))
             up_channels = block_in + n_layers * growth_rate if last else n_layers * growth_rate
         self.final_conv = nn.Conv2d(up_channels, num_classes, 1, bias=True)
+        self.workspace = Workspace()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -162,6 +165,12 @@ class FCDenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if fast_path_applies(self, x):
+            return self.forward_lean(x)
+        return self.forward_straightforward(x)
+
+    def forward_straightforward(self, x: torch.Tensor) -> torch.Tensor:
+        """One torch.cat per layer; used on GPU (AMP, torch.compile) and with SyncBatchNorm."""
         x = self.first_conv(x)
         skips = []
         for block, down in zip(self.down_blocks, self.transitions_down):
@@ -172,3 +181,18 @@ class FCDenseNet(nn.Module):
         for up, block, skip in zip(self.transitions_up, self.up_blocks, reversed(skips)):
             x = block(torch.cat([skip, up(x)], dim=1))
         return self.final_conv(x)
+
+    def forward_lean(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function on CPU with nnunet_nerve.network_blocks' buffer-per-block
+        kernels: channels-last, no concatenation, BN + ReLU recomputed in backward."""
+        ws = self.workspace
+        x = self.first_conv(x.contiguous(memory_format=torch.channels_last))
+        skips = []
+        for block, down in zip(self.down_blocks, self.transitions_down):
+            x = dense_block(block, ws, [x], keep_input=True)
+            skips.append(x)
+            x = transition_down(down, x)
+        x = dense_block(self.bottleneck, ws, [x], keep_input=False)
+        for up, block, skip in zip(self.transitions_up, self.up_blocks, reversed(skips)):
+            x = dense_block(block, ws, [skip, up(x)], keep_input=block.keep_input)
+        return self.final_conv(x).contiguous()

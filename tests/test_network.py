@@ -205,3 +205,47 @@ def test_deepcopy_and_state_dict_round_trip():
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(clone.eval()(x), net.eval()(x))
+
+
+class SharedMasks:
+    """Dropout keep-masks from a seeded generator, drawn in call order: the lean kernels and
+    the reference draw them in the same order and shapes, so both drop the same units."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, shape, p, like):
+        if p <= 0:
+            return None
+        return torch.rand(tuple(shape), generator=self.generator) >= p
+
+
+class MaskDropout(nn.Module):
+    def __init__(self, p: float, masks: SharedMasks):
+        super().__init__()
+        self.p, self.masks = p, masks
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        return x * self.masks(x.shape, self.p, x) / (1 - self.p)
+
+
+def test_matches_reference_with_dropout_masks(monkeypatch):
+    import nnunet_nerve.network_blocks as blocks
+
+    net, reference = paired(3, dropout=0.2)
+    monkeypatch.setattr(blocks, "dropout_mask", SharedMasks(7))
+    reference_masks = SharedMasks(7)
+    for module in list(reference.modules()):
+        if isinstance(getattr(module, "dropout", None), nn.Dropout):
+            module.dropout = MaskDropout(module.dropout.p, reference_masks)
+    x = torch.randn(2, 1, 32, 48)
+    target = torch.randint(0, 2, (2, 32, 48))
+    out, out_ref = net.train()(x), reference.train()(x)
+    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-4)
+    nn.functional.cross_entropy(out, target).backward()
+    nn.functional.cross_entropy(out_ref, target).backward()
+    ref_params = dict(reference.named_parameters())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, ref_params[name].grad, rtol=1e-3, atol=1e-5, msg=name)

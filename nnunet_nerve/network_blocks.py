@@ -1,0 +1,305 @@
+"""Memory-lean CPU kernels for FCDenseNet's dense blocks and transitions down.
+
+The straightforward dense block (one torch.cat per layer, autograd keeping every batch-norm
+and ReLU output) copies its growing feature stack at every layer and keeps 4 tensors of the
+stack's size per layer for the backward pass. Here, as in Pleiss et al. (2017),
+"Memory-Efficient Implementation of DenseNets":
+
+- each dense block writes its input and every layer's new maps into ONE preallocated
+  channels-last buffer (no concatenation);
+- batch norm + ReLU are recomputed in the backward pass instead of being stored; in training
+  mode the batch statistics of a channel are the same for every layer that reads it, so they
+  are computed once per channel; running statistics are updated once, in the forward pass;
+- the gradient of the whole stack is accumulated in one shared buffer;
+- large temporaries (the BN+ReLU output, the stack gradient) live in a `Workspace` that is
+  reused from call to call: on CPU every fresh large tensor is page-faulted in by the OS,
+  which costs about as much as computing on it.
+
+The functions compute exactly what nnunet_nerve.network.DenseBlock / TransitionDown compute
+(same parameters, same running-statistics updates); tests/test_network.py checks outputs
+and gradients against a straightforward reference implementation.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Workspace:
+    """Scratch tensors reused across calls, one flat storage per (name, dtype, device).
+
+    Not part of the state_dict; a deepcopy or pickle starts with an empty workspace.
+    """
+
+    def __init__(self):
+        self._store: dict = {}
+
+    def __deepcopy__(self, memo):
+        return Workspace()
+
+    def __getstate__(self):
+        return {"_store": {}}
+
+    def clear(self) -> None:
+        self._store.clear()
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._store.values())
+
+    def channels_last(self, name: str, n: int, c: int, h: int, w: int,
+                      like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """An (n, c, h, w) tensor in channels-last layout, backed by the named scratch storage."""
+        dtype = dtype or like.dtype
+        key = (name, dtype, like.device)
+        numel = n * c * h * w
+        flat = self._store.get(key)
+        if flat is None or flat.numel() < numel:
+            self._store.pop(key, None)
+            flat = torch.empty(numel, dtype=dtype, device=like.device)
+            self._store[key] = flat
+        return flat[:numel].view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def empty_channels_last(n: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty((n, h, w, c), dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
+
+
+def per_channel(v: torch.Tensor) -> torch.Tensor:
+    return v.view(1, -1, 1, 1)
+
+
+def batch_var_mean(x: torch.Tensor):
+    """Biased variance and mean of each channel over (N, H, W)."""
+    return torch.var_mean(x, dim=(0, 2, 3), correction=0)
+
+
+def batch_var_mean_two_pass(x: torch.Tensor, scratch: torch.Tensor):
+    """batch_var_mean for a large x, as mean then mean squared deviation, using `scratch`
+    (x's shape) instead of a fresh temporary; several times faster than torch.var_mean
+    (Welford) on CPU."""
+    count = x.numel() // x.shape[1]
+    mean = x.sum(dim=(0, 2, 3)) / count
+    torch.sub(x, per_channel(mean), out=scratch)
+    var = scratch.square_().sum(dim=(0, 2, 3)) / count
+    return var, mean
+
+
+def update_running_stats(bn: torch.nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
+                         count: int) -> None:
+    """What nn.BatchNorm2d does to its running statistics in one training forward pass."""
+    if not bn.track_running_stats or bn.running_mean is None:
+        return
+    bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    unbiased = var * (count / max(count - 1, 1))
+    bn.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+    bn.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+
+
+def uses_batch_stats(bn: torch.nn.BatchNorm2d) -> bool:
+    return bn.training or not bn.track_running_stats or bn.running_mean is None
+
+
+def dropout_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor | None:
+    """Bernoulli keep-mask (bool) of nn.Dropout(p); None when dropout is inactive."""
+    if p <= 0:
+        return None
+    return torch.empty(shape, dtype=torch.bool, device=like.device).bernoulli_(1 - p)
+
+
+class DenseBlockFunction(torch.autograd.Function):
+    """A dense block over one channels-last buffer; BN + ReLU recomputed in backward."""
+
+    @staticmethod
+    def forward(ctx, block, workspace, keep_input, *tensors):
+        layers = block.layers
+        n_pieces = len(tensors) - 4 * len(layers)
+        pieces = tensors[:n_pieces]
+        g = layers[0].conv.out_channels
+        n, _, h, w = pieces[0].shape
+        c0 = sum(p.shape[1] for p in pieces)
+        channels = c0 + g * len(layers)
+        count = n * h * w
+        buf = empty_channels_last(n, channels, h, w, pieces[0])
+        offset = 0
+        for piece in pieces:
+            buf[:, offset:offset + piece.shape[1]].copy_(piece)
+            offset += piece.shape[1]
+        batch_stats = uses_batch_stats(layers[0].norm)
+        if batch_stats:
+            means = buf.new_empty(channels)
+            variances = buf.new_empty(channels)
+            scratch = workspace.channels_last("t", n, c0, h, w, buf)
+            variances[:c0], means[:c0] = batch_var_mean_two_pass(buf[:, :c0], scratch)
+        scales, shifts, masks, invstds = [], [], [], []
+        for j, layer in enumerate(layers):
+            c = c0 + j * g
+            bn = layer.norm
+            if batch_stats:
+                mean, var = means[:c], variances[:c]
+                if bn.training:
+                    update_running_stats(bn, mean, var, count)
+            else:
+                mean, var = bn.running_mean, bn.running_var
+            invstd = torch.rsqrt(var + bn.eps)
+            scale = bn.weight * invstd if bn.weight is not None else invstd
+            shift = (bn.bias if bn.bias is not None else 0) - mean * scale
+            t = workspace.channels_last("t", n, c, h, w, buf)
+            torch.addcmul(per_channel(shift), buf[:, :c], per_channel(scale), out=t).relu_()
+            y = F.conv2d(t, layer.conv.weight, layer.conv.bias, padding=1)
+            p = layer.dropout.p if layer.dropout.training else 0.0
+            mask = dropout_mask(y.shape, p, y)
+            if mask is not None:
+                y.mul_(mask).mul_(1.0 / (1.0 - p))
+            buf[:, c:c + g].copy_(y)
+            if batch_stats:
+                variances[c:c + g], means[c:c + g] = batch_var_mean(y)
+            scales.append(scale)
+            shifts.append(shift)
+            invstds.append(invstd)
+            masks.append((mask, p))
+        ctx.block, ctx.workspace, ctx.keep_input = block, workspace, keep_input
+        ctx.buf, ctx.c0, ctx.g = buf, c0, g
+        ctx.piece_channels = [p.shape[1] for p in pieces]
+        ctx.batch_stats = batch_stats
+        ctx.means = means if batch_stats else None
+        ctx.scales, ctx.shifts, ctx.invstds, ctx.masks = scales, shifts, invstds, masks
+        ctx.has_bias = [layer.conv.bias is not None for layer in layers]
+        return buf if keep_input else buf[:, c0:]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if ctx.buf is None:
+            raise RuntimeError("FCDenseNet's dense block cannot run backward twice "
+                               "(retain_graph is not supported)")
+        layers, ws, buf, c0, g = ctx.block.layers, ctx.workspace, ctx.buf, ctx.c0, ctx.g
+        n, channels, h, w = buf.shape
+        count = n * h * w
+        grad = ws.channels_last("grad", n, channels, h, w, buf)
+        if ctx.keep_input:
+            grad.copy_(grad_out)
+        else:
+            grad[:, :c0].zero_()
+            grad[:, c0:].copy_(grad_out)
+        param_grads = []
+        for j in reversed(range(len(layers))):
+            layer = layers[j]
+            bn = layer.norm
+            c = c0 + j * g
+            mask, p = ctx.masks[j]
+            gy = ws.channels_last("gy", n, g, h, w, buf)
+            if mask is not None:
+                torch.mul(grad[:, c:c + g], mask, out=gy).mul_(1.0 / (1.0 - p))
+            else:
+                gy.copy_(grad[:, c:c + g])
+            x = buf[:, :c]
+            scale, shift = ctx.scales[j], ctx.shifts[j]
+            t = ws.channels_last("t", n, c, h, w, buf)
+            torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
+            has_bias = ctx.has_bias[j]
+            grad_t, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                gy, t, layer.conv.weight, [g] if has_bias else None, [1, 1], [1, 1], [1, 1],
+                False, [0, 0], 1, [True, True, has_bias])
+            # ReLU backward in place: t is the ReLU output, zero exactly where it was off
+            torch.ops.aten.threshold_backward.grad_input(grad_t, t, 0, grad_input=grad_t)
+            sum_dy = grad_t.sum(dim=(0, 2, 3))
+            sum_dy_x = torch.mul(grad_t, x, out=t).sum(dim=(0, 2, 3))
+            invstd = ctx.invstds[j]
+            gamma = bn.weight if bn.weight is not None else torch.ones_like(invstd)
+            mean = ctx.means[:c] if ctx.batch_stats else bn.running_mean
+            sum_dy_xhat = invstd * (sum_dy_x - mean * sum_dy)
+            k1 = gamma * invstd
+            target = grad[:, :c]
+            target.addcmul_(grad_t, per_channel(k1))
+            if ctx.batch_stats:
+                k2 = -k1 * invstd * sum_dy_xhat / count
+                k3 = -k1 * sum_dy / count - k2 * mean
+                target.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
+            del grad_t
+            param_grads.append((sum_dy_xhat if bn.weight is not None else None,
+                                sum_dy if bn.bias is not None else None,
+                                grad_w, grad_b if has_bias else None))
+        piece_grads = []
+        offset = 0
+        for pc in ctx.piece_channels:
+            piece_grads.append(grad[:, offset:offset + pc].clone())
+            offset += pc
+        flat = []
+        for grads in reversed(param_grads):
+            flat.extend(grads)
+        ctx.buf = None
+        return (None, None, None, *piece_grads, *flat)
+
+
+def dense_block(block, workspace: Workspace, pieces, keep_input: bool) -> torch.Tensor:
+    """Run `block` (nnunet_nerve.network.DenseBlock) on the channel concatenation of
+    `pieces`; returns [pieces, new maps] if keep_input else the new maps."""
+    params = []
+    for layer in block.layers:
+        params += [layer.norm.weight, layer.norm.bias, layer.conv.weight, layer.conv.bias]
+    return DenseBlockFunction.apply(block, workspace, keep_input, *pieces, *params)
+
+
+def transition_down_ops(td, x, mask, p, batch_stats):
+    """BN, ReLU, 1x1 conv, dropout (given keep-mask), 2x2 max-pool. Never touches the
+    running statistics: with batch_stats the batch norm normalises with the batch's own."""
+    bn = td.norm
+    if batch_stats:
+        t = F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+    else:
+        t = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    z = F.conv2d(torch.relu(t), td.conv.weight, td.conv.bias)
+    if mask is not None:
+        z = z * mask * (1.0 / (1.0 - p))
+    return F.max_pool2d(z, 2)
+
+
+class TransitionDownFunction(torch.autograd.Function):
+    """Transition down that keeps only its input for backward and recomputes the rest."""
+
+    @staticmethod
+    def forward(ctx, td, x, *params):
+        bn = td.norm
+        batch_stats = uses_batch_stats(bn)
+        if bn.training:
+            var, mean = batch_var_mean(x)
+            update_running_stats(bn, mean, var, x.numel() // x.shape[1])
+        p = td.dropout.p if td.dropout.training else 0.0
+        mask = dropout_mask((x.shape[0], td.conv.out_channels, *x.shape[2:]), p, x)
+        out = transition_down_ops(td, x, mask, p, batch_stats)
+        ctx.td, ctx.mask, ctx.p, ctx.batch_stats = td, mask, p, batch_stats
+        ctx.save_for_backward(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        td = ctx.td
+        params = [td.norm.weight, td.norm.bias, td.conv.weight, td.conv.bias]
+        with torch.enable_grad():
+            x_ = x.detach().requires_grad_()
+            out = transition_down_ops(td, x_, ctx.mask, ctx.p, ctx.batch_stats)
+            wanted = [x_] + [q for q in params if q is not None]
+            grads = list(torch.autograd.grad(out, wanted, grad_out))
+        grad_x = grads.pop(0)
+        param_grads = [grads.pop(0) if q is not None else None for q in params]
+        return (None, grad_x, *param_grads)
+
+
+def transition_down(td, x: torch.Tensor) -> torch.Tensor:
+    params = [td.norm.weight, td.norm.bias, td.conv.weight, td.conv.bias]
+    return TransitionDownFunction.apply(td, x, *params)
+
+
+def fast_path_applies(module: torch.nn.Module, x: torch.Tensor) -> bool:
+    """The lean kernels run for float32 CPU tensors with plain BatchNorm2d modules, outside
+    torch.compile tracing; anything else (CUDA + AMP, SyncBatchNorm, compile) takes the
+    straightforward path, which computes the same function."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return all(type(m) is torch.nn.BatchNorm2d for m in module.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
