@@ -191,7 +191,7 @@ class FCDenseNet(nn.Module):
         for block, down in zip(self.down_blocks, self.transitions_down):
             x = dense_block(block, ws, [x], keep_input=True)
             skips.append(x)
-            x = transition_down(down, x)
+            x = transition_down(down, ws, x)
         x = dense_block(self.bottleneck, ws, [x], keep_input=False)
         for up, block, skip in zip(self.transitions_up, self.up_blocks, reversed(skips)):
             x = dense_block(block, ws, [skip, up(x)], keep_input=block.keep_input)

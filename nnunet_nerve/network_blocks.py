@@ -107,6 +107,47 @@ def dropout_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor | None:
     return torch.empty(shape, dtype=torch.bool, device=like.device).bernoulli_(1 - p)
 
 
+def relu_affine_as_clamp(scale: torch.Tensor, shift: torch.Tensor):
+    """Rewrite relu(scale * x + shift), per channel, as factor * clamp(x, low, high) + offset.
+
+    scale > 0: low = -shift/scale, high = +inf; scale < 0: low = -inf, high = -shift/scale
+    (both: factor = scale, offset = shift); scale == 0: low = high = 0, factor = 0,
+    offset = relu(shift). The clamp is one elementwise pass over x (BN then ReLU are two);
+    the factor goes into the next convolution's weights and the offset into its bias.
+    """
+    on = scale.abs() > 1e-20
+    threshold = torch.where(on, -shift / torch.where(on, scale, torch.ones_like(scale)),
+                            torch.zeros_like(scale))
+    inf = torch.full_like(scale, float("inf"))
+    low = torch.where(scale > 0, threshold, torch.where(on, -inf, torch.zeros_like(scale)))
+    high = torch.where(scale < 0, threshold, torch.where(on, inf, torch.zeros_like(scale)))
+    factor = torch.where(on, scale, torch.zeros_like(scale))
+    offset = torch.where(on, shift, torch.relu(shift))
+    return low, high, factor, offset
+
+
+def constant_input_response(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int):
+    """conv2d (padding 1) of an h x w image whose channel i is the constant offset[i]:
+    constant inside, different on the border rows and columns (zero padding). Computed on
+    an image of at most 3 x 3 and expanded; shape (1, out_channels, h, w)."""
+    h3, w3 = min(h, 3), min(w, 3)
+    small = F.conv2d(offset.view(1, -1, 1, 1).expand(1, -1, h3, w3), weight, padding=1)
+    rows = torch.tensor([0] + [1] * (h - 2) + [2] if h >= 3 else list(range(h)),
+                        device=weight.device)
+    cols = torch.tensor([0] + [1] * (w - 2) + [2] if w >= 3 else list(range(w)),
+                        device=weight.device)
+    return small.index_select(2, rows).index_select(3, cols)
+
+
+def bn_relu_conv3x3(x, scale, shift, weight, bias, scratch):
+    """conv2d(relu(scale * x + shift), weight, bias, padding=1) with one pass over x into
+    `scratch` (x's shape) for batch norm and ReLU together."""
+    low, high, factor, offset = relu_affine_as_clamp(scale, shift)
+    torch.clamp(x, per_channel(low), per_channel(high), out=scratch)
+    y = F.conv2d(scratch, weight * factor.view(1, -1, 1, 1), bias, padding=1)
+    return y.add_(constant_input_response(offset, weight, x.shape[2], x.shape[3]))
+
+
 class DenseBlockFunction(torch.autograd.Function):
     """A dense block over one channels-last buffer; BN + ReLU recomputed in backward."""
 
@@ -145,8 +186,9 @@ class DenseBlockFunction(torch.autograd.Function):
             scale = bn.weight * invstd if bn.weight is not None else invstd
             shift = (bn.bias if bn.bias is not None else 0) - mean * scale
             t = workspace.channels_last("t", n, c, h, w, buf)
-            torch.addcmul(per_channel(shift), buf[:, :c], per_channel(scale), out=t).relu_()
-            y = F.conv2d(t, layer.conv.weight, layer.conv.bias, padding=1)
+            with torch.no_grad():
+                y = bn_relu_conv3x3(buf[:, :c], scale, shift, layer.conv.weight,
+                                    layer.conv.bias, t)
             p = layer.dropout.p if layer.dropout.training else 0.0
             mask = dropout_mask(y.shape, p, y)
             if mask is not None:
@@ -258,15 +300,38 @@ class TransitionDownFunction(torch.autograd.Function):
     """Transition down that keeps only its input for backward and recomputes the rest."""
 
     @staticmethod
-    def forward(ctx, td, x, *params):
+    def forward(ctx, td, workspace, x, *params):
         bn = td.norm
         batch_stats = uses_batch_stats(bn)
-        if bn.training:
-            var, mean = batch_var_mean(x)
-            update_running_stats(bn, mean, var, x.numel() // x.shape[1])
+        n, c, h, w = x.shape
+        t = workspace.channels_last("t", n, c, h, w, x)
+        if batch_stats:
+            var, mean = batch_var_mean_two_pass(x, t)
+            if bn.training:
+                update_running_stats(bn, mean, var, n * h * w)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        scale = torch.rsqrt(var + bn.eps)
+        if bn.weight is not None:
+            scale = bn.weight * scale
+        shift = (bn.bias if bn.bias is not None else 0) - mean * scale
         p = td.dropout.p if td.dropout.training else 0.0
-        mask = dropout_mask((x.shape[0], td.conv.out_channels, *x.shape[2:]), p, x)
-        out = transition_down_ops(td, x, mask, p, batch_stats)
+        mask = dropout_mask((n, td.conv.out_channels, h, w), p, x)
+        if any(ctx.needs_input_grad):
+            # the backward pass recomputes these very operations: identical values, hence
+            # the same max-pool winners as in this forward pass
+            out = transition_down_ops(td, x, mask, p, batch_stats)
+        else:
+            low, high, factor, offset = relu_affine_as_clamp(scale, shift)
+            torch.clamp(x, per_channel(low), per_channel(high), out=t)
+            weight = td.conv.weight
+            bias = weight[:, :, 0, 0] @ offset
+            if td.conv.bias is not None:
+                bias = bias + td.conv.bias
+            z = F.conv2d(t, weight * factor.view(1, -1, 1, 1), bias)
+            if mask is not None:
+                z.mul_(mask).mul_(1.0 / (1.0 - p))
+            out = F.max_pool2d(z, 2)
         ctx.td, ctx.mask, ctx.p, ctx.batch_stats = td, mask, p, batch_stats
         ctx.save_for_backward(x)
         return out
@@ -283,12 +348,13 @@ class TransitionDownFunction(torch.autograd.Function):
             grads = list(torch.autograd.grad(out, wanted, grad_out))
         grad_x = grads.pop(0)
         param_grads = [grads.pop(0) if q is not None else None for q in params]
-        return (None, grad_x, *param_grads)
+        return (None, None, grad_x, *param_grads)
 
 
-def transition_down(td, x: torch.Tensor) -> torch.Tensor:
+def transition_down(td, workspace: Workspace, x: torch.Tensor) -> torch.Tensor:
+    """Run `td` (nnunet_nerve.network.TransitionDown) keeping only x for backward."""
     params = [td.norm.weight, td.norm.bias, td.conv.weight, td.conv.bias]
-    return TransitionDownFunction.apply(td, x, *params)
+    return TransitionDownFunction.apply(td, workspace, x, *params)
 
 
 def fast_path_applies(module: torch.nn.Module, x: torch.Tensor) -> bool:

@@ -190,7 +190,8 @@ def test_matches_reference_in_eval_mode():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
+                m.weight.uniform_(-1.5, 1.5)   # negative scales take the other clamp side
+                m.weight[0] = 0.0              # and a switched-off channel
                 m.bias.uniform_(-0.2, 0.2)
     net.load_state_dict(reference.state_dict())
     x = torch.randn(2, 1, 64, 48)
