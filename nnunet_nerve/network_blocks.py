@@ -148,6 +148,32 @@ def bn_relu_conv3x3(x, scale, shift, weight, bias, scratch):
     return y.add_(constant_input_response(offset, weight, x.shape[2], x.shape[3]))
 
 
+def batch_norm_relu_backward(grad_r, r, x, mean, invstd, weight, batch_stats, accumulate_into=None):
+    """Backward of r = relu(weight * (x - mean) * invstd + bias), per channel.
+
+    grad_r (dL/dr) is overwritten; r is overwritten as scratch. With batch_stats, mean and
+    invstd are the batch's own and their dependence on x is included (training-mode batch
+    norm). dL/dx is added to `accumulate_into` when given, else left in grad_r.
+    Returns (dL/dweight, dL/dbias).
+    """
+    torch.ops.aten.threshold_backward.grad_input(grad_r, r, 0, grad_input=grad_r)
+    count = grad_r.numel() // grad_r.shape[1]
+    sum_dy = grad_r.sum(dim=(0, 2, 3))
+    sum_dy_x = torch.mul(grad_r, x, out=r).sum(dim=(0, 2, 3))
+    sum_dy_xhat = invstd * (sum_dy_x - mean * sum_dy)
+    k1 = weight * invstd if weight is not None else invstd
+    target = accumulate_into if accumulate_into is not None else grad_r
+    if accumulate_into is not None:
+        target.addcmul_(grad_r, per_channel(k1))
+    else:
+        target.mul_(per_channel(k1))
+    if batch_stats:
+        k2 = -k1 * invstd * sum_dy_xhat / count
+        k3 = -k1 * sum_dy / count - k2 * mean
+        target.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
+    return sum_dy_xhat, sum_dy
+
+
 class DenseBlockFunction(torch.autograd.Function):
     """A dense block over one channels-last buffer; BN + ReLU recomputed in backward."""
 
@@ -242,24 +268,13 @@ class DenseBlockFunction(torch.autograd.Function):
             grad_t, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 gy, t, layer.conv.weight, [g] if has_bias else None, [1, 1], [1, 1], [1, 1],
                 False, [0, 0], 1, [True, True, has_bias])
-            # ReLU backward in place: t is the ReLU output, zero exactly where it was off
-            torch.ops.aten.threshold_backward.grad_input(grad_t, t, 0, grad_input=grad_t)
-            sum_dy = grad_t.sum(dim=(0, 2, 3))
-            sum_dy_x = torch.mul(grad_t, x, out=t).sum(dim=(0, 2, 3))
             invstd = ctx.invstds[j]
-            gamma = bn.weight if bn.weight is not None else torch.ones_like(invstd)
             mean = ctx.means[:c] if ctx.batch_stats else bn.running_mean
-            sum_dy_xhat = invstd * (sum_dy_x - mean * sum_dy)
-            k1 = gamma * invstd
-            target = grad[:, :c]
-            target.addcmul_(grad_t, per_channel(k1))
-            if ctx.batch_stats:
-                k2 = -k1 * invstd * sum_dy_xhat / count
-                k3 = -k1 * sum_dy / count - k2 * mean
-                target.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
+            grad_gamma, grad_beta = batch_norm_relu_backward(
+                grad_t, t, x, mean, invstd, bn.weight, ctx.batch_stats, accumulate_into=grad[:, :c])
             del grad_t
-            param_grads.append((sum_dy_xhat if bn.weight is not None else None,
-                                sum_dy if bn.bias is not None else None,
+            param_grads.append((grad_gamma if bn.weight is not None else None,
+                                grad_beta if bn.bias is not None else None,
                                 grad_w, grad_b if has_bias else None))
         piece_grads = []
         offset = 0
@@ -280,20 +295,6 @@ def dense_block(block, workspace: Workspace, pieces, keep_input: bool) -> torch.
     for layer in block.layers:
         params += [layer.norm.weight, layer.norm.bias, layer.conv.weight, layer.conv.bias]
     return DenseBlockFunction.apply(block, workspace, keep_input, *pieces, *params)
-
-
-def transition_down_ops(td, x, mask, p, batch_stats):
-    """BN, ReLU, 1x1 conv, dropout (given keep-mask), 2x2 max-pool. Never touches the
-    running statistics: with batch_stats the batch norm normalises with the batch's own."""
-    bn = td.norm
-    if batch_stats:
-        t = F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
-    else:
-        t = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-    z = F.conv2d(torch.relu(t), td.conv.weight, td.conv.bias)
-    if mask is not None:
-        z = z * mask * (1.0 / (1.0 - p))
-    return F.max_pool2d(z, 2)
 
 
 class TransitionDownFunction(torch.autograd.Function):
@@ -318,9 +319,9 @@ class TransitionDownFunction(torch.autograd.Function):
         p = td.dropout.p if td.dropout.training else 0.0
         mask = dropout_mask((n, td.conv.out_channels, h, w), p, x)
         if any(ctx.needs_input_grad):
-            # the backward pass recomputes these very operations: identical values, hence
+            # exactly the operations the backward pass recomputes: identical values, hence
             # the same max-pool winners as in this forward pass
-            out = transition_down_ops(td, x, mask, p, batch_stats)
+            z = TransitionDownFunction.pre_pool(td, x, scale, shift, mask, p, t)
         else:
             low, high, factor, offset = relu_affine_as_clamp(scale, shift)
             torch.clamp(x, per_channel(low), per_channel(high), out=t)
@@ -331,24 +332,46 @@ class TransitionDownFunction(torch.autograd.Function):
             z = F.conv2d(t, weight * factor.view(1, -1, 1, 1), bias)
             if mask is not None:
                 z.mul_(mask).mul_(1.0 / (1.0 - p))
-            out = F.max_pool2d(z, 2)
-        ctx.td, ctx.mask, ctx.p, ctx.batch_stats = td, mask, p, batch_stats
+        out = F.max_pool2d(z, 2)
+        ctx.td, ctx.workspace, ctx.mask, ctx.p, ctx.batch_stats = td, workspace, mask, p, batch_stats
+        ctx.scale, ctx.shift, ctx.mean, ctx.invstd = scale, shift, mean, torch.rsqrt(var + bn.eps)
         ctx.save_for_backward(x)
         return out
+
+    @staticmethod
+    def pre_pool(td, x, scale, shift, mask, p, t):
+        """BN + ReLU into t, 1x1 conv, dropout: the map that is max-pooled."""
+        torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
+        z = F.conv2d(t, td.conv.weight, td.conv.bias)
+        if mask is not None:
+            z.mul_(mask).mul_(1.0 / (1.0 - p))
+        return z
 
     @staticmethod
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
         td = ctx.td
-        params = [td.norm.weight, td.norm.bias, td.conv.weight, td.conv.bias]
-        with torch.enable_grad():
-            x_ = x.detach().requires_grad_()
-            out = transition_down_ops(td, x_, ctx.mask, ctx.p, ctx.batch_stats)
-            wanted = [x_] + [q for q in params if q is not None]
-            grads = list(torch.autograd.grad(out, wanted, grad_out))
-        grad_x = grads.pop(0)
-        param_grads = [grads.pop(0) if q is not None else None for q in params]
-        return (None, None, grad_x, *param_grads)
+        n, c, h, w = x.shape
+        t = ctx.workspace.channels_last("t", n, c, h, w, x)
+        z = TransitionDownFunction.pre_pool(td, x, ctx.scale, ctx.shift, ctx.mask, ctx.p, t)
+        _, indices = F.max_pool2d(z, 2, return_indices=True)
+        grad_z = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad_out, z, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+        del z, indices
+        if ctx.mask is not None:
+            grad_z.mul_(ctx.mask).mul_(1.0 / (1.0 - ctx.p))
+        has_bias = td.conv.bias is not None
+        grad_t, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_z, t, td.conv.weight, [td.conv.out_channels] if has_bias else None,
+            [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, has_bias])
+        del grad_z
+        bn = td.norm
+        grad_gamma, grad_beta = batch_norm_relu_backward(
+            grad_t, t, x, ctx.mean, ctx.invstd, bn.weight, ctx.batch_stats)
+        return (None, None, grad_t,
+                grad_gamma if bn.weight is not None else None,
+                grad_beta if bn.bias is not None else None,
+                grad_w, grad_b if has_bias else None)
 
 
 def transition_down(td, workspace: Workspace, x: torch.Tensor) -> torch.Tensor:
@@ -358,10 +381,10 @@ def transition_down(td, workspace: Workspace, x: torch.Tensor) -> torch.Tensor:
 
 
 def fast_path_applies(module: torch.nn.Module, x: torch.Tensor) -> bool:
-    """The lean kernels run for float32 CPU tensors with plain BatchNorm2d modules, outside
+    """The lean kernels run for float32 (and float64) CPU tensors with plain BatchNorm2d modules, outside
     torch.compile tracing; anything else (CUDA + AMP, SyncBatchNorm, compile) takes the
     straightforward path, which computes the same function."""
-    if x.device.type != "cpu" or x.dtype != torch.float32:
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
     if torch.compiler.is_compiling():
         return False
