@@ -91,20 +91,24 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
+def nnunet_folder(variable: str) -> Path:
+    """The folder in environment variable ``variable`` (nnUNet_raw, nnUNet_preprocessed,
+    nnUNet_results); NerveError naming it when unset."""
+    value = os.environ.get(variable)
+    if not value:
+        raise NerveError(f"{variable} is not set; export {variable}=/path/to/{variable} "
+                         "(see nnU-Net's documentation/setting_up_paths.md)")
+    return Path(value)
+
+
 def nnunet_raw() -> Path:
     """``$nnUNet_raw``; NerveError when unset."""
-    value = os.environ.get("nnUNet_raw")
-    if not value:
-        raise NerveError("nnUNet_raw is not set; export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's setting_up_paths)")
-    return Path(value)
+    return nnunet_folder("nnUNet_raw")
 
 
 def nnunet_preprocessed() -> Path:
     """``$nnUNet_preprocessed``; NerveError when unset."""
-    value = os.environ.get("nnUNet_preprocessed")
-    if not value:
-        raise NerveError("nnUNet_preprocessed is not set; export nnUNet_preprocessed=/path/to/nnUNet_preprocessed")
-    return Path(value)
+    return nnunet_folder("nnUNet_preprocessed")
 
 
 def find_dataset_dir(id_or_path: "str | int | os.PathLike") -> Path:

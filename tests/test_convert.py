@@ -182,3 +182,20 @@ def test_nnunet_plan_and_preprocess_accepts_it_and_keeps_the_split(phantom, nnun
     preprocessed = list((pre / "nnUNetPlans_2d").glob("sub-*"))
     cases = {p.name.split(".")[0].removesuffix("_seg") for p in preprocessed}
     assert cases == {f"sub-{i:03d}" for i in range(1, 9)}
+
+
+def test_dataset_info_finds_the_dataset_by_id_name_or_path(phantom, nnunet_env, tmp_path):
+    from nnunet_nerve.dataset_info import find_dataset_dir
+
+    out = convert_registry(phantom, 51, name="Found", n_folds=0, log=None)
+    for key in (51, "51", "051", "Dataset051_Found", str(out)):
+        assert find_dataset_dir(key) == out.resolve()
+    with pytest.raises(NerveError, match="no dataset Dataset052_"):
+        find_dataset_dir(52)
+    with pytest.raises(NerveError, match="not a dataset folder, a dataset id"):
+        find_dataset_dir("nonsense")
+    (out / "raters" / "BW" / "sub-003.nii.gz").unlink()
+    with pytest.raises(NerveError) as caught:
+        load_dataset_info(out)
+    assert caught.value.problems == [f"{out.resolve() / 'raters' / 'BW' / 'sub-003.nii.gz'}: rater BW has no mask "
+                                     "for case sub-003"]
