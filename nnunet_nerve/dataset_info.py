@@ -147,7 +147,7 @@ def read_participants(path: "str | os.PathLike") -> list:
     path = Path(path)
     if not path.is_file():
         raise NerveError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often add a BOM
         reader = csv.reader(f, delimiter="\t")
         rows = [r for r in reader if any(cell.strip() for cell in r)]
     if not rows:

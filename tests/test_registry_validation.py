@@ -260,3 +260,12 @@ def test_check_cli_ok_and_errors(tmp_path):
     assert lines[2] == f"error: {root}: 2 problem(s) in the registry; nothing was written"
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert not any(name.startswith(".") for name in os.listdir(tmp_path))
+
+
+def test_spreadsheet_export_with_bom_and_crlf(tmp_path):
+    root = make_registry(tmp_path / "reg", n=2)
+    text = "participant_id\tcohort\tlocation\tage\r\nsub-001\tvolunteer\tn/a\t31\r\nsub-002\tpatient\tmedial\t44\r\n"
+    (root / "participants.tsv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    registry = check_registry(root)
+    assert registry.participant_ids == ["sub-001", "sub-002"]
+    assert registry.participant("sub-002").extra == {"age": "44"}
