@@ -212,6 +212,8 @@ def main(argv=None) -> None:
     parser.add_argument("--iterations", type=int, default=2, help="timed iterations per child")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per child")
     parser.add_argument("--modes", default="inference,train")
+    parser.add_argument("--networks", default=",".join(NETWORKS),
+                        help="measure only these (comma-separated); ratios need both")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--network", choices=NETWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
@@ -223,6 +225,7 @@ def main(argv=None) -> None:
     import torch
 
     modes = [m for m in args.modes.split(",") if m]
+    networks = tuple(n for n in NETWORKS if n in args.networks.split(","))
     peak = cpu_peak(args.threads)
     shape = (args.batch, 1, args.size, args.size)
     flops = {name: forward_flops(build(name), shape) for name in NETWORKS}
@@ -238,7 +241,7 @@ def main(argv=None) -> None:
     memory = {(n, m): [] for n in NETWORKS for m in modes}
     for r in range(args.rounds):
         for mode in modes:
-            order = NETWORKS if r % 2 == 0 else tuple(reversed(NETWORKS))
+            order = networks if r % 2 == 0 else tuple(reversed(networks))
             for name in order:
                 out = run_child(args, name, mode)
                 samples[(name, mode)].extend(out["times"])
@@ -246,6 +249,8 @@ def main(argv=None) -> None:
                 print(f"  round {r + 1}: {name:10s} {mode:9s} "
                       f"{', '.join(f'{t:.2f}' for t in out['times'])} s/batch, "
                       f"peak RSS {out['peak_rss_gib']:.2f} GiB", flush=True)
+    if len(networks) < 2:
+        return
     print()
     print(f"{'':22s}{'U-Net':>12s}{'FCDenseNet':>12s}{'ratio':>8s}")
     for mode in modes:

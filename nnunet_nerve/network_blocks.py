@@ -148,30 +148,53 @@ def bn_relu_conv3x3(x, scale, shift, weight, bias, scratch):
     return y.add_(constant_input_response(offset, weight, x.shape[2], x.shape[3]))
 
 
-def batch_norm_relu_backward(grad_r, r, x, mean, invstd, weight, batch_stats, accumulate_into=None):
-    """Backward of r = relu(weight * (x - mean) * invstd + bias), per channel.
+CHUNK_ELEMENTS = 2 ** 25   # 128 MiB of float32 per recomputed BN+ReLU chunk
 
-    grad_r (dL/dr) is overwritten; r is overwritten as scratch. With batch_stats, mean and
-    invstd are the batch's own and their dependence on x is included (training-mode batch
-    norm). dL/dx is added to `accumulate_into` when given, else left in grad_r.
-    Returns (dL/dweight, dL/dbias).
-    """
+
+def batch_chunks(n: int, elements_per_image: int):
+    """Split a batch of n images into consecutive (start, stop) chunks of at most
+    CHUNK_ELEMENTS elements (at least one image each)."""
+    size = max(1, min(n, CHUNK_ELEMENTS // max(elements_per_image, 1)))
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def relu_backward_and_sums(grad_r, r, x):
+    """ReLU backward in place on grad_r (r = the ReLU output, overwritten as scratch);
+    returns the per-channel sums of grad_r and of grad_r * x that batch norm's backward needs."""
     torch.ops.aten.threshold_backward.grad_input(grad_r, r, 0, grad_input=grad_r)
-    count = grad_r.numel() // grad_r.shape[1]
     sum_dy = grad_r.sum(dim=(0, 2, 3))
     sum_dy_x = torch.mul(grad_r, x, out=r).sum(dim=(0, 2, 3))
-    sum_dy_xhat = invstd * (sum_dy_x - mean * sum_dy)
-    k1 = weight * invstd if weight is not None else invstd
-    target = accumulate_into if accumulate_into is not None else grad_r
-    if accumulate_into is not None:
-        target.addcmul_(grad_r, per_channel(k1))
-    else:
-        target.mul_(per_channel(k1))
-    if batch_stats:
-        k2 = -k1 * invstd * sum_dy_xhat / count
-        k3 = -k1 * sum_dy / count - k2 * mean
-        target.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
-    return sum_dy_xhat, sum_dy
+    return sum_dy, sum_dy_x
+
+
+class BatchNormBackward:
+    """dL/dx of y = weight * (x - mean) * invstd + bias, split as
+    dL/dx = k1 * dL/dy + (k2 * x + k3): the first term chunk by chunk as dL/dy is produced,
+    the second (only with batch statistics, whose dependence on x it is) once the
+    per-channel sums over the whole batch are known."""
+
+    def __init__(self, weight, mean, invstd, batch_stats, count):
+        self.k1 = weight * invstd if weight is not None else invstd
+        self.mean, self.invstd, self.batch_stats, self.count = mean, invstd, batch_stats, count
+        self.sum_dy = self.sum_dy_x = 0
+
+    def add_chunk(self, grad_y, sum_dy, sum_dy_x, target):
+        """Add k1 * grad_y into target (None: scale grad_y in place) and record the sums."""
+        self.sum_dy = self.sum_dy + sum_dy
+        self.sum_dy_x = self.sum_dy_x + sum_dy_x
+        if target is None:
+            grad_y.mul_(per_channel(self.k1))
+        else:
+            target.addcmul_(grad_y, per_channel(self.k1))
+
+    def finish(self, x, target):
+        """Add k2 * x + k3 into target; returns (dL/dweight, dL/dbias)."""
+        sum_dy_xhat = self.invstd * (self.sum_dy_x - self.mean * self.sum_dy)
+        if self.batch_stats:
+            k2 = -self.k1 * self.invstd * sum_dy_xhat / self.count
+            k3 = -self.k1 * self.sum_dy / self.count - k2 * self.mean
+            target.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
+        return sum_dy_xhat, self.sum_dy
 
 
 class DenseBlockFunction(torch.autograd.Function):
@@ -211,17 +234,17 @@ class DenseBlockFunction(torch.autograd.Function):
             invstd = torch.rsqrt(var + bn.eps)
             scale = bn.weight * invstd if bn.weight is not None else invstd
             shift = (bn.bias if bn.bias is not None else 0) - mean * scale
-            t = workspace.channels_last("t", n, c, h, w, buf)
-            with torch.no_grad():
-                y = bn_relu_conv3x3(buf[:, :c], scale, shift, layer.conv.weight,
-                                    layer.conv.bias, t)
             p = layer.dropout.p if layer.dropout.training else 0.0
-            mask = dropout_mask(y.shape, p, y)
-            if mask is not None:
-                y.mul_(mask).mul_(1.0 / (1.0 - p))
-            buf[:, c:c + g].copy_(y)
+            mask = dropout_mask((n, g, h, w), p, buf)
+            for i0, i1 in batch_chunks(n, c * h * w):
+                t = workspace.channels_last("t", i1 - i0, c, h, w, buf)
+                y = bn_relu_conv3x3(buf[i0:i1, :c], scale, shift, layer.conv.weight,
+                                    layer.conv.bias, t)
+                if mask is not None:
+                    y.mul_(mask[i0:i1]).mul_(1.0 / (1.0 - p))
+                buf[i0:i1, c:c + g].copy_(y)
             if batch_stats:
-                variances[c:c + g], means[c:c + g] = batch_var_mean(y)
+                variances[c:c + g], means[c:c + g] = batch_var_mean(buf[:, c:c + g])
             scales.append(scale)
             shifts.append(shift)
             invstds.append(invstd)
@@ -243,10 +266,15 @@ class DenseBlockFunction(torch.autograd.Function):
         layers, ws, buf, c0, g = ctx.block.layers, ctx.workspace, ctx.buf, ctx.c0, ctx.g
         n, channels, h, w = buf.shape
         count = n * h * w
-        grad = ws.channels_last("grad", n, channels, h, w, buf)
-        if ctx.keep_input:
+        if ctx.keep_input and grad_out.dtype == buf.dtype and grad_out.stride() == buf.stride():
+            # accumulate into the incoming gradient of the whole stack: autograd hands it
+            # to this backward alone and drops it afterwards (saves a stack-sized copy)
+            grad = grad_out
+        elif ctx.keep_input:
+            grad = ws.channels_last("grad", n, channels, h, w, buf)
             grad.copy_(grad_out)
         else:
+            grad = ws.channels_last("grad", n, channels, h, w, buf)
             grad[:, :c0].zero_()
             grad[:, c0:].copy_(grad_out)
         param_grads = []
@@ -255,24 +283,30 @@ class DenseBlockFunction(torch.autograd.Function):
             bn = layer.norm
             c = c0 + j * g
             mask, p = ctx.masks[j]
-            gy = ws.channels_last("gy", n, g, h, w, buf)
-            if mask is not None:
-                torch.mul(grad[:, c:c + g], mask, out=gy).mul_(1.0 / (1.0 - p))
-            else:
-                gy.copy_(grad[:, c:c + g])
             x = buf[:, :c]
             scale, shift = ctx.scales[j], ctx.shifts[j]
-            t = ws.channels_last("t", n, c, h, w, buf)
-            torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
             has_bias = ctx.has_bias[j]
-            grad_t, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                gy, t, layer.conv.weight, [g] if has_bias else None, [1, 1], [1, 1], [1, 1],
-                False, [0, 0], 1, [True, True, has_bias])
-            invstd = ctx.invstds[j]
             mean = ctx.means[:c] if ctx.batch_stats else bn.running_mean
-            grad_gamma, grad_beta = batch_norm_relu_backward(
-                grad_t, t, x, mean, invstd, bn.weight, ctx.batch_stats, accumulate_into=grad[:, :c])
-            del grad_t
+            bn_backward = BatchNormBackward(bn.weight, mean, ctx.invstds[j], ctx.batch_stats, count)
+            grad_w = grad_b = 0
+            for i0, i1 in batch_chunks(n, c * h * w):
+                gy = ws.channels_last("gy", i1 - i0, g, h, w, buf)
+                if mask is not None:
+                    torch.mul(grad[i0:i1, c:c + g], mask[i0:i1], out=gy).mul_(1.0 / (1.0 - p))
+                else:
+                    gy.copy_(grad[i0:i1, c:c + g])
+                t = ws.channels_last("t", i1 - i0, c, h, w, buf)
+                torch.addcmul(per_channel(shift), x[i0:i1], per_channel(scale), out=t).relu_()
+                grad_t, chunk_grad_w, chunk_grad_b = torch.ops.aten.convolution_backward(
+                    gy, t, layer.conv.weight, [g] if has_bias else None, [1, 1], [1, 1], [1, 1],
+                    False, [0, 0], 1, [True, True, has_bias])
+                grad_w = grad_w + chunk_grad_w
+                if has_bias:
+                    grad_b = grad_b + chunk_grad_b
+                sums = relu_backward_and_sums(grad_t, t, x[i0:i1])
+                bn_backward.add_chunk(grad_t, *sums, target=grad[i0:i1, :c])
+                del grad_t
+            grad_gamma, grad_beta = bn_backward.finish(x, target=grad[:, :c])
             param_grads.append((grad_gamma if bn.weight is not None else None,
                                 grad_beta if bn.bias is not None else None,
                                 grad_w, grad_b if has_bias else None))
@@ -366,8 +400,10 @@ class TransitionDownFunction(torch.autograd.Function):
             [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, has_bias])
         del grad_z
         bn = td.norm
-        grad_gamma, grad_beta = batch_norm_relu_backward(
-            grad_t, t, x, ctx.mean, ctx.invstd, bn.weight, ctx.batch_stats)
+        bn_backward = BatchNormBackward(bn.weight, ctx.mean, ctx.invstd, ctx.batch_stats,
+                                        n * h * w)
+        bn_backward.add_chunk(grad_t, *relu_backward_and_sums(grad_t, t, x), target=None)
+        grad_gamma, grad_beta = bn_backward.finish(x, target=grad_t)
         return (None, None, grad_t,
                 grad_gamma if bn.weight is not None else None,
                 grad_beta if bn.bias is not None else None,

@@ -264,9 +264,12 @@ class MaskDropout(nn.Module):
         return x * self.masks(x.shape, self.p, x) / (1 - self.p)
 
 
-def test_matches_reference_with_dropout_masks(monkeypatch):
+@pytest.mark.parametrize("one_image_chunks", [False, True])
+def test_matches_reference_with_dropout_masks(monkeypatch, one_image_chunks):
     import nnunet_nerve.network_blocks as blocks
 
+    if one_image_chunks:   # recompute BN + ReLU image by image, as large batches do
+        monkeypatch.setattr(blocks, "CHUNK_ELEMENTS", 1)
     net, reference = paired(3, dropout=0.2)
     net.double(), reference.double()
     monkeypatch.setattr(blocks, "dropout_mask", SharedMasks(7))
