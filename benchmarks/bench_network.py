@@ -1,8 +1,10 @@
 """FCDenseNet against nnU-Net's default 2D U-Net, side by side on this CPU.
 
 Every measurement (network x {inference, training step}) runs in its own child process, so
-that its peak resident set size (ru_maxrss, read by the parent with RUSAGE_CHILDREN-free
-bookkeeping: the child reports its own) is that measurement's alone. Rounds alternate the two
+that its peak resident set size (the child's own getrusage ru_maxrss: everything the process
+touched, Python and torch included) is that measurement's alone. Times are wall-clock and,
+because this machine is shared with other jobs, also the child's CPU time (user + system of
+all its threads); CPU-time ratios are the steadier ones when the machine is busy. Rounds alternate the two
 networks so that a machine shared with other jobs slows both alike; the table gives the
 median over rounds and the ratios U-Net / FCDenseNet (time) and U-Net / FCDenseNet (memory):
 above 1 means FCDenseNet is faster / leaner.
@@ -154,14 +156,15 @@ def child(args) -> None:
     shape = (args.batch, 1, args.size, args.size)
     x = torch.randn(shape)
     target = torch.randint(0, 2, (args.batch, args.size, args.size))
-    times = []
+    times, cpu_times = [], []
     if args.mode == "inference":
         net.eval()
         with torch.no_grad():
             for i in range(args.warmup + args.iterations):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 net(x)
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu)
     else:
         net.train()
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -181,13 +184,15 @@ def child(args) -> None:
             return nn.functional.cross_entropy(output, target)
 
         for i in range(args.warmup + args.iterations):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             optimizer.zero_grad(set_to_none=True)
             loss_of(net(x)).backward()
             optimizer.step()
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"times": times[args.warmup:], "peak_rss_gib": peak_kib / 2 ** 20}))
+    print(json.dumps({"times": times[args.warmup:], "cpu_times": cpu_times[args.warmup:],
+                      "peak_rss_gib": peak_kib / 2 ** 20}))
 
 
 def run_child(args, network: str, mode: str) -> dict:
@@ -238,6 +243,7 @@ def main(argv=None) -> None:
     for name in NETWORKS:
         print(f"{name}: {flops[name] / args.batch / 1e9:.1f} GFLOP per slice (forward)")
     samples = {(n, m): [] for n in NETWORKS for m in modes}
+    cpu_samples = {(n, m): [] for n in NETWORKS for m in modes}
     memory = {(n, m): [] for n in NETWORKS for m in modes}
     for r in range(args.rounds):
         for mode in modes:
@@ -245,26 +251,31 @@ def main(argv=None) -> None:
             for name in order:
                 out = run_child(args, name, mode)
                 samples[(name, mode)].extend(out["times"])
+                cpu_samples[(name, mode)].extend(out["cpu_times"])
                 memory[(name, mode)].append(out["peak_rss_gib"])
                 print(f"  round {r + 1}: {name:10s} {mode:9s} "
-                      f"{', '.join(f'{t:.2f}' for t in out['times'])} s/batch, "
+                      f"{', '.join(f'{t:.2f}' for t in out['times'])} s/batch "
+                      f"(CPU {', '.join(f'{t:.2f}' for t in out['cpu_times'])} s), "
                       f"peak RSS {out['peak_rss_gib']:.2f} GiB", flush=True)
     if len(networks) < 2:
         return
     print()
-    print(f"{'':22s}{'U-Net':>12s}{'FCDenseNet':>12s}{'ratio':>8s}")
+    print(f"{'':26s}{'U-Net':>12s}{'FCDenseNet':>12s}{'ratio':>8s}")
     for mode in modes:
         factor = 1.0 if mode == "inference" else 3.0
         t = {n: statistics.median(samples[(n, mode)]) for n in NETWORKS}
         g = {n: factor * flops[n] / t[n] / 1e9 for n in NETWORKS}
         m = {n: max(memory[(n, mode)]) for n in NETWORKS}
         label = "inference" if mode == "inference" else "training step"
-        print(f"{label + ' s/slice':22s}{t['unet'] / args.batch:12.3f}"
+        print(f"{label + ' s/slice':26s}{t['unet'] / args.batch:12.3f}"
               f"{t['fcdensenet'] / args.batch:12.3f}{t['unet'] / t['fcdensenet']:8.2f}x")
-        print(f"{label + ' GFLOP/s':22s}{g['unet']:12.1f}{g['fcdensenet']:12.1f}"
+        c = {n: statistics.median(cpu_samples[(n, mode)]) for n in NETWORKS}
+        print(f"{label + ' CPU s/slice':26s}{c['unet'] / args.batch:12.3f}"
+              f"{c['fcdensenet'] / args.batch:12.3f}{c['unet'] / c['fcdensenet']:8.2f}x")
+        print(f"{label + ' GFLOP/s':26s}{g['unet']:12.1f}{g['fcdensenet']:12.1f}"
               f"   ({100 * g['unet'] / peak['peak_gflops']:.0f}% and "
               f"{100 * g['fcdensenet'] / peak['peak_gflops']:.0f}% of peak)")
-        print(f"{label + ' peak GiB':22s}{m['unet']:12.2f}{m['fcdensenet']:12.2f}"
+        print(f"{label + ' peak GiB':26s}{m['unet']:12.2f}{m['fcdensenet']:12.2f}"
               f"{m['unet'] / m['fcdensenet']:8.2f}x")
 
 

@@ -53,6 +53,10 @@ class Workspace:
         key = (name, dtype, like.device)
         numel = n * c * h * w
         flat = self._store.get(key)
+        # storage made under torch.inference_mode (nnU-Net's predictor) cannot be written
+        # outside it, and vice versa is fine but keeps the two apart: one per mode
+        if flat is not None and flat.is_inference() != torch.is_inference_mode_enabled():
+            flat = None
         if flat is None or flat.numel() < numel:
             self._store.pop(key, None)
             flat = torch.empty(numel, dtype=dtype, device=like.device)

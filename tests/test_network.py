@@ -231,6 +231,21 @@ def test_matches_reference_in_eval_mode():
         torch.testing.assert_close(net.eval()(x), reference.eval()(x), rtol=1e-4, atol=1e-4)
 
 
+def test_inference_mode_then_training_then_inference_mode():
+    """nnU-Net predicts under torch.inference_mode; the reused workspace must not leak
+    inference tensors into a later training step (or the other way round)."""
+    net = FCDenseNet()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.inference_mode():
+        first = net.eval()(x)
+    loss = net.train()(x).square().mean()
+    loss.backward()
+    with torch.inference_mode():
+        again = net.eval()(x)
+    assert first.shape == again.shape == (2, 2, 32, 32)
+    assert net.first_conv.weight.grad is not None
+
+
 def test_deepcopy_and_state_dict_round_trip():
     net = FCDenseNet()
     clone = copy.deepcopy(net)
