@@ -139,10 +139,20 @@ def _bin(name: str) -> str:
 
 
 def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None = None,
-             patients: int | None = None, seed: int = 0, device: str | None = None) -> Path:
-    """Run (or resume) the demo; returns the path of report.md."""
+             patients: int | None = None, seed: int = 0, device: str | None = None,
+             epochs: int | None = None, iterations: int | None = None) -> Path:
+    """Run (or resume) the demo; returns the path of report.md.
+
+    ``epochs``/``iterations`` change the demo trainers' budget (passed to nnUNetv2_train
+    through nnunet_nerve.demo_budget's environment variables)."""
+    from nnunet_nerve import demo_budget
+
     layout = prepare_output(Path(out))
     layout.full = full
+    if epochs is not None:
+        os.environ[demo_budget.EPOCHS_VARIABLE] = str(epochs)
+    if iterations is not None:
+        os.environ[demo_budget.ITERATIONS_VARIABLE] = str(iterations)
     env = layout.env()
     device = device or ("cuda" if full else "cpu")
     progress = Progress(total_stages=5 + 2 * len(layout.methods) + 1)
@@ -249,9 +259,9 @@ def _train(layout: DemoLayout, trainer: str, device: str, env: dict, progress: P
 def _planned_epochs(trainer: str, full: bool) -> int:
     if full:
         return 100 if trainer.startswith("FCDenseNet") else 1000
-    from nnunet_nerve.demo_budget import DEMO_EPOCHS
+    from nnunet_nerve.demo_budget import demo_epochs
 
-    return DEMO_EPOCHS
+    return demo_epochs()
 
 
 def _heldout_cases(layout: DemoLayout) -> list[str]:

@@ -55,7 +55,7 @@ def plot_figure3(path: Path, image: np.ndarray, consensus: np.ndarray, predictio
 
 def write_report(layout, heldout: list[str], case: str) -> Path:
     """Write ``layout.report`` (report.md) and its Figure 3; returns the report's path."""
-    from nnunet_nerve.demo_budget import DEMO_BATCH_SIZE, DEMO_EPOCHS, DEMO_ITERATIONS
+    from nnunet_nerve.demo_budget import DEMO_BATCH_SIZE, DEMO_PATCH, demo_epochs, demo_iterations
 
     out = layout.out
     read = lambda p: sitk.GetArrayFromImage(sitk.ReadImage(str(p)))  # noqa: E731
@@ -68,8 +68,9 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
     table1 = (layout.evaluation / "table1.md").read_text()
     summary = json.loads((layout.biomarkers / "summary.json").read_text())
     schedule = ("the paper's full schedule (FC-DenseNet 100 epochs; nnU-Net its default 1000 epochs)" if layout.full
-                else f"a DEMO-SIZED schedule: {DEMO_EPOCHS} epochs x {DEMO_ITERATIONS} iterations, batches of "
-                     f"{DEMO_BATCH_SIZE}, for both networks (the paper trains 100 epochs)")
+                else f"a DEMO-SIZED schedule: {demo_epochs()} epochs x {demo_iterations()} iterations, batches of "
+                     f"{DEMO_BATCH_SIZE} patches of {DEMO_PATCH[0]} x {DEMO_PATCH[1]} pixels, the same for both networks "
+                     "(the paper trains 100 epochs of full passes over the training slices)")
     lines = [
         "# nnunet-nerve demo report",
         "",

@@ -1,0 +1,69 @@
+"""`nnunet-nerve demo` end to end on a tiny budget: killed during training, run again (it resumes
+and finishes), run a third time (every stage skipped). Real nnU-Net commands throughout."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run, script
+
+pytestmark = pytest.mark.integration
+TINY = ["--volunteers", "4", "--patients", "4", "--epochs", "3", "--iterations", "2"]
+
+
+def _env(tmp_path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env.update(MPLCONFIGDIR=str(tmp_path / "mpl"), nnUNet_n_proc_DA="1")
+    return env
+
+
+def test_demo_interrupted_resumed_and_skipped(tmp_path):
+    out = tmp_path / "demo"
+    env = _env(tmp_path)
+    fold = out / "nnUNet_results" / "Dataset900_NervePhantom" / "FCDenseNetTrainer_demo__nnUNetPlans__2d" / "fold_0"
+
+    proc = subprocess.Popen([script("nnunet-nerve"), "demo", str(out), *TINY], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 1200
+    while not (fold / "checkpoint_latest.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    if proc.poll() is None:
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+    first = proc.communicate()[0]
+    assert (fold / "checkpoint_latest.pth").exists(), first[-4000:]
+    assert not (out / "report.md").exists()
+
+    second = run([script("nnunet-nerve"), "demo", str(out), *TINY], env=env, timeout=1800).stdout
+    for stage in ("synthetic registry", "convert to", "nnUNetv2_plan_and_preprocess"):
+        assert re.search(re.escape(stage) + r".*\(done earlier, skipped\)", second), second
+    logs = sorted(fold.glob("training_log_*.txt"))
+    assert len(logs) == 2 and "Epoch 0 " not in logs[-1].read_text(), "training restarted instead of resuming"
+    assert (fold / "checkpoint_final.pth").exists()
+
+    report = (out / "report.md").read_text()
+    assert "DEMO-SIZED" in report and "synthetic" in report
+    assert "Auto-GT" in report and "FC-DenseNet" in report and "nnU-Net" in report
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
+        assert (out / link).is_file(), link
+    assert (out / "evaluation" / "per_case.csv").is_file()
+    assert (out / "biomarkers" / "summary.json").is_file()
+
+    third = run([script("nnunet-nerve"), "demo", str(out), *TINY], env=env, timeout=600).stdout
+    assert third.count("(done earlier, skipped)") == 9, third
+
+
+def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    proc = run([script("nnunet-nerve"), "demo", str(out)], env=_env(tmp_path), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {out}")
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
