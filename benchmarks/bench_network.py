@@ -1,8 +1,8 @@
 """FCDenseNet against nnU-Net's default 2D U-Net, side by side on this CPU.
 
 Every measurement (network x {inference, training step}) runs in its own child process, so
-that its peak resident set size (the child's own getrusage ru_maxrss: everything the process
-touched, Python and torch included) is that measurement's alone. Times are wall-clock and,
+that its peak resident set size (the child's VmHWM: everything the process touched, Python
+and torch included) is that measurement's alone. Times are wall-clock and,
 because this machine is shared with other jobs, also the child's CPU time (user + system of
 all its threads); CPU-time ratios are the steadier ones when the machine is busy. Rounds alternate the two
 networks so that a machine shared with other jobs slows both alike; the table gives the
@@ -145,8 +145,6 @@ def cpu_peak(threads: int) -> dict:
 
 def child(args) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
-    import resource
-
     import torch
     from torch import nn
 
@@ -190,9 +188,20 @@ def child(args) -> None:
             optimizer.step()
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"times": times[args.warmup:], "cpu_times": cpu_times[args.warmup:],
-                      "peak_rss_gib": peak_kib / 2 ** 20}))
+                      "peak_rss_gib": peak_rss_kib() / 2 ** 20}))
+
+
+def peak_rss_kib() -> int:
+    """Peak resident set size of this process's address space: VmHWM in /proc/self/status.
+    (getrusage's ru_maxrss is no good here: Linux carries the parent's high-water mark
+    over fork + exec, so every child would report at least the parent's size.)"""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_child(args, network: str, mode: str) -> dict:

@@ -82,7 +82,7 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
         "",
         f"- registry: `{layout.registry.relative_to(out)}` converted to `{layout.dataset.relative_to(out)}` "
         "with the fixed four-fold split (cohort-stratified)",
-        f"- trained on fold 0 with nnU-Net's own `nnUNetv2_train`: "
+        "- trained on fold 0 with nnU-Net's own `nnUNetv2_train`: "
         + ", ".join(f"{n} (`-tr {t}`)" for n, t in layout.methods.items()),
         f"- held-out fold 0 ({len(heldout)} cases: {', '.join(heldout)}) predicted with `nnUNetv2_predict`; "
         "the training cases are not evaluated (listed as left out in the table)",

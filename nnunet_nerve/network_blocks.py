@@ -152,7 +152,7 @@ def bn_relu_conv3x3(x, scale, shift, weight, bias, scratch):
     return y.add_(constant_input_response(offset, weight, x.shape[2], x.shape[3]))
 
 
-CHUNK_ELEMENTS = 2 ** 25   # 128 MiB of float32 per recomputed BN+ReLU chunk
+CHUNK_ELEMENTS = 2 ** 26   # 256 MiB of float32 per recomputed BN+ReLU chunk (smaller: slower)
 
 
 def batch_chunks(n: int, elements_per_image: int):

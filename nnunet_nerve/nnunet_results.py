@@ -11,12 +11,11 @@ four-fold cross-validation.
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import datetime
 from pathlib import Path
 
-from nnunet_nerve.dataset_info import FILE_ENDING, DatasetInfo, nnunet_preprocessed
+from nnunet_nerve.dataset_info import FILE_ENDING, DatasetInfo, nnunet_folder, nnunet_preprocessed
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.evaluation import PredictionSet
 
@@ -27,18 +26,10 @@ _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?):")
 _SHAPE = re.compile(r"^\S+ \S+: \S+, shape ")
 
 
-def nnunet_results() -> Path:
-    """``$nnUNet_results``; NerveError when unset."""
-    value = os.environ.get("nnUNet_results")
-    if not value:
-        raise NerveError("nnUNet_results is not set; export nnUNet_results=/path/to/nnUNet_results")
-    return Path(value)
-
-
 def trainer_output_folder(dataset_name: str, trainer: str, plans: str = "nnUNetPlans",
                           configuration: str = "2d") -> Path:
     """``$nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>``, nnU-Net's naming."""
-    return nnunet_results() / dataset_name / f"{trainer}__{plans}__{configuration}"
+    return nnunet_folder("nnUNet_results") / dataset_name / f"{trainer}__{plans}__{configuration}"
 
 
 def read_splits(dataset_name: str) -> list:

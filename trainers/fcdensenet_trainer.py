@@ -17,7 +17,6 @@ refuses plans that normalise otherwise.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
