@@ -37,6 +37,9 @@ import sys
 import time
 
 NETWORKS = ("unet", "fcdensenet")
+# the same FCDenseNet forced onto its one-torch.cat-per-layer path, to show what the lean
+# CPU path buys; measured only when asked for with --networks
+STRAIGHTFORWARD = "fcdensenet_straightforward"
 MODES = ("inference", "train")
 
 
@@ -71,7 +74,10 @@ def build(name: str):
     if name == "unet":
         return nnunet_default_2d_unet()
     from nnunet_nerve import FCDenseNet
-    return FCDenseNet()
+    net = FCDenseNet()
+    if name == STRAIGHTFORWARD:
+        net.forward = net.forward_straightforward
+    return net
 
 
 def forward_flops(net, shape) -> float:
@@ -227,9 +233,10 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per child")
     parser.add_argument("--modes", default="inference,train")
     parser.add_argument("--networks", default=",".join(NETWORKS),
-                        help="measure only these (comma-separated); ratios need both")
+                        help=f"comma-separated, from {', '.join(NETWORKS + (STRAIGHTFORWARD,))}; "
+                             "the ratio table needs unet and fcdensenet")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--network", choices=NETWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--network", choices=NETWORKS + (STRAIGHTFORWARD,), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -239,21 +246,21 @@ def main(argv=None) -> None:
     import torch
 
     modes = [m for m in args.modes.split(",") if m]
-    networks = tuple(n for n in NETWORKS if n in args.networks.split(","))
+    networks = tuple(n for n in NETWORKS + (STRAIGHTFORWARD,) if n in args.networks.split(","))
     peak = cpu_peak(args.threads)
     shape = (args.batch, 1, args.size, args.size)
-    flops = {name: forward_flops(build(name), shape) for name in NETWORKS}
+    flops = {name: forward_flops(build(name), shape) for name in networks}
     print(f"torch {torch.__version__}, {peak['model']}, {args.threads} threads; batch "
           f"{args.batch} x 1 x {args.size} x {args.size}; {args.rounds} rounds x "
           f"{args.iterations} timed iterations (+{args.warmup} warm-up), medians")
     print(f"theoretical fp32 peak {peak['peak_gflops']:.0f} GFLOP/s = {args.threads} cores x "
           f"{peak['flop_per_cycle']} FLOP/cycle ({peak['simd']}) x {peak['mhz']:.0f} MHz "
           f"({peak['clock_source']})")
-    for name in NETWORKS:
+    for name in networks:
         print(f"{name}: {flops[name] / args.batch / 1e9:.1f} GFLOP per slice (forward)")
-    samples = {(n, m): [] for n in NETWORKS for m in modes}
-    cpu_samples = {(n, m): [] for n in NETWORKS for m in modes}
-    memory = {(n, m): [] for n in NETWORKS for m in modes}
+    samples = {(n, m): [] for n in networks for m in modes}
+    cpu_samples = {(n, m): [] for n in networks for m in modes}
+    memory = {(n, m): [] for n in networks for m in modes}
     for r in range(args.rounds):
         for mode in modes:
             order = networks if r % 2 == 0 else tuple(reversed(networks))
@@ -266,7 +273,7 @@ def main(argv=None) -> None:
                       f"{', '.join(f'{t:.2f}' for t in out['times'])} s/batch "
                       f"(CPU {', '.join(f'{t:.2f}' for t in out['cpu_times'])} s), "
                       f"peak RSS {out['peak_rss_gib']:.2f} GiB", flush=True)
-    if len(networks) < 2:
+    if not set(NETWORKS) <= set(networks):
         return
     print()
     print(f"{'':26s}{'U-Net':>12s}{'FCDenseNet':>12s}{'ratio':>8s}")
