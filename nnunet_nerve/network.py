@@ -186,13 +186,18 @@ class FCDenseNet(nn.Module):
         """The same function on CPU with nnunet_nerve.network_blocks' buffer-per-block
         kernels: channels-last, no concatenation, BN + ReLU recomputed in backward."""
         ws = self.workspace
+        # one buffer per resolution: [down block input, its new maps (= the skip), upsampled
+        # maps, up block's new maps]
+        levels = [{"spare_channels": up.out_channels + len(block.layers) * self.growth_rate}
+                  for up, block in zip(self.transitions_up, self.up_blocks)][::-1]
         x = self.first_conv(x.contiguous(memory_format=torch.channels_last))
         skips = []
-        for block, down in zip(self.down_blocks, self.transitions_down):
-            x = dense_block(block, ws, [x], keep_input=True)
+        for block, down, level in zip(self.down_blocks, self.transitions_down, levels):
+            x = dense_block(block, ws, [x], keep_input=True, level=level)
             skips.append(x)
             x = transition_down(down, ws, x)
         x = dense_block(self.bottleneck, ws, [x], keep_input=False)
-        for up, block, skip in zip(self.transitions_up, self.up_blocks, reversed(skips)):
-            x = dense_block(block, ws, [skip, up(x)], keep_input=block.keep_input)
+        for up, block, skip, level in zip(self.transitions_up, self.up_blocks, reversed(skips),
+                                          reversed(levels)):
+            x = dense_block(block, ws, [skip, up(x)], keep_input=block.keep_input, level=level)
         return self.final_conv(x).contiguous()

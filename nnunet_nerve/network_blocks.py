@@ -205,7 +205,7 @@ class DenseBlockFunction(torch.autograd.Function):
     """A dense block over one channels-last buffer; BN + ReLU recomputed in backward."""
 
     @staticmethod
-    def forward(ctx, block, workspace, keep_input, *tensors):
+    def forward(ctx, block, workspace, keep_input, level, *tensors):
         layers = block.layers
         n_pieces = len(tensors) - 4 * len(layers)
         pieces = tensors[:n_pieces]
@@ -214,9 +214,21 @@ class DenseBlockFunction(torch.autograd.Function):
         c0 = sum(p.shape[1] for p in pieces)
         channels = c0 + g * len(layers)
         count = n * h * w
-        buf = empty_channels_last(n, channels, h, w, pieces[0])
-        offset = 0
-        for piece in pieces:
+        shared = level.get("buffer")
+        if (shared is not None and shared.shape[1] == channels
+                and pieces[0].data_ptr() == shared.data_ptr()):
+            # up block: the skip connection (first piece) already lies at the front of the
+            # buffer its down block left for this level; write the rest behind it
+            buf, done = shared, 1
+        else:
+            spare = level.get("spare_channels", 0)
+            buf = empty_channels_last(n, channels + spare, h, w, pieces[0])
+            if spare:
+                level["buffer"] = buf
+                buf = buf[:, :channels]
+            done = 0
+        offset = sum(p.shape[1] for p in pieces[:done])
+        for piece in pieces[done:]:
             buf[:, offset:offset + piece.shape[1]].copy_(piece)
             offset += piece.shape[1]
         batch_stats = uses_batch_stats(layers[0].norm)
@@ -270,7 +282,8 @@ class DenseBlockFunction(torch.autograd.Function):
         layers, ws, buf, c0, g = ctx.block.layers, ctx.workspace, ctx.buf, ctx.c0, ctx.g
         n, channels, h, w = buf.shape
         count = n * h * w
-        if ctx.keep_input and grad_out.dtype == buf.dtype and grad_out.stride() == buf.stride():
+        if (ctx.keep_input and grad_out.dtype == buf.dtype
+                and grad_out.is_contiguous(memory_format=torch.channels_last)):
             # accumulate into the incoming gradient of the whole stack: autograd hands it
             # to this backward alone and drops it afterwards (saves a stack-sized copy)
             grad = grad_out
@@ -323,16 +336,23 @@ class DenseBlockFunction(torch.autograd.Function):
         for grads in reversed(param_grads):
             flat.extend(grads)
         ctx.buf = None
-        return (None, None, None, *piece_grads, *flat)
+        return (None, None, None, None, *piece_grads, *flat)
 
 
-def dense_block(block, workspace: Workspace, pieces, keep_input: bool) -> torch.Tensor:
+def dense_block(block, workspace: Workspace, pieces, keep_input: bool,
+                level: dict | None = None) -> torch.Tensor:
     """Run `block` (nnunet_nerve.network.DenseBlock) on the channel concatenation of
-    `pieces`; returns [pieces, new maps] if keep_input else the new maps."""
+    `pieces`; returns [pieces, new maps] if keep_input else the new maps.
+
+    `level` lets the down and up block of one resolution share one buffer: a down block
+    given {"spare_channels": k} allocates k more channels than it needs and leaves the
+    buffer in level["buffer"]; the up block given the same dict, whose first piece is the
+    down block's output, writes behind it instead of copying the skip connection."""
+    level = {} if level is None else level
     params = []
     for layer in block.layers:
         params += [layer.norm.weight, layer.norm.bias, layer.conv.weight, layer.conv.bias]
-    return DenseBlockFunction.apply(block, workspace, keep_input, *pieces, *params)
+    return DenseBlockFunction.apply(block, workspace, keep_input, level, *pieces, *params)
 
 
 class TransitionDownFunction(torch.autograd.Function):
@@ -373,7 +393,9 @@ class TransitionDownFunction(torch.autograd.Function):
         out = F.max_pool2d(z, 2)
         ctx.td, ctx.workspace, ctx.mask, ctx.p, ctx.batch_stats = td, workspace, mask, p, batch_stats
         ctx.scale, ctx.shift, ctx.mean, ctx.invstd = scale, shift, mean, torch.rsqrt(var + bn.eps)
-        ctx.save_for_backward(x)
+        # kept without autograd's version check: the up block of this level writes into
+        # channels of the same buffer behind x, never into x itself
+        ctx.x = x
         return out
 
     @staticmethod
@@ -387,7 +409,8 @@ class TransitionDownFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        (x,) = ctx.saved_tensors
+        x = ctx.x
+        ctx.x = None
         td = ctx.td
         n, c, h, w = x.shape
         t = ctx.workspace.channels_last("t", n, c, h, w, x)

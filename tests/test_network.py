@@ -298,3 +298,21 @@ def test_matches_reference_with_dropout_masks(monkeypatch, one_image_chunks):
     torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(grad_x, grad_x_ref, rtol=1e-7, atol=1e-12)
     assert_same_gradients(net, reference, rtol=1e-8, atol=1e-12)
+
+
+def test_lean_path_one_buffer_per_resolution(monkeypatch):
+    """Down and up block of a resolution share one buffer: [input, skip maps, upsampled,
+    up block's maps]; the bottleneck has its own. No other stack-sized buffers."""
+    import nnunet_nerve.network_blocks as blocks
+
+    made = []
+    original = blocks.empty_channels_last
+
+    def recording(n, c, h, w, like):
+        made.append((c, h, w))
+        return original(n, c, h, w, like)
+
+    monkeypatch.setattr(blocks, "empty_channels_last", recording)
+    net = FCDenseNet()
+    net.train()(torch.randn(2, 1, 64, 64)).sum().backward()
+    assert made == [(192, 64, 64), (240, 32, 32), (288, 16, 16), (336, 8, 8), (288, 4, 4)]
