@@ -16,6 +16,9 @@ from nnunet_nerve.demo_budget import (DEMO_BATCH_SIZE, DEMO_PATCH, DEMO_SAVE_EVE
                                       demo_epochs, demo_iterations)
 from nnunet_nerve.trainers.fcdensenet_trainer import FCDenseNetTrainer
 
+SKIPPED_VALIDATION = ("final validation skipped: the demo predicts the held-out fold with nnUNetv2_predict "
+                      "and evaluates it with nnunet-nerve evaluate")
+
 
 class FCDenseNetTrainer_demo(FCDenseNetTrainer):
     """FCDenseNetTrainer on the demo budget (see the module docstring)."""
@@ -32,6 +35,9 @@ class FCDenseNetTrainer_demo(FCDenseNetTrainer):
         self.num_iterations_per_epoch = demo_iterations()
         self.num_val_iterations_per_epoch = DEMO_VAL_ITERATIONS
 
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file(SKIPPED_VALIDATION)
+
 
 class nnUNetTrainer_demo(nnUNetTrainer):
     """nnU-Net's default trainer on the demo budget (see the module docstring)."""
@@ -43,3 +49,6 @@ class nnUNetTrainer_demo(nnUNetTrainer):
         self.num_iterations_per_epoch = demo_iterations()
         self.num_val_iterations_per_epoch = DEMO_VAL_ITERATIONS
         self.save_every = DEMO_SAVE_EVERY
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file(SKIPPED_VALIDATION)

@@ -18,7 +18,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--patients", type=int, help="phantom patients (default 8, or 42 with --full)")
     p.add_argument("--seed", type=int, default=0, help="phantom and split seed (default 0)")
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="training device (default cpu; cuda with --full)")
-    p.add_argument("--epochs", type=int, help="demo schedule: epochs for both networks (default 25)")
+    p.add_argument("--epochs", type=int, help="demo schedule: epochs for both networks (default 12)")
     p.add_argument("--iterations", type=int, help="demo schedule: iterations per epoch for both networks (default 12)")
     p.set_defaults(func=_demo)
 
