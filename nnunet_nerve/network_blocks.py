@@ -291,7 +291,9 @@ class DenseBlockFunction(torch.autograd.Function):
             grad = ws.channels_last("grad", n, channels, h, w, buf)
             grad.copy_(grad_out)
         else:
-            grad = ws.channels_last("grad", n, channels, h, w, buf)
+            # fresh, not a workspace: it would otherwise stay allocated through the next
+            # training step's peak
+            grad = empty_channels_last(n, channels, h, w, buf)
             grad[:, :c0].zero_()
             grad[:, c0:].copy_(grad_out)
         param_grads = []
