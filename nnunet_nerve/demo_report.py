@@ -85,6 +85,7 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
         "- trained on fold 0 with nnU-Net's own `nnUNetv2_train`: "
         + ", ".join(f"{n} (`-tr {t}`)" for n, t in layout.methods.items()),
         f"- held-out fold 0 ({len(heldout)} cases: {', '.join(heldout)}) predicted with `nnUNetv2_predict`; "
+        "without test-time mirroring for either method, as in the paper; "
         "the training cases are not evaluated (listed as left out in the table)",
         f"- logs of every command: `{layout.logs.relative_to(out)}/`",
         "",
