@@ -91,6 +91,16 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
+def read_json(path: Path, missing_hint: str = ""):
+    """The parsed JSON file; NerveError naming the file when it is missing or not valid JSON."""
+    if not path.is_file():
+        raise NerveError(f"{path}: no such file{missing_hint}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise NerveError(f"{path}: not valid JSON ({e})") from None
+
+
 def nnunet_folder(variable: str) -> Path:
     """The folder in environment variable ``variable`` (nnUNet_raw, nnUNet_preprocessed,
     nnUNet_results); NerveError naming it when unset."""
@@ -198,12 +208,7 @@ def load_dataset_info(dataset_dir: "str | int | os.PathLike") -> DatasetInfo:
     if not m:
         raise NerveError(f"{folder}: folder name is not Dataset<ID>_<NAME>")
     json_path = folder / "dataset.json"
-    if not json_path.is_file():
-        raise NerveError(f"{json_path}: no such file")
-    try:
-        dataset_json = json.loads(json_path.read_text())
-    except json.JSONDecodeError as e:
-        raise NerveError(f"{json_path}: not valid JSON ({e})") from None
+    dataset_json = read_json(json_path)
     provenance = dataset_json.get(PROVENANCE_KEY)
     if not isinstance(provenance, dict):
         raise NerveError(f"{json_path}: no '{PROVENANCE_KEY}' block; was this dataset made by `nnunet-nerve convert`?")

@@ -10,12 +10,11 @@ four-fold cross-validation.
 """
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from pathlib import Path
 
-from nnunet_nerve.dataset_info import FILE_ENDING, DatasetInfo, nnunet_folder, nnunet_preprocessed
+from nnunet_nerve.dataset_info import FILE_ENDING, DatasetInfo, nnunet_folder, nnunet_preprocessed, read_json
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.evaluation import PredictionSet
 
@@ -35,12 +34,7 @@ def trainer_output_folder(dataset_name: str, trainer: str, plans: str = "nnUNetP
 def read_splits(dataset_name: str) -> list:
     """The folds of ``$nnUNet_preprocessed/<dataset>/splits_final.json`` (NerveError when absent or malformed)."""
     path = nnunet_preprocessed() / dataset_name / "splits_final.json"
-    if not path.is_file():
-        raise NerveError(f"{path}: no such file; the folds come from it (written by `nnunet-nerve convert`)")
-    try:
-        splits = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise NerveError(f"{path}: not valid JSON ({e})") from None
+    splits = read_json(path, "; the folds come from it (written by `nnunet-nerve convert`)")
     if not isinstance(splits, list) or not all(isinstance(s, dict) and "val" in s for s in splits):
         raise NerveError(f"{path}: expected a list of {{\"train\": [...], \"val\": [...]}}, one per fold")
     return splits
