@@ -14,9 +14,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo ">> installing nnunet-nerve and its dependencies into $venv (first run: a few minutes)" >&2
-  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+  log="$venv/nnunet-nerve-install.log"
   # No torch pin: pip takes PyPI's torch, whose torchvision matches (see README, Install).
-  "$venv/bin/python" -m pip install --quiet -e "$root[test]" >&2
+  if ! { "$venv/bin/python" -m pip install --upgrade pip && "$venv/bin/python" -m pip install -e "$root[test]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "error: installing into $venv failed; full log: $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 echo "$venv/bin/python"
