@@ -447,12 +447,12 @@ def transition_down(td, workspace: Workspace, x: torch.Tensor) -> torch.Tensor:
 
 def fast_path_applies(module: torch.nn.Module, x: torch.Tensor) -> bool:
     """The lean kernels run for float32 (and float64) CPU tensors with plain BatchNorm2d modules, outside
-    torch.compile tracing; anything else (CUDA + AMP, SyncBatchNorm, compile) takes the
+    torch.compile tracing and autocast; anything else (CUDA, AMP, SyncBatchNorm, compile) takes the
     straightforward path, which computes the same function."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
-    if torch.compiler.is_compiling():
-        return False
+    if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+        return False  # mixed precision mixes dtypes the lean kernels do not handle
     return all(type(m) is torch.nn.BatchNorm2d for m in module.modules()
                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
 
