@@ -8,7 +8,11 @@ def add_parsers(sub) -> None:
                                    "nnUNetv2_train/-predict find FCDenseNetTrainer. Use: "
                                    'export nnUNet_extTrainer="$(nnunet-nerve trainer-dir)"')
     p.set_defaults(func=_trainer_dir)
-    add_doctor_parser(sub)
+    p = sub.add_parser("doctor", help="check that nnU-Net can train FCDenseNetTrainer here, and how to fix what cannot",
+                       description="Checks nnU-Net's folder variables, nnUNet_extTrainer, nnU-Net's lookup of "
+                                   "FCDenseNetTrainer, that torch and torchvision load together, and whether a GPU is "
+                                   "usable. Exits 1 when training cannot work.")
+    p.set_defaults(func=_doctor)
 
 
 def _trainer_dir(args) -> int:
@@ -16,14 +20,6 @@ def _trainer_dir(args) -> int:
 
     print(trainer_dir())
     return 0
-
-
-def add_doctor_parser(sub) -> None:
-    p = sub.add_parser("doctor", help="check that nnU-Net can train FCDenseNetTrainer here, and how to fix what cannot",
-                       description="Checks nnU-Net's folder variables, nnUNet_extTrainer, nnU-Net's lookup of "
-                                   "FCDenseNetTrainer, that torch and torchvision load together, and whether a GPU is "
-                                   "usable. Exits 1 when training cannot work.")
-    p.set_defaults(func=_doctor)
 
 
 def _doctor(args) -> int:
