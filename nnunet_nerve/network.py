@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_nerve.network_blocks import Workspace, dense_block, fast_path_applies, transition_down
+from nnunet_nerve.network_blocks import (Workspace, conv_channels_last, dense_block, fast_path_applies,
+                                         pointwise_conv_channels_last, transition_down)
 
 
 def layers_per_block_list(layers_per_block: int | Sequence[int], n_pool: int) -> list[int]:
@@ -188,9 +189,10 @@ class FCDenseNet(nn.Module):
         ws = self.workspace
         # one buffer per resolution: [down block input, its new maps (= the skip), upsampled
         # maps, up block's new maps]
-        levels = [{"spare_channels": up.out_channels + len(block.layers) * self.growth_rate}
-                  for up, block in zip(self.transitions_up, self.up_blocks)][::-1]
-        x = self.first_conv(x.contiguous(memory_format=torch.channels_last))
+        levels = [{"spare_channels": up.out_channels + len(block.layers) * self.growth_rate,
+                   "name": f"level{self.n_pool - 1 - i}"}
+                  for i, (up, block) in enumerate(zip(self.transitions_up, self.up_blocks))][::-1]
+        x = conv_channels_last(self.first_conv, x)
         skips = []
         for block, down, level in zip(self.down_blocks, self.transitions_down, levels):
             x = dense_block(block, ws, [x], keep_input=True, level=level)
@@ -200,4 +202,4 @@ class FCDenseNet(nn.Module):
         for up, block, skip, level in zip(self.transitions_up, self.up_blocks, reversed(skips),
                                           reversed(levels)):
             x = dense_block(block, ws, [skip, up(x)], keep_input=block.keep_input, level=level)
-        return self.final_conv(x).contiguous()
+        return pointwise_conv_channels_last(self.final_conv, x)

@@ -21,6 +21,8 @@ and gradients against a straightforward reference implementation.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 
@@ -33,15 +35,17 @@ class Workspace:
 
     def __init__(self):
         self._store: dict = {}
+        self._owners: dict = {}
 
     def __deepcopy__(self, memo):
         return Workspace()
 
     def __getstate__(self):
-        return {"_store": {}}
+        return {"_store": {}, "_owners": {}}
 
     def clear(self) -> None:
         self._store.clear()
+        self._owners.clear()
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._store.values())
@@ -63,9 +67,53 @@ class Workspace:
             self._store[key] = flat
         return flat[:numel].view(n, h, w, c).permute(0, 3, 1, 2)
 
+    def kept_channels_last(self, name: str, n: int, c: int, h: int, w: int,
+                           like: torch.Tensor, owner=None) -> torch.Tensor:
+        """Like `channels_last`, for a tensor that must stay intact while `owner` (an autograd
+        ctx whose backward reads it) is alive: while an earlier owner of the name is still
+        alive (a graph not yet backpropagated), a fresh tensor is returned instead. Reusing
+        the storage saves the page faults of a fresh stack-sized buffer at every call."""
+        key = (name, like.dtype, like.device)
+        previous = self._owners.get(key)
+        if previous is not None and previous() is not None:
+            return empty_channels_last(n, c, h, w, like)
+        out = self.channels_last(name, n, c, h, w, like)
+        self._owners[key] = weakref.ref(owner) if owner is not None else None
+        return out
+
 
 def empty_channels_last(n: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     return torch.empty((n, h, w, c), dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
+
+
+def as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """x with channels-last strides, also when it has one channel (x.contiguous(
+    memory_format=torch.channels_last) leaves a one-channel NCHW tensor as it is, and oneDNN
+    then computes, and returns, NCHW)."""
+    n, c, h, w = x.shape
+    if x.stride() == (h * w * c, 1, w * c, c):
+        return x
+    return torch.empty((n, h, w, c), dtype=x.dtype, device=x.device).permute(0, 3, 1, 2).copy_(x)
+
+
+def conv_channels_last(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv(x) computed and returned in channels-last layout (half the time of oneDNN's NCHW
+    kernel for the one-channel first convolution, and no transposing copy afterwards)."""
+    weight = as_channels_last(conv.weight)
+    return F.conv2d(as_channels_last(x), weight, conv.bias, conv.stride, conv.padding,
+                    conv.dilation, conv.groups)
+
+
+def pointwise_conv_channels_last(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution of a channels-last x as one matrix product over the pixels
+    ((N*H*W, C) @ (C, K)); returns a contiguous NCHW tensor. oneDNN takes twice as long for
+    few output channels (the final 192 -> 2 classifier)."""
+    n, c, h, w = x.shape
+    k = conv.out_channels
+    pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    weight = conv.weight.view(k, c).t()
+    out = torch.addmm(conv.bias, pixels, weight) if conv.bias is not None else pixels @ weight
+    return out.view(n, h, w, k).permute(0, 3, 1, 2).contiguous()
 
 
 def per_channel(v: torch.Tensor) -> torch.Tensor:
@@ -205,7 +253,7 @@ class DenseBlockFunction(torch.autograd.Function):
     """A dense block over one channels-last buffer; BN + ReLU recomputed in backward."""
 
     @staticmethod
-    def forward(ctx, block, workspace, keep_input, level, *tensors):
+    def forward(ctx, block, workspace, keep_input, level, records_graph, *tensors):
         layers = block.layers
         n_pieces = len(tensors) - 4 * len(layers)
         pieces = tensors[:n_pieces]
@@ -222,7 +270,12 @@ class DenseBlockFunction(torch.autograd.Function):
             buf, done = shared, 1
         else:
             spare = level.get("spare_channels", 0)
-            buf = empty_channels_last(n, channels + spare, h, w, pieces[0])
+            if "name" in level:
+                owner = ctx if records_graph else None
+                buf = workspace.kept_channels_last(level["name"], n, channels + spare, h, w,
+                                                   pieces[0], owner)
+            else:
+                buf = empty_channels_last(n, channels + spare, h, w, pieces[0])
             if spare:
                 level["buffer"] = buf
                 buf = buf[:, :channels]
@@ -338,7 +391,13 @@ class DenseBlockFunction(torch.autograd.Function):
         for grads in reversed(param_grads):
             flat.extend(grads)
         ctx.buf = None
-        return (None, None, None, None, *piece_grads, *flat)
+        return (None, None, None, None, None, *piece_grads, *flat)
+
+
+def records_graph(inputs, params) -> bool:
+    """Whether autograd will record this call (inside Function.forward grad mode is off)."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (*inputs, *params))
 
 
 def dense_block(block, workspace: Workspace, pieces, keep_input: bool,
@@ -354,14 +413,15 @@ def dense_block(block, workspace: Workspace, pieces, keep_input: bool,
     params = []
     for layer in block.layers:
         params += [layer.norm.weight, layer.norm.bias, layer.conv.weight, layer.conv.bias]
-    return DenseBlockFunction.apply(block, workspace, keep_input, level, *pieces, *params)
+    return DenseBlockFunction.apply(block, workspace, keep_input, level,
+                                    records_graph(pieces, params), *pieces, *params)
 
 
 class TransitionDownFunction(torch.autograd.Function):
     """Transition down that keeps only its input for backward and recomputes the rest."""
 
     @staticmethod
-    def forward(ctx, td, workspace, x, *params):
+    def forward(ctx, td, workspace, records_graph, x, *params):
         bn = td.norm
         batch_stats = uses_batch_stats(bn)
         n, c, h, w = x.shape
@@ -378,7 +438,7 @@ class TransitionDownFunction(torch.autograd.Function):
         shift = (bn.bias if bn.bias is not None else 0) - mean * scale
         p = td.dropout.p if td.dropout.training else 0.0
         mask = dropout_mask((n, td.conv.out_channels, h, w), p, x)
-        if any(ctx.needs_input_grad):
+        if records_graph:
             # exactly the operations the backward pass recomputes: identical values, hence
             # the same max-pool winners as in this forward pass
             z = TransitionDownFunction.pre_pool(td, x, scale, shift, mask, p, t)
@@ -433,7 +493,7 @@ class TransitionDownFunction(torch.autograd.Function):
                                         n * h * w)
         bn_backward.add_chunk(grad_t, *relu_backward_and_sums(grad_t, t, x), target=None)
         grad_gamma, grad_beta = bn_backward.finish(x, target=grad_t)
-        return (None, None, grad_t,
+        return (None, None, None, grad_t,
                 grad_gamma if bn.weight is not None else None,
                 grad_beta if bn.bias is not None else None,
                 grad_w, grad_b if has_bias else None)
@@ -442,7 +502,7 @@ class TransitionDownFunction(torch.autograd.Function):
 def transition_down(td, workspace: Workspace, x: torch.Tensor) -> torch.Tensor:
     """Run `td` (nnunet_nerve.network.TransitionDown) keeping only x for backward."""
     params = [td.norm.weight, td.norm.bias, td.conv.weight, td.conv.bias]
-    return TransitionDownFunction.apply(td, workspace, x, *params)
+    return TransitionDownFunction.apply(td, workspace, records_graph([x], params), x, *params)
 
 
 def fast_path_applies(module: torch.nn.Module, x: torch.Tensor) -> bool:

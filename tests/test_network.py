@@ -302,17 +302,44 @@ def test_matches_reference_with_dropout_masks(monkeypatch, one_image_chunks):
 
 def test_lean_path_one_buffer_per_resolution(monkeypatch):
     """Down and up block of a resolution share one buffer: [input, skip maps, upsampled,
-    up block's maps]; the bottleneck has its own. No other stack-sized buffers."""
+    up block's maps], kept in the workspace from call to call; the bottleneck has its own.
+    No other stack-sized buffers."""
     import nnunet_nerve.network_blocks as blocks
 
-    made = []
-    original = blocks.empty_channels_last
+    made, kept = [], []
+    original_empty = blocks.empty_channels_last
+    original_kept = blocks.Workspace.kept_channels_last
 
-    def recording(n, c, h, w, like):
+    def recording_empty(n, c, h, w, like):
         made.append((c, h, w))
-        return original(n, c, h, w, like)
+        return original_empty(n, c, h, w, like)
 
-    monkeypatch.setattr(blocks, "empty_channels_last", recording)
+    def recording_kept(self, name, n, c, h, w, like, owner=None):
+        kept.append((name, c, h, w))
+        return original_kept(self, name, n, c, h, w, like, owner)
+
+    monkeypatch.setattr(blocks, "empty_channels_last", recording_empty)
+    monkeypatch.setattr(blocks.Workspace, "kept_channels_last", recording_kept)
     net = FCDenseNet()
     net.train()(torch.randn(2, 1, 64, 64))   # the forward pass makes the kept buffers
-    assert made == [(192, 64, 64), (240, 32, 32), (288, 16, 16), (336, 8, 8), (288, 4, 4)]
+    assert kept == [("level0", 192, 64, 64), ("level1", 240, 32, 32),
+                    ("level2", 288, 16, 16), ("level3", 336, 8, 8)]
+    assert made == [(288, 4, 4)]
+
+
+def test_kept_buffers_not_reused_while_a_graph_needs_them():
+    """Two training forwards before one backward (gradient accumulation): the second must not
+    overwrite the buffers the first one's backward reads; the gradients equal those of two
+    separate steps."""
+    torch.manual_seed(0)
+    net = FCDenseNet(dropout=0.0, **{k: v for k, v in SMALL.items()})
+    x1, x2 = torch.randn(2, 2, 32, 32), torch.randn(2, 2, 32, 32)
+    target = torch.randint(0, 3, (2, 32, 32))
+    loss = nn.functional.cross_entropy
+    separate = copy.deepcopy(net)
+    loss(separate.train()(x1), target).backward()
+    loss(separate(x2), target).backward()
+    (loss(net.train()(x1), target) + loss(net(x2), target)).backward()
+    ref = dict(separate.named_parameters())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, ref[name].grad, rtol=1e-4, atol=1e-5, msg=name)
