@@ -197,9 +197,13 @@ class FCDenseNet(nn.Module):
         for block, down, level in zip(self.down_blocks, self.transitions_down, levels):
             x = dense_block(block, ws, [x], keep_input=True, level=level)
             skips.append(x)
-            x = transition_down(down, ws, x)
+            x = transition_down(down, ws, x, level)
         x = dense_block(self.bottleneck, ws, [x], keep_input=False)
         for up, block, skip, level in zip(self.transitions_up, self.up_blocks, reversed(skips),
                                           reversed(levels)):
             x = dense_block(block, ws, [skip, up(x)], keep_input=block.keep_input, level=level)
+        if torch.is_grad_enabled():
+            # autograd's backward of the matrix product (inner dimension 2) is slower than the
+            # convolution's
+            return self.final_conv(x).contiguous()
         return pointwise_conv_channels_last(self.final_conv, x)

@@ -153,10 +153,34 @@ def uses_batch_stats(bn: torch.nn.BatchNorm2d) -> bool:
 
 
 def dropout_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor | None:
-    """Bernoulli keep-mask (bool) of nn.Dropout(p); None when dropout is inactive."""
+    """Keep-mask (bool) of dropout with drop probability p; None when dropout is inactive.
+
+    Each element compares one uniform 16-bit integer with a threshold, so the keep
+    probability is 1 - p rounded to a multiple of 2**-16 (1 - 0.2 -> 0.800003); the 16-bit
+    lanes are cut from 64-bit draws of torch's generator, four times fewer draws than
+    `bernoulli_`, which takes several times longer than a layer's dropout multiplication.
+    """
     if p <= 0:
         return None
-    return torch.empty(shape, dtype=torch.bool, device=like.device).bernoulli_(1 - p)
+    numel = 1
+    for size in shape:
+        numel *= int(size)
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=like.device)
+    words.random_(-2 ** 63, 2 ** 63 - 1)
+    threshold = round((1.0 - p) * 2 ** 16) - 2 ** 15   # P(int16 lane < threshold) = 1 - p
+    keep = words.view(torch.int16)[:numel] < threshold
+    if len(shape) == 4:   # laid out channels-last, like the maps it multiplies
+        n, c, h, w = (int(v) for v in shape)
+        return keep.view(n, h, w, c).permute(0, 3, 1, 2)
+    return keep.view(tuple(shape))
+
+
+def combine_var_mean(parts, count: int):
+    """Biased variance and mean of a whole batch from per-chunk (variance, mean, count)
+    (Chan et al.'s pairwise formula: M2 = sum of M2_k + n_k (mean_k - mean)**2)."""
+    mean = sum(m * k for _, m, k in parts) / count
+    m2 = sum(v * k + k * (m - mean).square() for v, m, k in parts)
+    return m2 / count, mean
 
 
 def relu_affine_as_clamp(scale: torch.Tensor, shift: torch.Tensor):
@@ -210,43 +234,30 @@ def batch_chunks(n: int, elements_per_image: int):
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def relu_backward_and_sums(grad_r, r, x):
-    """ReLU backward in place on grad_r (r = the ReLU output, overwritten as scratch);
-    returns the per-channel sums of grad_r and of grad_r * x that batch norm's backward needs."""
-    torch.ops.aten.threshold_backward.grad_input(grad_r, r, 0, grad_input=grad_r)
-    sum_dy = grad_r.sum(dim=(0, 2, 3))
-    sum_dy_x = torch.mul(grad_r, x, out=r).sum(dim=(0, 2, 3))
-    return sum_dy, sum_dy_x
+MIN_ABS_GAMMA_FOR_WEIGHT_SUMS = 1e-3
 
 
-class BatchNormBackward:
-    """dL/dx of y = weight * (x - mean) * invstd + bias, split as
-    dL/dx = k1 * dL/dy + (k2 * x + k3): the first term chunk by chunk as dL/dy is produced,
-    the second (only with batch statistics, whose dependence on x it is) once the
-    per-channel sums over the whole batch are known."""
+def sums_from_weights_apply(bn: torch.nn.BatchNorm2d) -> bool:
+    """Whether `bn_sum_dy_xhat_from_weights` may be used: no batch-norm scale near zero
+    (it divides by the scale)."""
+    return bn.weight is None or bool(bn.weight.detach().abs().min() >= MIN_ABS_GAMMA_FOR_WEIGHT_SUMS)
 
-    def __init__(self, weight, mean, invstd, batch_stats, count):
-        self.k1 = weight * invstd if weight is not None else invstd
-        self.mean, self.invstd, self.batch_stats, self.count = mean, invstd, batch_stats, count
-        self.sum_dy = self.sum_dy_x = 0
 
-    def add_chunk(self, grad_y, sum_dy, sum_dy_x, target):
-        """Add k1 * grad_y into target (None: scale grad_y in place) and record the sums."""
-        self.sum_dy = self.sum_dy + sum_dy
-        self.sum_dy_x = self.sum_dy_x + sum_dy_x
-        if target is None:
-            grad_y.mul_(per_channel(self.k1))
-        else:
-            target.addcmul_(grad_y, per_channel(self.k1))
+def bn_sum_dy_xhat_from_weights(bn, weight, grad_weight, sum_dy):
+    """Per channel c, sum over pixels of dL/dz * xhat, where z = gamma xhat + beta is the
+    batch norm's output, r = relu(z) and the convolution reads r, computed without a pass
+    over the stack:
 
-    def finish(self, x, target):
-        """Add k2 * x + k3 into target; returns (dL/dweight, dL/dbias)."""
-        sum_dy_xhat = self.invstd * (self.sum_dy_x - self.mean * self.sum_dy)
-        if self.batch_stats:
-            k2 = -self.k1 * self.invstd * sum_dy_xhat / self.count
-            k3 = -self.k1 * self.sum_dy / self.count - k2 * self.mean
-            target.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
-        return sum_dy_xhat, self.sum_dy
+    sum_p dL/dr[c,p] r[c,p] = sum_{k,q} W[k,c,q] dL/dW[k,c,q] (the transposed convolution is
+    the adjoint of the convolution), and where r > 0, r = z, elsewhere dL/dz = 0, so that
+    sum_p dL/dz z = gamma * sum_p dL/dz xhat + beta * sum_p dL/dz; solved for the last sum
+    but one (sum_dy = sum_p dL/dz is given)."""
+    sum_dz_z = (weight * grad_weight).sum(dim=(0, 2, 3))
+    if bn.weight is None:
+        return sum_dz_z
+    if bn.bias is not None:
+        sum_dz_z = sum_dz_z - bn.bias * sum_dy
+    return sum_dz_z / bn.weight
 
 
 class DenseBlockFunction(torch.autograd.Function):
@@ -305,19 +316,31 @@ class DenseBlockFunction(torch.autograd.Function):
             shift = (bn.bias if bn.bias is not None else 0) - mean * scale
             p = layer.dropout.p if layer.dropout.training else 0.0
             mask = dropout_mask((n, g, h, w), p, buf)
+            # dropout's 1 / (1 - p) goes into the convolution's weights and bias
+            keep_scale = 1.0 / (1.0 - p) if mask is not None else 1.0
+            weight, bias = layer.conv.weight, layer.conv.bias
+            if keep_scale != 1.0:
+                weight = weight * keep_scale
+                bias = bias * keep_scale if bias is not None else None
+            parts = []
             for i0, i1 in batch_chunks(n, c * h * w):
                 t = workspace.channels_last("t", i1 - i0, c, h, w, buf)
-                y = bn_relu_conv3x3(buf[i0:i1, :c], scale, shift, layer.conv.weight,
-                                    layer.conv.bias, t)
+                y = bn_relu_conv3x3(buf[i0:i1, :c], scale, shift, weight, bias, t)
                 if mask is not None:
-                    y.mul_(mask[i0:i1]).mul_(1.0 / (1.0 - p))
+                    y.mul_(mask[i0:i1])
+                if batch_stats:   # on the contiguous chunk: twice as fast as on the buffer
+                    parts.append((*batch_var_mean(y), (i1 - i0) * h * w))
                 buf[i0:i1, c:c + g].copy_(y)
             if batch_stats:
-                variances[c:c + g], means[c:c + g] = batch_var_mean(buf[:, c:c + g])
+                variances[c:c + g], means[c:c + g] = combine_var_mean(parts, count)
             scales.append(scale)
             shifts.append(shift)
             invstds.append(invstd)
-            masks.append((mask, p))
+            masks.append((mask, keep_scale))
+        if batch_stats and keep_input:
+            # the transition down that follows a down block normalises the same channels
+            # with the same batch statistics
+            level["stats"] = (buf, variances, means)
         ctx.block, ctx.workspace, ctx.keep_input = block, workspace, keep_input
         ctx.buf, ctx.c0, ctx.g = buf, c0, g
         ctx.piece_channels = [p.shape[1] for p in pieces]
@@ -350,38 +373,67 @@ class DenseBlockFunction(torch.autograd.Function):
             grad[:, :c0].zero_()
             grad[:, c0:].copy_(grad_out)
         param_grads = []
+        batch_stats = ctx.batch_stats
+        if batch_stats:
+            # the batch-statistics term k2 * x + k3 that every layer adds to the gradient of
+            # the stack it read: summed per channel over the layers and added once, to a
+            # layer's own maps just before they are read as its output gradient, and to the
+            # block input at the end (one pass over the stack instead of one per layer)
+            pending_k2, pending_k3 = buf.new_zeros(channels), buf.new_zeros(channels)
         for j in reversed(range(len(layers))):
             layer = layers[j]
             bn = layer.norm
             c = c0 + j * g
-            mask, p = ctx.masks[j]
+            if batch_stats and j < len(layers) - 1:
+                grad[:, c:c + g].addcmul_(buf[:, c:c + g], per_channel(pending_k2[c:c + g]))
+                grad[:, c:c + g].add_(per_channel(pending_k3[c:c + g]))
+            mask, keep_scale = ctx.masks[j]
             x = buf[:, :c]
-            scale, shift = ctx.scales[j], ctx.shifts[j]
+            scale, shift, invstd = ctx.scales[j], ctx.shifts[j], ctx.invstds[j]
             has_bias = ctx.has_bias[j]
-            mean = ctx.means[:c] if ctx.batch_stats else bn.running_mean
-            bn_backward = BatchNormBackward(bn.weight, mean, ctx.invstds[j], ctx.batch_stats, count)
-            grad_w = grad_b = 0
+            weight = layer.conv.weight * keep_scale if keep_scale != 1.0 else layer.conv.weight
+            k1 = bn.weight * invstd if bn.weight is not None else invstd
+            from_weights = sums_from_weights_apply(bn)
+            sum_dy = sum_dy_x = grad_w = grad_b = 0
             for i0, i1 in batch_chunks(n, c * h * w):
                 gy = ws.channels_last("gy", i1 - i0, g, h, w, buf)
                 if mask is not None:
-                    torch.mul(grad[i0:i1, c:c + g], mask[i0:i1], out=gy).mul_(1.0 / (1.0 - p))
+                    torch.mul(grad[i0:i1, c:c + g], mask[i0:i1], out=gy)
                 else:
                     gy.copy_(grad[i0:i1, c:c + g])
                 t = ws.channels_last("t", i1 - i0, c, h, w, buf)
                 torch.addcmul(per_channel(shift), x[i0:i1], per_channel(scale), out=t).relu_()
                 grad_t, chunk_grad_w, chunk_grad_b = torch.ops.aten.convolution_backward(
-                    gy, t, layer.conv.weight, [g] if has_bias else None, [1, 1], [1, 1], [1, 1],
+                    gy, t, weight, [g] if has_bias else None, [1, 1], [1, 1], [1, 1],
                     False, [0, 0], 1, [True, True, has_bias])
                 grad_w = grad_w + chunk_grad_w
                 if has_bias:
                     grad_b = grad_b + chunk_grad_b
-                sums = relu_backward_and_sums(grad_t, t, x[i0:i1])
-                bn_backward.add_chunk(grad_t, *sums, target=grad[i0:i1, :c])
+                # ReLU backward in place: grad_t becomes dL/d(batch-norm output)
+                torch.ops.aten.threshold_backward.grad_input(grad_t, t, 0, grad_input=grad_t)
+                sum_dy = sum_dy + grad_t.sum(dim=(0, 2, 3))
+                if not from_weights:
+                    sum_dy_x = sum_dy_x + torch.mul(grad_t, x[i0:i1], out=t).sum(dim=(0, 2, 3))
+                grad[i0:i1, :c].addcmul_(grad_t, per_channel(k1))
                 del grad_t
-            grad_gamma, grad_beta = bn_backward.finish(x, target=grad[:, :c])
-            param_grads.append((grad_gamma if bn.weight is not None else None,
-                                grad_beta if bn.bias is not None else None,
+            if from_weights:
+                sum_dy_xhat = bn_sum_dy_xhat_from_weights(bn, weight, grad_w, sum_dy)
+            else:
+                mean = ctx.means[:c] if batch_stats else bn.running_mean
+                sum_dy_xhat = invstd * (sum_dy_x - mean * sum_dy)
+            if batch_stats:
+                k2 = -k1 * invstd * sum_dy_xhat / count
+                pending_k2[:c] += k2
+                pending_k3[:c] += -k1 * sum_dy / count - k2 * ctx.means[:c]
+            if keep_scale != 1.0:
+                grad_w = grad_w * keep_scale
+                grad_b = grad_b * keep_scale if has_bias else grad_b
+            param_grads.append((sum_dy_xhat if bn.weight is not None else None,
+                                sum_dy if bn.bias is not None else None,
                                 grad_w, grad_b if has_bias else None))
+        if batch_stats:
+            grad[:, :c0].addcmul_(buf[:, :c0], per_channel(pending_k2[:c0]))
+            grad[:, :c0].add_(per_channel(pending_k3[:c0]))
         piece_grads = []
         offset = 0
         for pc in ctx.piece_channels:
@@ -417,92 +469,127 @@ def dense_block(block, workspace: Workspace, pieces, keep_input: bool,
                                     records_graph(pieces, params), *pieces, *params)
 
 
+POOL_OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))   # max_pool2d's scan order in a 2x2 window
+
+
+def pool_winners(z: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """For each 2x2 window of z, the position (index into POOL_OFFSETS, uint8) of the value
+    F.max_pool2d(z, 2) returned: the first maximum in scan order, as max_pool2d picks it."""
+    winners = torch.full_like(pooled, len(POOL_OFFSETS) - 1, dtype=torch.uint8)
+    for k in reversed(range(len(POOL_OFFSETS) - 1)):
+        di, dj = POOL_OFFSETS[k]
+        winners.masked_fill_(z[:, :, di::2, dj::2] == pooled, k)
+    return winners
+
+
+def unpool_gradient(grad_out: torch.Tensor, winners: torch.Tensor, out: torch.Tensor):
+    """max_pool2d's backward into `out` (the pre-pool map's shape): each window's gradient
+    goes to its winner, zero elsewhere."""
+    for k, (di, dj) in enumerate(POOL_OFFSETS):
+        torch.mul(grad_out, winners == k, out=out[:, :, di::2, dj::2])
+    return out
+
+
 class TransitionDownFunction(torch.autograd.Function):
-    """Transition down that keeps only its input for backward and recomputes the rest."""
+    """Transition down that keeps its input and the max-pool winners (uint8) for backward and
+    recomputes BN + ReLU there."""
 
     @staticmethod
-    def forward(ctx, td, workspace, records_graph, x, *params):
+    def forward(ctx, td, workspace, records_graph, stats, x, *params):
         bn = td.norm
         batch_stats = uses_batch_stats(bn)
         n, c, h, w = x.shape
         t = workspace.channels_last("t", n, c, h, w, x)
         if batch_stats:
-            var, mean = batch_var_mean_two_pass(x, t)
+            if stats is not None and stats[0].data_ptr() == x.data_ptr():
+                var, mean = stats[1][:c], stats[2][:c]
+            else:
+                var, mean = batch_var_mean_two_pass(x, t)
             if bn.training:
                 update_running_stats(bn, mean, var, n * h * w)
         else:
             mean, var = bn.running_mean, bn.running_var
-        scale = torch.rsqrt(var + bn.eps)
-        if bn.weight is not None:
-            scale = bn.weight * scale
+        invstd = torch.rsqrt(var + bn.eps)
+        scale = bn.weight * invstd if bn.weight is not None else invstd
         shift = (bn.bias if bn.bias is not None else 0) - mean * scale
         p = td.dropout.p if td.dropout.training else 0.0
         mask = dropout_mask((n, td.conv.out_channels, h, w), p, x)
+        keep_scale = 1.0 / (1.0 - p) if mask is not None else 1.0
+        weight, bias = td.conv.weight, td.conv.bias
+        if keep_scale != 1.0:   # dropout's 1 / (1 - p) folded into the convolution
+            weight = weight * keep_scale
+            bias = bias * keep_scale if bias is not None else None
         if records_graph:
-            # exactly the operations the backward pass recomputes: identical values, hence
-            # the same max-pool winners as in this forward pass
-            z = TransitionDownFunction.pre_pool(td, x, scale, shift, mask, p, t)
+            # BN + ReLU exactly as the backward pass recomputes them
+            torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
+            z = F.conv2d(t, weight, bias)
         else:
             low, high, factor, offset = relu_affine_as_clamp(scale, shift)
             torch.clamp(x, per_channel(low), per_channel(high), out=t)
-            weight = td.conv.weight
-            bias = weight[:, :, 0, 0] @ offset
-            if td.conv.bias is not None:
-                bias = bias + td.conv.bias
-            z = F.conv2d(t, weight * factor.view(1, -1, 1, 1), bias)
-            if mask is not None:
-                z.mul_(mask).mul_(1.0 / (1.0 - p))
+            fold_bias = weight[:, :, 0, 0] @ offset
+            if bias is not None:
+                fold_bias = fold_bias + bias
+            z = F.conv2d(t, weight * factor.view(1, -1, 1, 1), fold_bias)
+        if mask is not None:
+            z.mul_(mask)
         out = F.max_pool2d(z, 2)
-        ctx.td, ctx.workspace, ctx.mask, ctx.p, ctx.batch_stats = td, workspace, mask, p, batch_stats
-        ctx.scale, ctx.shift, ctx.mean, ctx.invstd = scale, shift, mean, torch.rsqrt(var + bn.eps)
+        ctx.winners = pool_winners(z, out) if records_graph else None
+        del z
+        ctx.td, ctx.workspace, ctx.mask, ctx.keep_scale, ctx.weight = td, workspace, mask, keep_scale, weight
+        ctx.batch_stats, ctx.scale, ctx.shift, ctx.mean, ctx.invstd = batch_stats, scale, shift, mean, invstd
         # kept without autograd's version check: the up block of this level writes into
         # channels of the same buffer behind x, never into x itself
         ctx.x = x
         return out
 
     @staticmethod
-    def pre_pool(td, x, scale, shift, mask, p, t):
-        """BN + ReLU into t, 1x1 conv, dropout: the map that is max-pooled."""
-        torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
-        z = F.conv2d(t, td.conv.weight, td.conv.bias)
-        if mask is not None:
-            z.mul_(mask).mul_(1.0 / (1.0 - p))
-        return z
-
-    @staticmethod
     def backward(ctx, grad_out):
-        x = ctx.x
-        ctx.x = None
-        td = ctx.td
+        x, winners = ctx.x, ctx.winners
+        ctx.x = ctx.winners = None
+        td, ws = ctx.td, ctx.workspace
         n, c, h, w = x.shape
-        t = ctx.workspace.channels_last("t", n, c, h, w, x)
-        z = TransitionDownFunction.pre_pool(td, x, ctx.scale, ctx.shift, ctx.mask, ctx.p, t)
-        _, indices = F.max_pool2d(z, 2, return_indices=True)
-        grad_z = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad_out, z, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
-        del z, indices
+        k = td.conv.out_channels
+        grad_z = unpool_gradient(grad_out, winners, ws.channels_last("gz", n, k, h, w, x))
         if ctx.mask is not None:
-            grad_z.mul_(ctx.mask).mul_(1.0 / (1.0 - ctx.p))
+            grad_z.mul_(ctx.mask)
+        t = ws.channels_last("t", n, c, h, w, x)
+        torch.addcmul(per_channel(ctx.shift), x, per_channel(ctx.scale), out=t).relu_()
         has_bias = td.conv.bias is not None
         grad_t, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_z, t, td.conv.weight, [td.conv.out_channels] if has_bias else None,
+            grad_z, t, ctx.weight, [k] if has_bias else None,
             [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, has_bias])
-        del grad_z
         bn = td.norm
-        bn_backward = BatchNormBackward(bn.weight, ctx.mean, ctx.invstd, ctx.batch_stats,
-                                        n * h * w)
-        bn_backward.add_chunk(grad_t, *relu_backward_and_sums(grad_t, t, x), target=None)
-        grad_gamma, grad_beta = bn_backward.finish(x, target=grad_t)
-        return (None, None, None, grad_t,
-                grad_gamma if bn.weight is not None else None,
-                grad_beta if bn.bias is not None else None,
+        torch.ops.aten.threshold_backward.grad_input(grad_t, t, 0, grad_input=grad_t)
+        sum_dy = grad_t.sum(dim=(0, 2, 3))
+        if sums_from_weights_apply(bn):
+            sum_dy_xhat = bn_sum_dy_xhat_from_weights(bn, ctx.weight, grad_w, sum_dy)
+        else:
+            sum_dy_x = torch.mul(grad_t, x, out=t).sum(dim=(0, 2, 3))
+            sum_dy_xhat = ctx.invstd * (sum_dy_x - ctx.mean * sum_dy)
+        k1 = bn.weight * ctx.invstd if bn.weight is not None else ctx.invstd
+        grad_t.mul_(per_channel(k1))
+        if ctx.batch_stats:
+            count = n * h * w
+            k2 = -k1 * ctx.invstd * sum_dy_xhat / count
+            k3 = -k1 * sum_dy / count - k2 * ctx.mean
+            grad_t.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
+        if ctx.keep_scale != 1.0:
+            grad_w = grad_w * ctx.keep_scale
+            grad_b = grad_b * ctx.keep_scale if has_bias else grad_b
+        return (None, None, None, None, grad_t,
+                sum_dy_xhat if bn.weight is not None else None,
+                sum_dy if bn.bias is not None else None,
                 grad_w, grad_b if has_bias else None)
 
 
-def transition_down(td, workspace: Workspace, x: torch.Tensor) -> torch.Tensor:
-    """Run `td` (nnunet_nerve.network.TransitionDown) keeping only x for backward."""
+def transition_down(td, workspace: Workspace, x: torch.Tensor, level: dict | None = None):
+    """Run `td` (nnunet_nerve.network.TransitionDown) keeping only x (and the max-pool
+    winners) for backward; `level` is the preceding down block's, whose batch statistics
+    of x it reuses."""
     params = [td.norm.weight, td.norm.bias, td.conv.weight, td.conv.bias]
-    return TransitionDownFunction.apply(td, workspace, records_graph([x], params), x, *params)
+    stats = (level or {}).get("stats")
+    return TransitionDownFunction.apply(td, workspace, records_graph([x], params), stats, x,
+                                        *params)
 
 
 def fast_path_applies(module: torch.nn.Module, x: torch.Tensor) -> bool:
