@@ -343,3 +343,60 @@ def test_kept_buffers_not_reused_while_a_graph_needs_them():
     ref = dict(separate.named_parameters())
     for name, p in net.named_parameters():
         torch.testing.assert_close(p.grad, ref[name].grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_dropout_mask_keep_probability_and_layout():
+    """16-bit lanes: the keep fraction of 4 million draws lies within 5 standard deviations
+    of 1 - p (0.8, 0.5, 0.9), for every lane position of the 64-bit draws alike; the mask is
+    channels-last like the maps it multiplies."""
+    import nnunet_nerve.network_blocks as blocks
+
+    like = torch.empty(0)
+    for p in (0.2, 0.5, 0.1):
+        mask = blocks.dropout_mask((4, 16, 256, 256), p, like)
+        assert mask.dtype == torch.bool and mask.is_contiguous(memory_format=torch.channels_last)
+        lanes = mask.permute(0, 2, 3, 1).reshape(-1, 4).double()
+        sigma = ((1 - p) * p / lanes.shape[0]) ** 0.5
+        for lane in range(4):
+            assert abs(lanes[:, lane].mean().item() - (1 - p)) < 5 * sigma, (p, lane)
+    assert blocks.dropout_mask((2, 3, 4, 4), 0.0, like) is None
+
+
+def test_pool_winners_match_max_pool_indices_with_ties():
+    """The kept winner of each 2x2 window is the one F.max_pool2d picks (first maximum in
+    scan order), also where values tie; unpool_gradient routes gradients as max_pool2d's
+    backward does."""
+    import nnunet_nerve.network_blocks as blocks
+
+    z = torch.randint(0, 3, (2, 5, 8, 6)).float().contiguous(memory_format=torch.channels_last)
+    pooled, indices = nn.functional.max_pool2d(z, 2, return_indices=True)
+    winners = blocks.pool_winners(z, pooled)
+    rows, cols = indices // z.shape[3], indices % z.shape[3]
+    expected = (rows % 2) * 2 + cols % 2
+    assert torch.equal(winners.long(), expected)
+    g = torch.randn_like(pooled)
+    zz = z.clone().requires_grad_()
+    nn.functional.max_pool2d(zz, 2).backward(g)
+    out = torch.empty_like(z)
+    torch.testing.assert_close(blocks.unpool_gradient(g, winners, out), zz.grad)
+
+
+def test_matches_reference_with_batch_norm_scales_near_zero():
+    """A batch-norm scale below MIN_ABS_GAMMA_FOR_WEIGHT_SUMS switches that layer's input sums
+    from the weight-gradient identity (which divides by the scale) to explicit sums; negative
+    scales and a non-zero shift exercise the identity's other terms."""
+    net, reference = paired(5, dropout=0.0, **SMALL)
+    with torch.no_grad():
+        for i, m in enumerate(m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)):
+            m.weight.uniform_(-1.5, 1.5)
+            m.bias.uniform_(-0.3, 0.3)
+            if i % 2:
+                m.weight[0] = 0.0
+    net.load_state_dict(reference.state_dict())
+    net.double(), reference.double()
+    x = torch.randn(3, 2, 32, 32, dtype=torch.float64)
+    target = torch.randint(0, 3, (3, 32, 32))
+    out, out_ref, grad_x, grad_x_ref = train_step_pair(net, reference, x, target)
+    torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad_x, grad_x_ref, rtol=1e-7, atol=1e-12)
+    assert_same_gradients(net, reference, rtol=1e-7, atol=1e-12)
