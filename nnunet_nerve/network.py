@@ -201,7 +201,10 @@ class FCDenseNet(nn.Module):
         x = dense_block(self.bottleneck, ws, [x], keep_input=False)
         for up, block, skip, level in zip(self.transitions_up, self.up_blocks, reversed(skips),
                                           reversed(levels)):
-            x = dense_block(block, ws, [skip, up(x)], keep_input=block.keep_input, level=level)
+            # a channels-last input (x is a slice of its block's buffer) gives the transposed
+            # convolution's backward a channels-last input gradient (NCHW otherwise)
+            upsampled = up(x.contiguous(memory_format=torch.channels_last))
+            x = dense_block(block, ws, [skip, upsampled], keep_input=block.keep_input, level=level)
         if torch.is_grad_enabled():
             # autograd's backward of the matrix product (inner dimension 2) is slower than the
             # convolution's

@@ -434,10 +434,12 @@ class DenseBlockFunction(torch.autograd.Function):
         if batch_stats:
             grad[:, :c0].addcmul_(buf[:, :c0], per_channel(pending_k2[:c0]))
             grad[:, :c0].add_(per_channel(pending_k3[:c0]))
+        # views, not copies: autograd adds them into (or hands them on to) the other
+        # gradients of the pieces
         piece_grads = []
         offset = 0
         for pc in ctx.piece_channels:
-            piece_grads.append(grad[:, offset:offset + pc].clone())
+            piece_grads.append(grad[:, offset:offset + pc])
             offset += pc
         flat = []
         for grads in reversed(param_grads):
