@@ -551,7 +551,8 @@ class TransitionDownFunction(torch.autograd.Function):
         td, ws = ctx.td, ctx.workspace
         n, c, h, w = x.shape
         k = td.conv.out_channels
-        grad_z = unpool_gradient(grad_out, winners, ws.channels_last("gz", n, k, h, w, x))
+        # fresh, not a workspace: kept from step to step it would add to the next peak
+        grad_z = unpool_gradient(grad_out, winners, empty_channels_last(n, k, h, w, x))
         if ctx.mask is not None:
             grad_z.mul_(ctx.mask)
         t = ws.channels_last("t", n, c, h, w, x)
