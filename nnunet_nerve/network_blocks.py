@@ -434,12 +434,16 @@ class DenseBlockFunction(torch.autograd.Function):
         if batch_stats:
             grad[:, :c0].addcmul_(buf[:, :c0], per_channel(pending_k2[:c0]))
             grad[:, :c0].add_(per_channel(pending_k3[:c0]))
-        # views, not copies: autograd adds them into (or hands them on to) the other
-        # gradients of the pieces
+        # copies, not views, where the consumer runs late: an up block's skip connection
+        # waits for the whole deeper backward pass, and a view would keep this block's whole
+        # stack gradient alive that long. An up block's last piece (the upsampled maps) goes
+        # to the transposed convolution, whose backward runs next: a view saves the copy.
         piece_grads = []
         offset = 0
-        for pc in ctx.piece_channels:
-            piece_grads.append(grad[:, offset:offset + pc])
+        last = len(ctx.piece_channels) - 1
+        for i, pc in enumerate(ctx.piece_channels):
+            piece = grad[:, offset:offset + pc]
+            piece_grads.append(piece if 0 < i == last else piece.clone())
             offset += pc
         flat = []
         for grads in reversed(param_grads):
