@@ -34,6 +34,8 @@ Test-time mirroring: nnU-Net's default is on; ``--tta`` (default) keeps it for t
 forward passes per tile in 2D), ``--no-tta`` passes ``--disable_tta``. FCDenseNetTrainer
 allows no mirroring (the paper used none), so the flag changes nothing for it.
 
+``--device cuda`` times the same commands on a GPU (default ``cpu``).
+
 Threads: ``nnUNetv2_predict -device cpu`` sets torch's threads to the machine's CPU count itself;
 ``--threads N`` sets OMP/MKL_NUM_THREADS and, when N is below the CPU count, pins the command to
 N cores with ``taskset``.
@@ -73,6 +75,7 @@ class Workdir:
     """The folders of one benchmark run, all under ``root``."""
     root: Path
     threads: int = 2
+    device: str = "cpu"
     extra_env: dict = field(default_factory=dict)
 
     @property
@@ -281,7 +284,7 @@ def tiles_per_slice(rows: int, cols: int, patch_size, step_size: float) -> int:
 
 def predict_command(wd: Workdir, trainer: str, step_size: float, tta: bool, resume: bool = False) -> list:
     cmd = [bin_path("nnUNetv2_predict"), "-i", wd.scan_dir, "-o", wd.predictions(trainer), "-d", DATASET_ID,
-           "-c", CONFIGURATION, "-tr", trainer, "-f", FOLD, "-device", "cpu", "-npp", "1", "-nps", "1",
+           "-c", CONFIGURATION, "-tr", trainer, "-f", FOLD, "-device", wd.device, "-npp", "1", "-nps", "1",
            "-step_size", step_size, "--disable_progress_bar"]
     if not tta:
         cmd.append("--disable_tta")
@@ -346,7 +349,7 @@ def report(args, set_up_info: dict, times: dict, tiles: dict) -> str:
     s = summary(times, args.slices)
     lines = [f"scan: {args.slices} slices of {args.rows} x {args.cols} pixels at {SPACING_XYZ[0]} x {SPACING_XYZ[1]} mm, "
              f"{SPACING_XYZ[2]} mm slices; content: {set_up_info['content']}",
-             f"nnUNetv2_predict -device cpu -npp 1 -nps 1 -step_size {args.step_size}; threads {args.threads}; "
+             f"nnUNetv2_predict -device {args.device} -npp 1 -nps 1 -step_size {args.step_size}; threads {args.threads}; "
              f"test-time mirroring for the U-Net: {'on (nnU-Net default)' if args.tta else 'off (--disable_tta)'}; "
              f"FCDenseNetTrainer: none (allows no mirroring); {args.rounds} round(s), median",
              "",
@@ -369,7 +372,7 @@ def report(args, set_up_info: dict, times: dict, tiles: dict) -> str:
 
 def run_benchmark(args) -> str:
     root = prepare_workdir(args.workdir)
-    wd = Workdir(root, threads=args.threads)
+    wd = Workdir(root, threads=args.threads, device=args.device)
     try:
         print(f"work folder: {root}", flush=True)
         t0 = time.perf_counter()
@@ -400,6 +403,8 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                         help="test-time mirroring for the U-Net (nnU-Net's default: on)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu",
+                        help="nnUNetv2_predict -device (the checkpoints are written on the CPU either way)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="a new or empty folder (kept); default a temporary one")
