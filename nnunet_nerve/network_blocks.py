@@ -175,6 +175,37 @@ def dropout_mask(shape, p: float, like: torch.Tensor) -> torch.Tensor | None:
     return keep.view(tuple(shape))
 
 
+class DropoutMask:
+    """A dropout keep-mask that is not kept: the forward pass draws it from torch's default
+    CPU generator and remembers only the generator state before the draw; the backward pass
+    draws the identical mask again from that state (and puts the generator back), as
+    torch.utils.checkpoint does. Saves the masks' memory (about 0.23 GB for a batch of
+    8 x 320 x 320) for a second draw (about 3% of a training step)."""
+
+    def __init__(self, shape, p: float, like: torch.Tensor):
+        self.shape, self.p, self.like = tuple(shape), p, like.new_empty(0)
+        self.state = torch.get_rng_state()
+        self.first = dropout_mask(self.shape, p, like)
+
+    def take(self) -> torch.Tensor:
+        """The forward pass's mask (once)."""
+        mask, self.first = self.first, None
+        return mask
+
+    def again(self) -> torch.Tensor:
+        """The same mask, drawn again."""
+        current = torch.get_rng_state()
+        torch.set_rng_state(self.state)
+        try:
+            return dropout_mask(self.shape, self.p, self.like)
+        finally:
+            torch.set_rng_state(current)
+
+
+def layer_dropout(shape, p: float, like: torch.Tensor) -> DropoutMask | None:
+    return DropoutMask(shape, p, like) if p > 0 else None
+
+
 def combine_var_mean(parts, count: int):
     """Biased variance and mean of a whole batch from per-chunk (variance, mean, count)
     (Chan et al.'s pairwise formula: M2 = sum of M2_k + n_k (mean_k - mean)**2)."""
@@ -315,7 +346,8 @@ class DenseBlockFunction(torch.autograd.Function):
             scale = bn.weight * invstd if bn.weight is not None else invstd
             shift = (bn.bias if bn.bias is not None else 0) - mean * scale
             p = layer.dropout.p if layer.dropout.training else 0.0
-            mask = dropout_mask((n, g, h, w), p, buf)
+            dropout = layer_dropout((n, g, h, w), p, buf)
+            mask = dropout.take() if dropout is not None else None
             # dropout's 1 / (1 - p) goes into the convolution's weights and bias
             keep_scale = 1.0 / (1.0 - p) if mask is not None else 1.0
             weight, bias = layer.conv.weight, layer.conv.bias
@@ -336,7 +368,8 @@ class DenseBlockFunction(torch.autograd.Function):
             scales.append(scale)
             shifts.append(shift)
             invstds.append(invstd)
-            masks.append((mask, keep_scale))
+            del mask
+            masks.append((dropout, keep_scale))
         if batch_stats and keep_input:
             # the transition down that follows a down block normalises the same channels
             # with the same batch statistics
@@ -387,7 +420,8 @@ class DenseBlockFunction(torch.autograd.Function):
             if batch_stats and j < len(layers) - 1:
                 grad[:, c:c + g].addcmul_(buf[:, c:c + g], per_channel(pending_k2[c:c + g]))
                 grad[:, c:c + g].add_(per_channel(pending_k3[c:c + g]))
-            mask, keep_scale = ctx.masks[j]
+            dropout, keep_scale = ctx.masks[j]
+            mask = dropout.again() if dropout is not None else None
             x = buf[:, :c]
             scale, shift, invstd = ctx.scales[j], ctx.shifts[j], ctx.invstds[j]
             has_bias = ctx.has_bias[j]
@@ -519,7 +553,8 @@ class TransitionDownFunction(torch.autograd.Function):
         scale = bn.weight * invstd if bn.weight is not None else invstd
         shift = (bn.bias if bn.bias is not None else 0) - mean * scale
         p = td.dropout.p if td.dropout.training else 0.0
-        mask = dropout_mask((n, td.conv.out_channels, h, w), p, x)
+        dropout = layer_dropout((n, td.conv.out_channels, h, w), p, x)
+        mask = dropout.take() if dropout is not None else None
         keep_scale = 1.0 / (1.0 - p) if mask is not None else 1.0
         weight, bias = td.conv.weight, td.conv.bias
         if keep_scale != 1.0:   # dropout's 1 / (1 - p) folded into the convolution
@@ -541,7 +576,8 @@ class TransitionDownFunction(torch.autograd.Function):
         out = F.max_pool2d(z, 2)
         ctx.winners = pool_winners(z, out) if records_graph else None
         del z
-        ctx.td, ctx.workspace, ctx.mask, ctx.keep_scale, ctx.weight = td, workspace, mask, keep_scale, weight
+        del mask
+        ctx.td, ctx.workspace, ctx.dropout, ctx.keep_scale, ctx.weight = td, workspace, dropout, keep_scale, weight
         ctx.batch_stats, ctx.scale, ctx.shift, ctx.mean, ctx.invstd = batch_stats, scale, shift, mean, invstd
         # kept without autograd's version check: the up block of this level writes into
         # channels of the same buffer behind x, never into x itself
@@ -557,8 +593,8 @@ class TransitionDownFunction(torch.autograd.Function):
         k = td.conv.out_channels
         # fresh, not a workspace: kept from step to step it would add to the next peak
         grad_z = unpool_gradient(grad_out, winners, empty_channels_last(n, k, h, w, x))
-        if ctx.mask is not None:
-            grad_z.mul_(ctx.mask)
+        if ctx.dropout is not None:
+            grad_z.mul_(ctx.dropout.again())
         t = ws.channels_last("t", n, c, h, w, x)
         torch.addcmul(per_channel(ctx.shift), x, per_channel(ctx.scale), out=t).relu_()
         has_bias = td.conv.bias is not None

@@ -256,16 +256,19 @@ def test_deepcopy_and_state_dict_round_trip():
 
 
 class SharedMasks:
-    """Dropout keep-masks from a seeded generator, drawn in call order: the lean kernels and
-    the reference draw them in the same order and shapes, so both drop the same units."""
+    """Dropout keep-masks drawn with torch.rand from torch's default generator, in call
+    order: seeded alike, the lean kernels and the reference draw the same masks in the same
+    order and shapes, so both drop the same units. The lean kernels draw each mask a second
+    time in the backward pass from the generator state saved before the first draw."""
 
-    def __init__(self, seed: int):
-        self.generator = torch.Generator().manual_seed(seed)
+    def __init__(self):
+        self.calls = 0
 
     def __call__(self, shape, p, like):
         if p <= 0:
             return None
-        return torch.rand(tuple(shape), generator=self.generator) >= p
+        self.calls += 1
+        return torch.rand(tuple(shape)) >= p
 
 
 class MaskDropout(nn.Module):
@@ -287,16 +290,24 @@ def test_matches_reference_with_dropout_masks(monkeypatch, one_image_chunks):
         monkeypatch.setattr(blocks, "CHUNK_ELEMENTS", 1)
     net, reference = paired(3, dropout=0.2)
     net.double(), reference.double()
-    monkeypatch.setattr(blocks, "dropout_mask", SharedMasks(7))
-    reference_masks = SharedMasks(7)
+    lean_masks = SharedMasks()
+    monkeypatch.setattr(blocks, "dropout_mask", lean_masks)
     for module in list(reference.modules()):
         if isinstance(getattr(module, "dropout", None), nn.Dropout):
-            module.dropout = MaskDropout(module.dropout.p, reference_masks)
+            module.dropout = MaskDropout(module.dropout.p, SharedMasks())
     x = torch.randn(4, 1, 64, 48, dtype=torch.float64)
     target = torch.randint(0, 2, (4, 64, 48))
-    out, out_ref, grad_x, grad_x_ref = train_step_pair(net, reference, x, target)
+    x_net, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.manual_seed(7)
+    nn.functional.cross_entropy(out := net.train()(x_net), target).backward()
+    after_lean = torch.get_rng_state()
+    torch.manual_seed(7)
+    nn.functional.cross_entropy(out_ref := reference.train()(x_ref), target).backward()
+    # drawn twice (forward, backward), and the generator left where the forward pass left it
+    assert lean_masks.calls == 2 * 40
+    assert torch.equal(after_lean, torch.get_rng_state())
     torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(grad_x, grad_x_ref, rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(x_net.grad, x_ref.grad, rtol=1e-7, atol=1e-12)
     assert_same_gradients(net, reference, rtol=1e-8, atol=1e-12)
 
 
