@@ -62,7 +62,9 @@ DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_PredictBench"
 CONFIGURATION = "2d"
 FOLD = 0
-TRAINERS = ("FCDenseNetTrainer", "nnUNetTrainer")
+#: FCDenseNetTrainer (the paper's 320 x 320 tiles), its variant predicting with nnU-Net's planned
+#: patch (one tile per slice here), and nnU-Net's default trainer
+TRAINERS = ("FCDenseNetTrainer", "FCDenseNetTrainer_plannedPatchInference", "nnUNetTrainer")
 SPACING_XYZ = (0.52, 0.52, 4.0)
 N_TRAIN = 2
 SCAN = "scan_000"
@@ -228,7 +230,8 @@ def write_checkpoint(trainer_name: str) -> dict:
     # nnUNetv2_train sets the inference mirroring axes here (through get_dataloaders in on_train_start).
     trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     # What on_train_start copies for inference.
-    save_json(trainer.plans_manager.plans, join(trainer.output_folder_base, "plans.json"), sort_keys=False)
+    plans = trainer.plans_for_inference() if hasattr(trainer, "plans_for_inference") else trainer.plans_manager.plans
+    save_json(plans, join(trainer.output_folder_base, "plans.json"), sort_keys=False)
     save_json(trainer.dataset_json, join(trainer.output_folder_base, "dataset.json"), sort_keys=False)
     shutil.copyfile(join(trainer.preprocessed_dataset_folder_base, "dataset_fingerprint.json"),
                     join(trainer.output_folder_base, "dataset_fingerprint.json"))
@@ -339,9 +342,14 @@ def summary(times: dict, slices: int) -> dict:
     for trainer, t in times.items():
         scan, startup = statistics.median(t["scan"]), statistics.median(t["startup"])
         out[trainer] = {"scan_s": scan, "startup_s": startup, "net_per_slice_s": (scan - startup) / slices}
-    fcd, unet = out["FCDenseNetTrainer"], out["nnUNetTrainer"]
-    out["ratio"] = unet["scan_s"] / fcd["scan_s"]
-    out["ratio_net"] = (unet["net_per_slice_s"] / fcd["net_per_slice_s"]) if fcd["net_per_slice_s"] > 0 else float("nan")
+    unet = out["nnUNetTrainer"]
+    out["ratios"] = {}
+    for trainer in TRAINERS[:-1]:
+        fcd = out[trainer]
+        out["ratios"][trainer] = (unet["scan_s"] / fcd["scan_s"],
+                                  unet["net_per_slice_s"] / fcd["net_per_slice_s"]
+                                  if fcd["net_per_slice_s"] > 0 else float("nan"))
+    out["ratio"], out["ratio_net"] = out["ratios"]["FCDenseNetTrainer"]
     return out
 
 
@@ -365,8 +373,10 @@ def report(args, set_up_info: dict, times: dict, tiles: dict) -> str:
         lines.append(f"| {trainer} | {m['network']} | {m['parameters']:,} | {m['patch_size'][0]} x {m['patch_size'][1]} "
                      f"| {m['mirror_axes']} | {tiles[trainer]} | {tiles[trainer] * mirrors} | {r['scan_s']:.1f} "
                      f"| {r['startup_s']:.1f} | {r['net_per_slice_s']:.2f} |")
-    lines += ["", f"ratio nnUNetTrainer / FCDenseNetTrainer, s per scan: {s['ratio']:.2f} "
-                  f"(net of start-up, per slice: {s['ratio_net']:.2f}; above 1 = FC-DenseNet faster)"]
+    lines.append("")
+    for trainer, (ratio, ratio_net) in s["ratios"].items():
+        lines.append(f"ratio nnUNetTrainer / {trainer}, s per scan: {ratio:.2f} "
+                     f"(net of start-up, per slice: {ratio_net:.2f}; above 1 = FC-DenseNet faster)")
     return "\n".join(lines)
 
 

@@ -53,12 +53,17 @@ def test_bench_predict_tiny_scan_end_to_end(nnunet_env, tmp_path):
             == planned["configurations"]["2d"]["patch_size"])
     checkpoint = torch.load(unet / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert tuple(checkpoint["inference_allowed_mirroring_axes"]) == (0, 1)
+    # The planned-patch variant predicts with nnU-Net's planned patch (multiple of 16).
+    variant = wd.model_folder("FCDenseNetTrainer_plannedPatchInference")
+    assert (json.loads((variant / "plans.json").read_text())["configurations"]["2d"]["patch_size"]
+            == [-(-p // 16) * 16 for p in planned["configurations"]["2d"]["patch_size"]])
 
     # What nnUNetv2_predict loaded, as the report prints it.
     assert "| FCDenseNetTrainer | FCDenseNet | 979,106 | 320 x 320 | None | 1 | 1 |" in out, out
     assert "| nnUNetTrainer | PlainConvUNet |" in out and "[0, 1]" in out, out
     assert "content: blob" in out and "mirroring for the U-Net: on" in out
-    assert "ratio nnUNetTrainer / FCDenseNetTrainer" in out
+    assert "ratio nnUNetTrainer / FCDenseNetTrainer," in out
+    assert "ratio nnUNetTrainer / FCDenseNetTrainer_plannedPatchInference," in out
 
 
 def test_bench_predict_refuses_non_empty_workdir(tmp_path, nnunet_env):

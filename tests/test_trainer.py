@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,6 +128,31 @@ def test_variant_network_without_conv_bias(trainer_factory):
 def test_planned_patch_variant_uses_multiple_of_16(trainer_factory):
     t = trainer_factory("FCDenseNetTrainer_plannedPatch")
     assert all(p % 16 == 0 for p in t.configuration_manager.patch_size)
+
+
+def test_planned_patch_inference_variant_saves_planned_tile(trainer_factory, preprocessed):
+    """Trains on 320 x 320 batches, but the plans.json that on_train_start writes for
+    nnUNetv2_predict (and nnU-Net's predictor reads back) carry nnU-Net's planned patch."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    base, _ = preprocessed
+    planned = json.loads((base / "pre" / f"Dataset{DATASET_ID:03d}_Tiny" / "nnUNetPlans.json").read_text())
+    expected = [-(-p // 16) * 16 for p in planned["configurations"]["2d"]["patch_size"]]
+    t = trainer_factory("FCDenseNetTrainer_plannedPatchInference")
+    assert list(t.configuration_manager.patch_size) == [320, 320]
+    t.on_train_start()
+    try:
+        saved = json.loads((Path(t.output_folder_base) / "plans.json").read_text())
+        assert saved["configurations"]["2d"]["patch_size"] == expected
+        assert list(t.configuration_manager.patch_size) == [320, 320]   # still trains on crops
+        t.save_checkpoint(str(Path(t.output_folder) / "checkpoint_final.pth"))
+    finally:
+        t.on_train_end()
+    predictor = nnUNetPredictor(device=torch.device("cpu"))
+    predictor.initialize_from_trained_model_folder(t.output_folder_base, (0,), "checkpoint_final.pth")
+    assert list(predictor.configuration_manager.patch_size) == expected
+    plain = trainer_factory("FCDenseNetTrainer")
+    assert plain.plans_for_inference()["configurations"]["2d"]["patch_size"] == [320, 320]
 
 
 def test_3d_configuration_is_refused():

@@ -40,9 +40,13 @@ class FCDenseNetTrainer(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        inference_patch = self.inference_patch_size_for(plans, configuration)
         plans = nnunet_plans.with_patch_and_batch(plans, configuration, self.patch_size_for(plans, configuration),
                                                   self.batch_size_slices)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        #: the plans saved with the model (None: the training plans), see inference_patch_size_for
+        self.inference_plans = (None if inference_patch is None else
+                                nnunet_plans.with_patch_and_batch(plans, configuration, inference_patch, None))
         problems = nnunet_plans.check_zscore(plans, configuration)
         if problems:
             raise NerveError(f"{type(self).__name__}: " + "; ".join(problems))
@@ -54,6 +58,24 @@ class FCDenseNetTrainer(nnUNetTrainer):
     def patch_size_for(self, plans: dict, configuration: str):
         """The patch size this trainer trains and predicts with (a hook for variants)."""
         return self.patch_size
+
+    def inference_patch_size_for(self, plans: dict, configuration: str):
+        """The tile nnUNetv2_predict (and the final validation) slides over each slice, when it
+        differs from the training patch; None: the training patch (a hook for variants). It
+        goes into the plans.json saved with the model, which is where nnUNetv2_predict reads it."""
+        return None
+
+    def plans_for_inference(self) -> dict:
+        """The plans saved with the model for nnUNetv2_predict."""
+        return self.inference_plans if self.inference_plans is not None else self.plans_manager.plans
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        if self.inference_plans is not None:   # validate as nnUNetv2_predict will predict
+            from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+            self.configuration_manager = PlansManager(self.inference_plans).get_configuration(
+                self.configuration_name)
+        super().perform_actual_validation(save_probabilities)
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
@@ -90,7 +112,11 @@ class FCDenseNetTrainer(nnUNetTrainer):
         return paper_training_transforms(patch_size, mirror_axes)
 
     def on_train_start(self):
-        super().on_train_start()
+        super().on_train_start()   # saves the training plans as plans.json
+        if self.inference_plans is not None and self.local_rank == 0:
+            from batchgenerators.utilities.file_and_folder_operations import join, save_json
+
+            save_json(self.plans_for_inference(), join(self.output_folder_base, "plans.json"), sort_keys=False)
         self.set_iterations_per_epoch()
 
     def set_iterations_per_epoch(self):
