@@ -55,14 +55,17 @@ FILE_ENDING = ".nii.gz"
 class Setting:
     step_size: float
     mirroring: str  # "off" | "on"
+    tile: str = "trained"  # "trained": the training patch; "planned": nnU-Net's planned patch
 
     @property
     def name(self) -> str:
-        return f"step {self.step_size:g}, mirroring {self.mirroring}"
+        tile = ", planned patch" if self.tile == "planned" else ""
+        return f"step {self.step_size:g}, mirroring {self.mirroring}{tile}"
 
     @property
     def folder(self) -> str:
-        return f"step{self.step_size:g}_mirror{self.mirroring}"
+        tile = "_planned" if self.tile == "planned" else ""
+        return f"step{self.step_size:g}_mirror{self.mirroring}{tile}"
 
 
 def prepare_workdir(path: "str | os.PathLike | None") -> Path:
@@ -108,6 +111,27 @@ def mirrored_model_copy(model_folder: Path, results_root: Path, dataset_name: st
                             weights_only=False)
     checkpoint["inference_allowed_mirroring_axes"] = tuple(axes)
     torch.save(checkpoint, target / "fold_0" / "checkpoint_final.pth")
+    return target
+
+
+def planned_tile_model_copy(model_folder: Path, results_root: Path, dataset_name: str,
+                            planned_plans: Path) -> Path:
+    """Copy ``model_folder`` to ``results_root/<dataset>/<same name>`` with the 2d patch of its
+    plans.json set to nnU-Net's planned patch (from ``planned_plans``, each side rounded up to
+    a multiple of 16), as FCDenseNetTrainer_plannedPatchInference saves it; same checkpoint.
+    Returns the copy's model folder."""
+    from nnunet_nerve.nnunet_plans import divisible_patch, resolved_configuration
+
+    target = Path(results_root) / dataset_name / Path(model_folder).name
+    (target / "fold_0").mkdir(parents=True, exist_ok=True)
+    for name in ("dataset.json", "dataset_fingerprint.json"):
+        shutil.copy2(Path(model_folder) / name, target / name)
+    shutil.copy2(Path(model_folder) / "fold_0" / "checkpoint_final.pth", target / "fold_0" / "checkpoint_final.pth")
+    planned = json.loads(Path(planned_plans).read_text())
+    plans = json.loads((Path(model_folder) / "plans.json").read_text())
+    patch = divisible_patch(resolved_configuration(planned["configurations"], "2d")["patch_size"])
+    plans["configurations"]["2d"]["patch_size"] = patch
+    (target / "plans.json").write_text(json.dumps(plans, indent=4))
     return target
 
 
@@ -219,8 +243,17 @@ def run_benchmark(args) -> tuple:
         mirrored_model_copy(inputs["model_folder"], mirrored_results, inputs["dataset_name"])
         base_env = layout.env()
         base_env.update(MPLCONFIGDIR=str(root / "mpl"), nnUNet_compile="false")
-        envs = {"off": base_env, "on": dict(base_env, nnUNet_results=str(mirrored_results))}
+        envs = {("off", "trained"): base_env,
+                ("on", "trained"): dict(base_env, nnUNet_results=str(mirrored_results))}
+        plans_of = {"trained": inputs["model_folder"] / "plans.json"}
         settings = settings_from(args.step_sizes, args.mirroring)
+        if args.planned_tile:
+            planned_results = root / "nnUNet_results_planned_tile"
+            copy = planned_tile_model_copy(inputs["model_folder"], planned_results, inputs["dataset_name"],
+                                           layout.preprocessed / inputs["dataset_name"] / "nnUNetPlans.json")
+            envs[("off", "planned")] = dict(base_env, nnUNet_results=str(planned_results))
+            plans_of["planned"] = copy / "plans.json"
+            settings.append(Setting(DEFAULT[0], "off", "planned"))
         n = len(inputs["cases"])
         first_image = sorted(Path(inputs["images"]).iterdir())[0]
         print(f"{len(settings)} settings x {args.rounds} round(s) on {n} held-out scans of {args.demo}; work folder {root}",
@@ -231,9 +264,10 @@ def run_benchmark(args) -> tuple:
             for s in (settings if r % 2 == 0 else settings[::-1]):
                 out = root / "predictions" / s.folder
                 shutil.rmtree(out, ignore_errors=True)
-                wall[s].append(_timed(predict_command(inputs["images"], out, inputs["dataset_name"], s), envs[s.mirroring]))
+                env = envs[(s.mirroring, s.tile)]
+                wall[s].append(_timed(predict_command(inputs["images"], out, inputs["dataset_name"], s), env))
                 startup[s].append(_timed(predict_command(inputs["images"], out, inputs["dataset_name"], s, resume=True),
-                                         envs[s.mirroring]))
+                                         env))
                 print(f"  round {r + 1}/{args.rounds} {s.name:28s} {wall[s][-1]:7.1f} s for {n} scans "
                       f"(start-up alone {startup[s][-1]:.1f} s)", flush=True)
         default_dir = root / "predictions" / Setting(*DEFAULT).folder
@@ -241,7 +275,7 @@ def run_benchmark(args) -> tuple:
         for s in settings:
             reference = default_dir if default_dir.is_dir() else None
             scores = score_folder(root / "predictions" / s.folder, inputs["labels"], reference)
-            tiles = tiles_per_slice(first_image, inputs["model_folder"] / "plans.json", s.step_size)
+            tiles = tiles_per_slice(first_image, plans_of[s.tile], s.step_size)
             rows.append(summarise(s, scores, wall[s], startup[s], n, tiles))
         table = format_table(rows)
         print("\n" + table, flush=True)
@@ -263,6 +297,9 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=2, help="timed runs per setting (median); orders alternate")
     parser.add_argument("--workdir", default=None, help="a new or empty folder (kept); default a temporary one")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    parser.add_argument("--planned-tile", action="store_true",
+                        help="also predict with nnU-Net's planned patch (one tile per slice, mirroring off), "
+                             "as FCDenseNetTrainer_plannedPatchInference does")
     parser.add_argument("--json", default=None, help="also write the table's rows to this JSON file")
     return parser.parse_args(argv)
 

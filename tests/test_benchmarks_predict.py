@@ -185,6 +185,35 @@ def test_mirrored_model_copy_sets_axes_and_leaves_the_original(tmp_path):
     assert bis.tiles_per_slice(image, copy / "plans.json", 1.0) == 2 * 3
 
 
+def test_planned_tile_model_copy_sets_the_planned_patch(tmp_path):
+    """The copy's plans.json carries nnU-Net's planned patch rounded up to multiples of 16
+    (one tile per slice here), the checkpoint is the same file, the original is untouched."""
+    import torch
+
+    model = tmp_path / "results" / "Dataset900_X" / "FCDenseNetTrainer_demo__nnUNetPlans__2d"
+    (model / "fold_0").mkdir(parents=True)
+    plans = {"configurations": {"2d": {"patch_size": [64, 64], "batch_size": 8}}}
+    (model / "plans.json").write_text(json.dumps(plans))
+    (model / "dataset.json").write_text("{}")
+    (model / "dataset_fingerprint.json").write_text("{}")
+    torch.save({"network_weights": {"w": torch.ones(2)}}, model / "fold_0" / "checkpoint_final.pth")
+    planned = tmp_path / "nnUNetPlans.json"
+    planned.write_text(json.dumps({"configurations": {"2d": {"patch_size": [128, 137]}}}))
+
+    copy = bis.planned_tile_model_copy(model, tmp_path / "planned", "Dataset900_X", planned)
+    saved = json.loads((copy / "plans.json").read_text())["configurations"]["2d"]
+    assert saved == {"patch_size": [128, 144], "batch_size": 8}
+    assert json.loads((model / "plans.json").read_text()) == plans
+    assert (copy / "fold_0" / "checkpoint_final.pth").read_bytes() == \
+        (model / "fold_0" / "checkpoint_final.pth").read_bytes()
+    image = tmp_path / "img_0000.nii.gz"
+    _write(np.zeros((3, 128, 144)), image)
+    assert bis.tiles_per_slice(image, copy / "plans.json", 0.5) == 1
+    setting = bis.Setting(0.5, "off", "planned")
+    assert setting.name == "step 0.5, mirroring off, planned patch" and setting.folder.endswith("_planned")
+    assert "--disable_tta" in bis.predict_command(Path("in"), Path("out"), "Dataset900_X", setting)
+
+
 def test_settings_and_commands():
     settings = bis.settings_from([1.0, 0.5], ["on", "off"])
     assert settings[0] == bis.Setting(0.5, "off") and len(settings) == 4 and len(set(settings)) == 4
