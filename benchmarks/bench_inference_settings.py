@@ -34,14 +34,14 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+import bench_common
+from bench_common import bin_path, timed
 
 TRAINER = "FCDenseNetTrainer_demo"
 STEP_SIZES = (0.5, 0.75, 1.0)
@@ -69,14 +69,7 @@ class Setting:
 
 
 def prepare_workdir(path: "str | os.PathLike | None") -> Path:
-    """A new temporary folder, or ``path`` when it does not exist or is empty (never a non-empty one)."""
-    if path is None:
-        return Path(tempfile.mkdtemp(prefix="bench_inference_settings_"))
-    path = Path(path).resolve()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise SystemExit(f"error: --workdir {path} exists and is not empty; give a new or empty folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return bench_common.prepare_workdir(path, "bench_inference_settings_")
 
 
 def demo_inputs(demo: Path) -> dict:
@@ -136,7 +129,7 @@ def planned_tile_model_copy(model_folder: Path, results_root: Path, dataset_name
 
 
 def predict_command(images: Path, out: Path, dataset_name: str, setting: Setting, resume: bool = False) -> list:
-    cmd = [_bin("nnUNetv2_predict"), "-i", str(images), "-o", str(out), "-d", dataset_name, "-c", "2d",
+    cmd = [bin_path("nnUNetv2_predict"), "-i", str(images), "-o", str(out), "-d", dataset_name, "-c", "2d",
            "-tr", TRAINER, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
            "-step_size", f"{setting.step_size:g}", "--disable_progress_bar"]
     if setting.mirroring == "off":
@@ -144,21 +137,6 @@ def predict_command(images: Path, out: Path, dataset_name: str, setting: Setting
     if resume:
         cmd.append("--continue_prediction")
     return cmd
-
-
-def _bin(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
-
-
-def _timed(cmd: list, env: dict) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-3000:]}\n"
-                           f"{proc.stderr[-3000:]}")
-    return elapsed
 
 
 def tiles_per_slice(image: Path, plans_json: Path, step_size: float) -> int:
@@ -265,8 +243,8 @@ def run_benchmark(args) -> tuple:
                 out = root / "predictions" / s.folder
                 shutil.rmtree(out, ignore_errors=True)
                 env = envs[(s.mirroring, s.tile)]
-                wall[s].append(_timed(predict_command(inputs["images"], out, inputs["dataset_name"], s), env))
-                startup[s].append(_timed(predict_command(inputs["images"], out, inputs["dataset_name"], s, resume=True),
+                wall[s].append(timed(predict_command(inputs["images"], out, inputs["dataset_name"], s), env))
+                startup[s].append(timed(predict_command(inputs["images"], out, inputs["dataset_name"], s, resume=True),
                                          env))
                 print(f"  round {r + 1}/{args.rounds} {s.name:28s} {wall[s][-1]:7.1f} s for {n} scans "
                       f"(start-up alone {startup[s][-1]:.1f} s)", flush=True)

@@ -49,14 +49,15 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+import bench_common
+from bench_common import bin_path, run_checked, timed
 
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_PredictBench"
@@ -113,28 +114,7 @@ class Workdir:
 
 
 def prepare_workdir(path: "str | os.PathLike | None") -> Path:
-    """A new temporary folder, or ``path`` when it does not exist or is empty (never a non-empty one)."""
-    if path is None:
-        return Path(tempfile.mkdtemp(prefix="bench_predict_"))
-    path = Path(path).resolve()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise SystemExit(f"error: --workdir {path} exists and is not empty; give a new or empty folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def bin_path(name: str) -> str:
-    """A console script next to this interpreter (nnUNetv2_predict, ...)."""
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
-
-
-def run_checked(cmd: list, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
-                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+    return bench_common.prepare_workdir(path, "bench_predict_")
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -297,12 +277,6 @@ def predict_command(wd: Workdir, trainer: str, step_size: float, tta: bool, resu
     if wd.threads < (os.cpu_count() or 1) and shutil.which("taskset"):
         cmd = ["taskset", "-c", f"0-{wd.threads - 1}", *cmd]
     return cmd
-
-
-def timed(cmd: list, env: dict) -> float:
-    start = time.perf_counter()
-    run_checked(cmd, env)
-    return time.perf_counter() - start
 
 
 def time_trainers(wd: Workdir, rounds: int, step_size: float, tta: bool, log=print) -> dict:
