@@ -10,10 +10,16 @@ stack's size per layer for the backward pass. Here, as in Pleiss et al. (2017),
 - batch norm + ReLU are recomputed in the backward pass instead of being stored; in training
   mode the batch statistics of a channel are the same for every layer that reads it, so they
   are computed once per channel; running statistics are updated once, in the forward pass;
-- the gradient of the whole stack is accumulated in one shared buffer;
-- large temporaries (the BN+ReLU output, the stack gradient) live in a `Workspace` that is
-  reused from call to call: on CPU every fresh large tensor is page-faulted in by the OS,
-  which costs about as much as computing on it.
+- the gradient of the whole stack is accumulated in one shared buffer; batch norm's sums
+  for its backward come from the convolution's weight gradient (`bn_sum_dy_xhat_from_weights`)
+  and its batch-statistics terms are added once per block, not once per layer;
+- dropout masks are drawn from 16-bit lanes (`dropout_mask`) and drawn again in backward
+  from the saved generator state instead of being kept (`DropoutMask`);
+- the transition down keeps its input and the max-pool winners, nothing else;
+- large temporaries (the BN+ReLU output, the stack gradient) and, when no autograd graph
+  holds them, the per-resolution buffers live in a `Workspace` that is reused from call to
+  call: on CPU every fresh large tensor is page-faulted in by the OS, which costs about as
+  much as computing on it.
 
 The functions compute exactly what nnunet_nerve.network.DenseBlock / TransitionDown compute
 (same parameters, same running-statistics updates); tests/test_network.py checks outputs
