@@ -239,26 +239,47 @@ def relu_affine_as_clamp(scale: torch.Tensor, shift: torch.Tensor):
     return low, high, factor, offset
 
 
-def constant_input_response(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int):
-    """conv2d (padding 1) of an h x w image whose channel i is the constant offset[i]:
-    constant inside, different on the border rows and columns (zero padding). Computed on
-    an image of at most 3 x 3 and expanded; shape (1, out_channels, h, w)."""
+def constant_input_response_3x3(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int):
+    """conv2d (padding 1) of an image whose channel i is the constant offset[i], on an image of
+    min(h, 3) x min(w, 3) pixels: [0, 0] is the top-left corner's response, [1, 1] the
+    interior's (images of at least 3 x 3), and so on; shape (1, out_channels, <=3, <=3)."""
     h3, w3 = min(h, 3), min(w, 3)
-    small = F.conv2d(offset.view(1, -1, 1, 1).expand(1, -1, h3, w3), weight, padding=1)
-    rows = torch.tensor([0] + [1] * (h - 2) + [2] if h >= 3 else list(range(h)),
-                        device=weight.device)
-    cols = torch.tensor([0] + [1] * (w - 2) + [2] if w >= 3 else list(range(w)),
-                        device=weight.device)
-    return small.index_select(2, rows).index_select(3, cols)
+    return F.conv2d(offset.view(1, -1, 1, 1).expand(1, -1, h3, w3), weight, padding=1)
+
+
+def add_border_response(y: torch.Tensor, small: torch.Tensor, interior: torch.Tensor) -> torch.Tensor:
+    """Complete y, which already holds `interior` (the response inside the image) everywhere,
+    to the constant-input response `small` (constant_input_response_3x3): the border rows and
+    columns get the difference, in place (4 strips of one pixel instead of a pass over y)."""
+    h, w = y.shape[2], y.shape[3]
+    y[:, :, 0, 1:-1].add_((small[:, :, 0, 1] - interior).view(1, -1, 1))
+    y[:, :, -1, 1:-1].add_((small[:, :, 2, 1] - interior).view(1, -1, 1))
+    y[:, :, 1:-1, 0].add_((small[:, :, 1, 0] - interior).view(1, -1, 1))
+    y[:, :, 1:-1, -1].add_((small[:, :, 1, 2] - interior).view(1, -1, 1))
+    for i, j, si, sj in ((0, 0, 0, 0), (0, w - 1, 0, 2), (h - 1, 0, 2, 0), (h - 1, w - 1, 2, 2)):
+        y[:, :, i, j].add_((small[:, :, si, sj] - interior).view(1, -1))
+    return y
 
 
 def bn_relu_conv3x3(x, scale, shift, weight, bias, scratch):
     """conv2d(relu(scale * x + shift), weight, bias, padding=1) with one pass over x into
-    `scratch` (x's shape) for batch norm and ReLU together."""
+    `scratch` (x's shape) for batch norm and ReLU together: relu(scale x + shift) =
+    factor * clamp(x, low, high) + offset, the factor folded into the weights, the offset's
+    response (the convolution of a constant image, different on the border because of the
+    zero padding) into the bias inside and added on the border rows and columns."""
     low, high, factor, offset = relu_affine_as_clamp(scale, shift)
     torch.clamp(x, per_channel(low), per_channel(high), out=scratch)
-    y = F.conv2d(scratch, weight * factor.view(1, -1, 1, 1), bias, padding=1)
-    return y.add_(constant_input_response(offset, weight, x.shape[2], x.shape[3]))
+    h, w = x.shape[2], x.shape[3]
+    small = constant_input_response_3x3(offset, weight, h, w)
+    folded = weight * factor.view(1, -1, 1, 1)
+    if h < 3 or w < 3:   # no interior: add the whole response
+        rows = [0] + [1] * (h - 2) + [2] if h >= 3 else list(range(h))
+        cols = [0] + [1] * (w - 2) + [2] if w >= 3 else list(range(w))
+        response = small[:, :, rows][:, :, :, cols]
+        return F.conv2d(scratch, folded, bias, padding=1).add_(response)
+    interior = small[0, :, 1, 1]
+    y = F.conv2d(scratch, folded, interior if bias is None else bias + interior, padding=1)
+    return add_border_response(y, small, interior)
 
 
 CHUNK_ELEMENTS = 2 ** 26   # 256 MiB of float32 per recomputed BN+ReLU chunk (smaller: slower)

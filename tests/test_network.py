@@ -411,3 +411,23 @@ def test_matches_reference_with_batch_norm_scales_near_zero():
     torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(grad_x, grad_x_ref, rtol=1e-7, atol=1e-12)
     assert_same_gradients(net, reference, rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 5), (3, 3), (4, 7), (16, 12)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bn_relu_conv3x3_matches_the_composition(h, w, with_bias):
+    """The clamp form with the offset's response in the bias inside and on the border strips
+    equals conv2d(relu(scale x + shift)) on images with and without an interior, for
+    positive, negative and zero scales."""
+    import nnunet_nerve.network_blocks as blocks
+
+    torch.manual_seed(h * 10 + w)
+    x = torch.randn(2, 5, h, w, dtype=torch.float64)
+    scale, shift = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    scale[0] = 0.0
+    weight = torch.randn(3, 5, 3, 3, dtype=torch.float64)
+    bias = torch.randn(3, dtype=torch.float64) if with_bias else None
+    expected = nn.functional.conv2d(torch.relu(scale.view(1, -1, 1, 1) * x + shift.view(1, -1, 1, 1)),
+                                    weight, bias, padding=1)
+    out = blocks.bn_relu_conv3x3(x, scale, shift, weight, bias, torch.empty_like(x))
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
