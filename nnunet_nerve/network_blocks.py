@@ -239,18 +239,11 @@ def relu_affine_as_clamp(scale: torch.Tensor, shift: torch.Tensor):
     return low, high, factor, offset
 
 
-def constant_input_response_3x3(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int):
-    """conv2d (padding 1) of an image whose channel i is the constant offset[i], on an image of
-    min(h, 3) x min(w, 3) pixels: [0, 0] is the top-left corner's response, [1, 1] the
-    interior's (images of at least 3 x 3), and so on; shape (1, out_channels, <=3, <=3)."""
-    h3, w3 = min(h, 3), min(w, 3)
-    return F.conv2d(offset.view(1, -1, 1, 1).expand(1, -1, h3, w3), weight, padding=1)
-
-
 def add_border_response(y: torch.Tensor, small: torch.Tensor, interior: torch.Tensor) -> torch.Tensor:
     """Complete y, which already holds `interior` (the response inside the image) everywhere,
-    to the constant-input response `small` (constant_input_response_3x3): the border rows and
-    columns get the difference, in place (4 strips of one pixel instead of a pass over y)."""
+    to the constant-input response `small` of a 3x3 convolution (its 3 x 3 image: [0, 0] the
+    top-left corner's response, [1, 1] the interior's): the border rows and columns get the
+    difference, in place (4 strips of one pixel instead of a pass over y)."""
     h, w = y.shape[2], y.shape[3]
     y[:, :, 0, 1:-1].add_((small[:, :, 0, 1] - interior).view(1, -1, 1))
     y[:, :, -1, 1:-1].add_((small[:, :, 2, 1] - interior).view(1, -1, 1))
@@ -261,25 +254,62 @@ def add_border_response(y: torch.Tensor, small: torch.Tensor, interior: torch.Te
     return y
 
 
+class BnReluConv:
+    """conv2d(relu(scale * x + shift), weight, bias, padding=k // 2) for 1x1 and 3x3 kernels,
+    with one pass over x (into a scratch tensor) for batch norm and ReLU together:
+    relu(scale x + shift) = factor * clamp(x, low, high) + offset, the factor folded into the
+    weights, the offset's response (the convolution of a constant image, which differs on the
+    border of a 3x3 convolution because of the zero padding) into the bias inside and added on
+    the border rows and columns. Prepared once per layer for h x w images, applied per chunk."""
+
+    def __init__(self, scale, shift, weight, bias, h: int, w: int):
+        self.low, self.high, factor, offset = relu_affine_as_clamp(scale, shift)
+        self.padding = weight.shape[-1] // 2
+        self.weight = weight * factor.view(1, -1, 1, 1)
+        side = 2 * self.padding + 1
+        self.small = F.conv2d(offset.view(1, -1, 1, 1).expand(1, -1, min(h, side), min(w, side)),
+                              weight, padding=self.padding)
+        self.interior = self.small[0, :, self.padding, self.padding] if h >= side and w >= side else None
+        if self.interior is None:   # no interior: the whole response is added afterwards
+            rows = [0] + [1] * (h - 2) + [2] if h >= 3 else list(range(h))
+            cols = [0] + [1] * (w - 2) + [2] if w >= 3 else list(range(w))
+            self.response, self.bias = self.small[:, :, rows][:, :, :, cols], bias
+        else:
+            self.bias = self.interior if bias is None else bias + self.interior
+
+    def __call__(self, x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+        torch.clamp(x, per_channel(self.low), per_channel(self.high), out=scratch)
+        y = F.conv2d(scratch, self.weight, self.bias, padding=self.padding)
+        if self.interior is None:
+            return y.add_(self.response)
+        return add_border_response(y, self.small, self.interior) if self.padding else y
+
+
 def bn_relu_conv3x3(x, scale, shift, weight, bias, scratch):
-    """conv2d(relu(scale * x + shift), weight, bias, padding=1) with one pass over x into
-    `scratch` (x's shape) for batch norm and ReLU together: relu(scale x + shift) =
-    factor * clamp(x, low, high) + offset, the factor folded into the weights, the offset's
-    response (the convolution of a constant image, different on the border because of the
-    zero padding) into the bias inside and added on the border rows and columns."""
-    low, high, factor, offset = relu_affine_as_clamp(scale, shift)
-    torch.clamp(x, per_channel(low), per_channel(high), out=scratch)
-    h, w = x.shape[2], x.shape[3]
-    small = constant_input_response_3x3(offset, weight, h, w)
-    folded = weight * factor.view(1, -1, 1, 1)
-    if h < 3 or w < 3:   # no interior: add the whole response
-        rows = [0] + [1] * (h - 2) + [2] if h >= 3 else list(range(h))
-        cols = [0] + [1] * (w - 2) + [2] if w >= 3 else list(range(w))
-        response = small[:, :, rows][:, :, :, cols]
-        return F.conv2d(scratch, folded, bias, padding=1).add_(response)
-    interior = small[0, :, 1, 1]
-    y = F.conv2d(scratch, folded, interior if bias is None else bias + interior, padding=1)
-    return add_border_response(y, small, interior)
+    """conv2d(relu(scale * x + shift), weight, bias, padding=1) through `BnReluConv`."""
+    return BnReluConv(scale, shift, weight, bias, x.shape[2], x.shape[3])(x, scratch)
+
+
+def batch_norm_affine(bn: torch.nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor):
+    """(invstd, scale, shift) with bn(x) = scale * x + shift per channel."""
+    invstd = torch.rsqrt(var + bn.eps)
+    scale = bn.weight * invstd if bn.weight is not None else invstd
+    shift = (bn.bias if bn.bias is not None else 0) - mean * scale
+    return invstd, scale, shift
+
+
+def dropout_and_conv(conv: torch.nn.Conv2d, dropout: torch.nn.Dropout, shape, like: torch.Tensor):
+    """The dropout of conv's output (DropoutMask or None), its mask for this forward pass,
+    dropout's 1 / (1 - p) and conv's weight and bias with that factor folded in."""
+    p = dropout.p if dropout.training else 0.0
+    draw = layer_dropout(shape, p, like)
+    mask = draw.take() if draw is not None else None
+    keep_scale = 1.0 / (1.0 - p) if mask is not None else 1.0
+    weight, bias = conv.weight, conv.bias
+    if keep_scale != 1.0:
+        weight = weight * keep_scale
+        bias = bias * keep_scale if bias is not None else None
+    return draw, mask, keep_scale, weight, bias
 
 
 CHUNK_ELEMENTS = 2 ** 26   # 256 MiB of float32 per recomputed BN+ReLU chunk (smaller: slower)
@@ -369,22 +399,14 @@ class DenseBlockFunction(torch.autograd.Function):
                     update_running_stats(bn, mean, var, count)
             else:
                 mean, var = bn.running_mean, bn.running_var
-            invstd = torch.rsqrt(var + bn.eps)
-            scale = bn.weight * invstd if bn.weight is not None else invstd
-            shift = (bn.bias if bn.bias is not None else 0) - mean * scale
-            p = layer.dropout.p if layer.dropout.training else 0.0
-            dropout = layer_dropout((n, g, h, w), p, buf)
-            mask = dropout.take() if dropout is not None else None
-            # dropout's 1 / (1 - p) goes into the convolution's weights and bias
-            keep_scale = 1.0 / (1.0 - p) if mask is not None else 1.0
-            weight, bias = layer.conv.weight, layer.conv.bias
-            if keep_scale != 1.0:
-                weight = weight * keep_scale
-                bias = bias * keep_scale if bias is not None else None
+            invstd, scale, shift = batch_norm_affine(bn, mean, var)
+            dropout, mask, keep_scale, weight, bias = dropout_and_conv(
+                layer.conv, layer.dropout, (n, g, h, w), buf)
+            bn_relu_conv = BnReluConv(scale, shift, weight, bias, h, w)
             parts = []
             for i0, i1 in batch_chunks(n, c * h * w):
                 t = workspace.channels_last("t", i1 - i0, c, h, w, buf)
-                y = bn_relu_conv3x3(buf[i0:i1, :c], scale, shift, weight, bias, t)
+                y = bn_relu_conv(buf[i0:i1, :c], t)
                 if mask is not None:
                     y.mul_(mask[i0:i1])
                 if batch_stats:   # on the contiguous chunk: twice as fast as on the buffer
@@ -576,28 +598,15 @@ class TransitionDownFunction(torch.autograd.Function):
                 update_running_stats(bn, mean, var, n * h * w)
         else:
             mean, var = bn.running_mean, bn.running_var
-        invstd = torch.rsqrt(var + bn.eps)
-        scale = bn.weight * invstd if bn.weight is not None else invstd
-        shift = (bn.bias if bn.bias is not None else 0) - mean * scale
-        p = td.dropout.p if td.dropout.training else 0.0
-        dropout = layer_dropout((n, td.conv.out_channels, h, w), p, x)
-        mask = dropout.take() if dropout is not None else None
-        keep_scale = 1.0 / (1.0 - p) if mask is not None else 1.0
-        weight, bias = td.conv.weight, td.conv.bias
-        if keep_scale != 1.0:   # dropout's 1 / (1 - p) folded into the convolution
-            weight = weight * keep_scale
-            bias = bias * keep_scale if bias is not None else None
+        invstd, scale, shift = batch_norm_affine(bn, mean, var)
+        dropout, mask, keep_scale, weight, bias = dropout_and_conv(
+            td.conv, td.dropout, (n, td.conv.out_channels, h, w), x)
         if records_graph:
             # BN + ReLU exactly as the backward pass recomputes them
             torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
             z = F.conv2d(t, weight, bias)
         else:
-            low, high, factor, offset = relu_affine_as_clamp(scale, shift)
-            torch.clamp(x, per_channel(low), per_channel(high), out=t)
-            fold_bias = weight[:, :, 0, 0] @ offset
-            if bias is not None:
-                fold_bias = fold_bias + bias
-            z = F.conv2d(t, weight * factor.view(1, -1, 1, 1), fold_bias)
+            z = BnReluConv(scale, shift, weight, bias, h, w)(x, t)
         if mask is not None:
             z.mul_(mask)
         out = F.max_pool2d(z, 2)
