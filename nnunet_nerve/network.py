@@ -190,8 +190,9 @@ class FCDenseNet(nn.Module):
         # one buffer per resolution: [down block input, its new maps (= the skip), upsampled
         # maps, up block's new maps]
         levels = [{"spare_channels": up.out_channels + len(block.layers) * self.growth_rate,
-                   "name": f"level{self.n_pool - 1 - i}"}
-                  for i, (up, block) in enumerate(zip(self.transitions_up, self.up_blocks))][::-1]
+                   "name": f"level{i}"}
+                  for i, (up, block) in enumerate(zip(reversed(self.transitions_up),
+                                                      reversed(self.up_blocks)))]
         x = conv_channels_last(self.first_conv, x)
         skips = []
         for block, down, level in zip(self.down_blocks, self.transitions_down, levels):

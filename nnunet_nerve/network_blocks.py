@@ -49,13 +49,6 @@ class Workspace:
     def __getstate__(self):
         return {"_store": {}, "_owners": {}}
 
-    def clear(self) -> None:
-        self._store.clear()
-        self._owners.clear()
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._store.values())
-
     def channels_last(self, name: str, n: int, c: int, h: int, w: int,
                       like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """An (n, c, h, w) tensor in channels-last layout, backed by the named scratch storage."""
