@@ -283,6 +283,14 @@ def bn_relu_conv3x3(x, scale, shift, weight, bias, scratch):
     return BnReluConv(scale, shift, weight, bias, x.shape[2], x.shape[3])(x, scratch)
 
 
+def param_grads_unfolded(keep_scale: float, grad_weight, grad_bias):
+    """Gradients of the convolution's own weight and bias when the forward pass used them
+    times dropout's keep_scale (`dropout_and_conv`)."""
+    if keep_scale == 1.0:
+        return grad_weight, grad_bias
+    return grad_weight * keep_scale, None if grad_bias is None else grad_bias * keep_scale
+
+
 def batch_norm_affine(bn: torch.nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor):
     """(invstd, scale, shift) with bn(x) = scale * x + shift per channel."""
     invstd = torch.rsqrt(var + bn.eps)
@@ -468,7 +476,7 @@ class DenseBlockFunction(torch.autograd.Function):
             scale, shift, invstd = ctx.scales[j], ctx.shifts[j], ctx.invstds[j]
             has_bias = ctx.has_bias[j]
             weight = layer.conv.weight * keep_scale if keep_scale != 1.0 else layer.conv.weight
-            k1 = bn.weight * invstd if bn.weight is not None else invstd
+            k1 = scale   # d(batch-norm output)/dx at fixed statistics: weight * invstd
             from_weights = sums_from_weights_apply(bn)
             sum_dy = sum_dy_x = grad_w = grad_b = 0
             for i0, i1 in batch_chunks(n, c * h * w):
@@ -501,12 +509,10 @@ class DenseBlockFunction(torch.autograd.Function):
                 k2 = -k1 * invstd * sum_dy_xhat / count
                 pending_k2[:c] += k2
                 pending_k3[:c] += -k1 * sum_dy / count - k2 * ctx.means[:c]
-            if keep_scale != 1.0:
-                grad_w = grad_w * keep_scale
-                grad_b = grad_b * keep_scale if has_bias else grad_b
+            grad_w, grad_b = param_grads_unfolded(keep_scale, grad_w, grad_b if has_bias else None)
             param_grads.append((sum_dy_xhat if bn.weight is not None else None,
                                 sum_dy if bn.bias is not None else None,
-                                grad_w, grad_b if has_bias else None))
+                                grad_w, grad_b))
         if batch_stats:
             grad[:, :c0].addcmul_(buf[:, :c0], per_channel(pending_k2[:c0]))
             grad[:, :c0].add_(per_channel(pending_k3[:c0]))
@@ -638,20 +644,18 @@ class TransitionDownFunction(torch.autograd.Function):
         else:
             sum_dy_x = torch.mul(grad_t, x, out=t).sum(dim=(0, 2, 3))
             sum_dy_xhat = ctx.invstd * (sum_dy_x - ctx.mean * sum_dy)
-        k1 = bn.weight * ctx.invstd if bn.weight is not None else ctx.invstd
+        k1 = ctx.scale   # d(batch-norm output)/dx at fixed statistics: weight * invstd
         grad_t.mul_(per_channel(k1))
         if ctx.batch_stats:
             count = n * h * w
             k2 = -k1 * ctx.invstd * sum_dy_xhat / count
             k3 = -k1 * sum_dy / count - k2 * ctx.mean
             grad_t.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
-        if ctx.keep_scale != 1.0:
-            grad_w = grad_w * ctx.keep_scale
-            grad_b = grad_b * ctx.keep_scale if has_bias else grad_b
+        grad_w, grad_b = param_grads_unfolded(ctx.keep_scale, grad_w, grad_b if has_bias else None)
         return (None, None, None, None, grad_t,
                 sum_dy_xhat if bn.weight is not None else None,
                 sum_dy if bn.bias is not None else None,
-                grad_w, grad_b if has_bias else None)
+                grad_w, grad_b)
 
 
 def transition_down(td, workspace: Workspace, x: torch.Tensor, level: dict | None = None):
