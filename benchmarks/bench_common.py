@@ -21,6 +21,12 @@ def prepare_workdir(path: "str | os.PathLike | None", prefix: str) -> Path:
     return path
 
 
+def add_workdir_arguments(parser) -> None:
+    """--workdir and --keep, as both nnU-Net benchmarks take them (see `prepare_workdir`)."""
+    parser.add_argument("--workdir", default=None, help="a new or empty folder (kept); default a temporary one")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+
+
 def bin_path(name: str) -> str:
     """A console script next to this interpreter (nnUNetv2_predict, ...)."""
     path = Path(sys.executable).parent / name

@@ -273,8 +273,7 @@ def parse_args(argv=None):
     parser.add_argument("--step-sizes", type=float, nargs="+", default=list(STEP_SIZES))
     parser.add_argument("--mirroring", nargs="+", choices=MIRRORING, default=list(MIRRORING))
     parser.add_argument("--rounds", type=int, default=2, help="timed runs per setting (median); orders alternate")
-    parser.add_argument("--workdir", default=None, help="a new or empty folder (kept); default a temporary one")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    bench_common.add_workdir_arguments(parser)
     parser.add_argument("--planned-tile", action="store_true",
                         help="also predict with nnU-Net's planned patch (one tile per slice, mirroring off), "
                              "as FCDenseNetTrainer_plannedPatchInference does")

@@ -391,8 +391,7 @@ def parse_args(argv=None):
                         help="nnUNetv2_predict -device (the checkpoints are written on the CPU either way)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", default=None, help="a new or empty folder (kept); default a temporary one")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    bench_common.add_workdir_arguments(parser)
     return parser.parse_args(argv)
 
 
