@@ -32,6 +32,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from nnunet_nerve import fused_kernels
+
 
 class Workspace:
     """Scratch tensors reused across calls, one flat storage per (name, dtype, device).
@@ -65,6 +67,10 @@ class Workspace:
             flat = torch.empty(numel, dtype=dtype, device=like.device)
             self._store[key] = flat
         return flat[:numel].view(n, h, w, c).permute(0, 3, 1, 2)
+
+    def flat(self, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+        """A 1-D tensor of numel elements backed by the named scratch storage."""
+        return self.channels_last(name, 1, numel, 1, 1, like).reshape(numel)
 
     def kept_channels_last(self, name: str, n: int, c: int, h: int, w: int,
                            like: torch.Tensor, owner=None) -> torch.Tensor:
@@ -299,13 +305,19 @@ def batch_norm_affine(bn: torch.nn.BatchNorm2d, mean: torch.Tensor, var: torch.T
     return invstd, scale, shift
 
 
-def dropout_and_conv(conv: torch.nn.Conv2d, dropout: torch.nn.Dropout, shape, like: torch.Tensor):
-    """The dropout of conv's output (DropoutMask or None), its mask for this forward pass,
-    dropout's 1 / (1 - p) and conv's weight and bias with that factor folded in."""
+def dropout_and_conv(conv: torch.nn.Conv2d, dropout: torch.nn.Dropout, shape, like: torch.Tensor,
+                     fused: bool = False):
+    """The dropout of conv's output (a DropoutMask, with `fused` a
+    fused_kernels.HashDropout, or None), its mask for this forward pass (None with `fused`:
+    the kernels compute it), dropout's 1 / (1 - p) and conv's weight and bias with that factor
+    folded in."""
     p = dropout.p if dropout.training else 0.0
-    draw = layer_dropout(shape, p, like)
-    mask = draw.take() if draw is not None else None
-    keep_scale = 1.0 / (1.0 - p) if mask is not None else 1.0
+    if fused:
+        draw, mask = fused_kernels.hash_dropout(p), None
+    else:
+        draw = layer_dropout(shape, p, like)
+        mask = draw.take() if draw is not None else None
+    keep_scale = 1.0 / (1.0 - p) if draw is not None else 1.0
     weight, bias = conv.weight, conv.bias
     if keep_scale != 1.0:
         weight = weight * keep_scale
@@ -390,6 +402,9 @@ class DenseBlockFunction(torch.autograd.Function):
             variances = buf.new_empty(channels)
             scratch = workspace.channels_last("t", n, c0, h, w, buf)
             variances[:c0], means[:c0] = batch_var_mean_two_pass(buf[:, :c0], scratch)
+        fused = fused_kernels.applies(buf, g)
+        if fused:
+            fused_scratch = workspace.flat("fused", fused_kernels.forward_scratch_numel(n, h, w, g), buf)
         scales, shifts, masks, invstds = [], [], [], []
         for j, layer in enumerate(layers):
             c = c0 + j * g
@@ -402,10 +417,21 @@ class DenseBlockFunction(torch.autograd.Function):
                 mean, var = bn.running_mean, bn.running_var
             invstd, scale, shift = batch_norm_affine(bn, mean, var)
             dropout, mask, keep_scale, weight, bias = dropout_and_conv(
-                layer.conv, layer.dropout, (n, g, h, w), buf)
-            bn_relu_conv = BnReluConv(scale, shift, weight, bias, h, w)
+                layer.conv, layer.dropout, (n, g, h, w), buf, fused)
+            if fused:
+                layer_forward = fused_kernels.FusedDenseLayerForward(
+                    *relu_affine_as_clamp(scale, shift), weight, bias, h, w)
+                sums = layer_forward(buf[:, :c], dropout, buf[:, c:c + g], fused_scratch, batch_stats)
+                if batch_stats:
+                    mean_new = sums[0] / count
+                    variances[c:c + g] = (sums[1] / count - mean_new.square()).clamp_min_(0)
+                    means[c:c + g] = mean_new
+                chunks = ()
+            else:
+                bn_relu_conv = BnReluConv(scale, shift, weight, bias, h, w)
+                chunks = batch_chunks(n, c * h * w)
             parts = []
-            for i0, i1 in batch_chunks(n, c * h * w):
+            for i0, i1 in chunks:
                 t = workspace.channels_last("t", i1 - i0, c, h, w, buf)
                 y = bn_relu_conv(buf[i0:i1, :c], t)
                 if mask is not None:
@@ -413,7 +439,7 @@ class DenseBlockFunction(torch.autograd.Function):
                 if batch_stats:   # on the contiguous chunk: twice as fast as on the buffer
                     parts.append((*batch_var_mean(y), (i1 - i0) * h * w))
                 buf[i0:i1, c:c + g].copy_(y)
-            if batch_stats:
+            if batch_stats and not fused:
                 variances[c:c + g], means[c:c + g] = combine_var_mean(parts, count)
             scales.append(scale)
             shifts.append(shift)
@@ -427,7 +453,7 @@ class DenseBlockFunction(torch.autograd.Function):
         ctx.block, ctx.workspace, ctx.keep_input = block, workspace, keep_input
         ctx.buf, ctx.c0, ctx.g = buf, c0, g
         ctx.piece_channels = [p.shape[1] for p in pieces]
-        ctx.batch_stats = batch_stats
+        ctx.batch_stats, ctx.fused = batch_stats, fused
         ctx.means = means if batch_stats else None
         ctx.scales, ctx.shifts, ctx.invstds, ctx.masks = scales, shifts, invstds, masks
         ctx.has_bias = [layer.conv.bias is not None for layer in layers]
@@ -471,15 +497,22 @@ class DenseBlockFunction(torch.autograd.Function):
                 grad[:, c:c + g].addcmul_(buf[:, c:c + g], per_channel(pending_k2[c:c + g]))
                 grad[:, c:c + g].add_(per_channel(pending_k3[c:c + g]))
             dropout, keep_scale = ctx.masks[j]
-            mask = dropout.again() if dropout is not None else None
+            mask = dropout.again() if dropout is not None and not ctx.fused else dropout
             x = buf[:, :c]
             scale, shift, invstd = ctx.scales[j], ctx.shifts[j], ctx.invstds[j]
             has_bias = ctx.has_bias[j]
             weight = layer.conv.weight * keep_scale if keep_scale != 1.0 else layer.conv.weight
             k1 = scale   # d(batch-norm output)/dx at fixed statistics: weight * invstd
-            from_weights = sums_from_weights_apply(bn)
-            sum_dy = sum_dy_x = grad_w = grad_b = 0
-            for i0, i1 in batch_chunks(n, c * h * w):
+            if ctx.fused:
+                sum_dy, sum_dy_xhat, grad_w, grad_b = fused_layer_backward(
+                    ws, grad, mask, weight, x, scale, shift, invstd,
+                    ctx.means[:c] if batch_stats else bn.running_mean)
+                chunks, from_weights = (), False
+            else:
+                from_weights = sums_from_weights_apply(bn)
+                sum_dy = sum_dy_x = grad_w = grad_b = 0
+                chunks = batch_chunks(n, c * h * w)
+            for i0, i1 in chunks:
                 gy = ws.channels_last("gy", i1 - i0, g, h, w, buf)
                 if mask is not None:
                     torch.mul(grad[i0:i1, c:c + g], mask[i0:i1], out=gy)
@@ -502,7 +535,7 @@ class DenseBlockFunction(torch.autograd.Function):
                 del grad_t
             if from_weights:
                 sum_dy_xhat = bn_sum_dy_xhat_from_weights(bn, weight, grad_w, sum_dy)
-            else:
+            elif not ctx.fused:
                 mean = ctx.means[:c] if batch_stats else bn.running_mean
                 sum_dy_xhat = invstd * (sum_dy_x - mean * sum_dy)
             if batch_stats:
@@ -532,6 +565,21 @@ class DenseBlockFunction(torch.autograd.Function):
             flat.extend(grads)
         ctx.buf = None
         return (None, None, None, None, None, *piece_grads, *flat)
+
+
+def fused_layer_backward(ws: Workspace, grad, mask, weight, x, scale, shift, invstd, mean):
+    """One dense layer's backward through nnunet_nerve.fused_kernels: adds the layer's input
+    gradient at fixed batch statistics (dL/dz * scale) into grad[:, :C] and returns
+    (sum_p dL/dz, sum_p dL/dz * xhat, dL/dweight, dL/dbias)."""
+    n, c, h, w = x.shape
+    g = weight.shape[0]
+    gyp = ws.flat("gyp", n * (h + 2) * (w + 2) * g, x).view(n, h + 2, w + 2, g)
+    grad_b = fused_kernels.padded_output_gradient(grad[:, c:c + g], mask, gyp).to(x.dtype)
+    grad_w = fused_kernels.weight_gradient(gyp, x, scale, shift, g)
+    sum_dz, sum_dz_x = fused_kernels.input_gradient(gyp, weight, x, scale, shift, scale,
+                                                    grad[:, :c], x)
+    sum_dz_xhat = invstd.double() * (sum_dz_x - mean.double() * sum_dz)
+    return sum_dz.to(x.dtype), sum_dz_xhat.to(x.dtype), grad_w, grad_b
 
 
 def records_graph(inputs, params) -> bool:
@@ -598,8 +646,9 @@ class TransitionDownFunction(torch.autograd.Function):
         else:
             mean, var = bn.running_mean, bn.running_var
         invstd, scale, shift = batch_norm_affine(bn, mean, var)
+        fused = fused_kernels.applies(x, None)
         dropout, mask, keep_scale, weight, bias = dropout_and_conv(
-            td.conv, td.dropout, (n, td.conv.out_channels, h, w), x)
+            td.conv, td.dropout, (n, td.conv.out_channels, h, w), x, fused)
         if records_graph:
             # BN + ReLU exactly as the backward pass recomputes them
             torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
@@ -608,11 +657,14 @@ class TransitionDownFunction(torch.autograd.Function):
             z = BnReluConv(scale, shift, weight, bias, h, w)(x, t)
         if mask is not None:
             z.mul_(mask)
+        elif fused and dropout is not None:
+            dropout.apply_(z)
         out = F.max_pool2d(z, 2)
         ctx.winners = pool_winners(z, out) if records_graph else None
         del z
         del mask
         ctx.td, ctx.workspace, ctx.dropout, ctx.keep_scale, ctx.weight = td, workspace, dropout, keep_scale, weight
+        ctx.fused = fused
         ctx.batch_stats, ctx.scale, ctx.shift, ctx.mean, ctx.invstd = batch_stats, scale, shift, mean, invstd
         # kept without autograd's version check: the up block of this level writes into
         # channels of the same buffer behind x, never into x itself
@@ -628,7 +680,9 @@ class TransitionDownFunction(torch.autograd.Function):
         k = td.conv.out_channels
         # fresh, not a workspace: kept from step to step it would add to the next peak
         grad_z = unpool_gradient(grad_out, winners, empty_channels_last(n, k, h, w, x))
-        if ctx.dropout is not None:
+        if ctx.dropout is not None and ctx.fused:
+            ctx.dropout.apply_(grad_z)
+        elif ctx.dropout is not None:
             grad_z.mul_(ctx.dropout.again())
         t = ws.channels_last("t", n, c, h, w, x)
         torch.addcmul(per_channel(ctx.shift), x, per_channel(ctx.scale), out=t).relu_()

@@ -1,0 +1,517 @@
+/* Fused kernels for one FC-DenseNet dense layer on the CPU (AVX-512F, OpenMP):
+ *
+ *   y = dropout(conv3x3(relu(scale * x + shift)))   with C input and K (12 or 16) output maps
+ *
+ * x is a slice [0, C) of a channels-last (NHWC) feature stack with any pixel strides. The
+ * batch norm + ReLU is applied on the fly, 16 channels at a time into an L1 scratch, so no
+ * pass over the stack writes a normalised copy (the forward clamps it, the backward
+ * recomputes it); the convolution runs as a matrix product over the input pixels with all
+ * 9 * K (tap, output map) columns at once (108 for K = 12: whole AVX-512 vectors, where a
+ * K = 12 output-channel blocking fills 12 of 16 lanes), spread onto the 3 x 3 neighbouring
+ * output pixels.
+ *
+ * Column layout shared by all kernels ("tap columns"): j = ky * 3K + kr * K + k, with
+ * kr = 2 - kx, padded with zeros to NV * 16 columns. With this order the 3K columns of one
+ * kernel row ky of input pixel (iy, ix) land on the 3K contiguous floats of output row
+ * iy - ky + 1 starting at output pixel ix - 1 (kr = 0: ix + 1... reversed, see below):
+ * output pixel ox = ix + kr - 1 receives tap kx = 2 - kr.
+ *
+ * Built by nnunet_nerve/fused_kernels.py with the system C compiler at first use; every
+ * function returns nothing and checks nothing: the Python side validates shapes.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+#include <omp.h>
+
+#define NVMAX 9  /* ceil(9 * 16 / 16) */
+
+static inline __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
+
+/* Keeps a reused vector in a register: without it GCC folds the load into every FMA that
+ * reads it, and the repeated 64-byte loads saturate the L1 bandwidth (two 32-byte loads per
+ * cycle on AMD Zen 4, exactly one 512-bit FMA's memory operand). */
+#define IN_REGISTER(v) __asm__("" : "+v"(v))
+
+static inline int cdiv(int a, int b) { return (a + b - 1) / b; }
+
+/* ---------------------------------------------------------------- dropout */
+
+/* Dropout keep-masks without a mask tensor: element i (its index in the NHWC layout of the
+ * maps) is kept when hash(hash(i ^ s1) + s2) < threshold, unsigned 32-bit, with Wellons'
+ * "lowbias32" integer hash; the seeds s1, s2 come from torch's generator, so that
+ * torch.manual_seed makes runs repeat, and the backward pass recomputes the same mask. */
+static inline __m512i lowbias32(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+typedef struct { uint32_t s1, s2, threshold; int on; } dropout_t;
+
+/* keep-mask of the 16 elements base .. base + 15 */
+static inline __mmask16 kept(dropout_t d, int64_t base) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i i = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)base), lane);
+    __m512i hsh = lowbias32(_mm512_add_epi32(lowbias32(_mm512_xor_si512(i, _mm512_set1_epi32((int)d.s1))),
+                                             _mm512_set1_epi32((int)d.s2)));
+    return _mm512_cmplt_epu32_mask(hsh, _mm512_set1_epi32((int)d.threshold));
+}
+
+static inline dropout_t dropout_of(const int64_t *seeds) {
+    dropout_t d = {0, 0, 0, 0};
+    if (seeds) {
+        d.s1 = (uint32_t)seeds[0]; d.s2 = (uint32_t)seeds[1]; d.threshold = (uint32_t)seeds[2]; d.on = 1;
+    }
+    return d;
+}
+
+/* out[e] = 1 where element e of an n_pixels x C map is kept, else 0 (for tests and checks). */
+void nerve_keep_mask(int64_t n_pixels, int C, const int64_t *seeds, uint8_t *out) {
+    dropout_t d = dropout_of(seeds);
+    int64_t total = n_pixels * C;
+    for (int64_t e = 0; e < total; e += 16) {
+        __mmask16 m = kept(d, e) & lanes((int)(total - e < 16 ? total - e : 16));
+        for (int l = 0; l < 16 && e + l < total; l++) out[e + l] = (m >> l) & 1;
+    }
+}
+
+/* t[img, y, x, c] = 0 where the element is dropped (channels-last strides, channel stride 1). */
+void nerve_dropout_(float *t, int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int C,
+                    const int64_t *seeds, int nthreads) {
+    dropout_t d = dropout_of(seeds);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t r = 0; r < (int64_t)n * h; r++) {
+        int img = (int)(r / h), y = (int)(r % h);
+        for (int x = 0; x < w; x++) {
+            float *p = t + img * sn + y * sh + x * sw;
+            int64_t base = (r * w + x) * C;
+            for (int c = 0; c < C; c += 16) {
+                __mmask16 m = lanes(C - c);
+                __mmask16 drop = m & ~kept(d, base + c);
+                _mm512_mask_storeu_ps(p + c, drop, _mm512_setzero_ps());
+            }
+        }
+    }
+}
+
+/* split `total` items over the team: [*lo, *hi) for this thread */
+static inline void share(int64_t total, int64_t *lo, int64_t *hi) {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    *lo = total * t / nt;
+    *hi = total * (t + 1) / nt;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* z[p][:] = sum_c clamp(x[p][c]) * wp[c][:] (NV vectors of tap columns) for P consecutive
+ * input pixels. */
+static inline __attribute__((always_inline)) void fwd_pixels(
+        const int P, const int NV, const float *x, int64_t sw, int C,
+        const float *low, const float *high, const float *wp, float *z) {
+    __m512 acc[4][NVMAX];
+    float rbuf[4][16] __attribute__((aligned(64)));
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < NV; v++) acc[p][v] = _mm512_setzero_ps();
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        int nc = C - c0 < 16 ? C - c0 : 16;
+        __mmask16 m = lanes(nc);
+        __m512 lo = _mm512_maskz_loadu_ps(m, low + c0), hi = _mm512_maskz_loadu_ps(m, high + c0);
+        for (int p = 0; p < P; p++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + p * sw + c0);
+            _mm512_store_ps(rbuf[p], _mm512_min_ps(_mm512_max_ps(xv, lo), hi));
+        }
+        const float *wc = wp + (int64_t)c0 * NV * 16;
+        for (int cc = 0; cc < nc; cc++, wc += NV * 16) {
+            __m512 b[4];
+            for (int p = 0; p < P; p++) b[p] = _mm512_set1_ps(rbuf[p][cc]);
+            for (int v = 0; v < NV; v++) {
+                __m512 wv = _mm512_load_ps(wc + 16 * v);
+                IN_REGISTER(wv);
+                for (int p = 0; p < P; p++) acc[p][v] = _mm512_fmadd_ps(b[p], wv, acc[p][v]);
+            }
+        }
+    }
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < NV; v++) _mm512_store_ps(z + (int64_t)p * NV * 16 + 16 * v, acc[p][v]);
+}
+
+/* Tap columns of one input row: z[ix + 1] for pixels ix = 0 .. w-1 (z[0], z[w + 1] stay zero). */
+static void fwd_row(const int NV, const float *xrow, int64_t sw, int w, int C,
+                    const float *low, const float *high, const float *wp, float *z) {
+    const int64_t zs = (int64_t)NV * 16;
+    int ix = 0;
+    for (; ix + 3 <= w; ix += 3) fwd_pixels(3, NV, xrow + ix * sw, sw, C, low, high, wp, z + (ix + 1) * zs);
+    for (; ix < w; ix++) fwd_pixels(1, NV, xrow + ix * sw, sw, C, low, high, wp, z + (ix + 1) * zs);
+}
+
+/* out_row[ox] (+)= what the input row with tap columns z gives output row iy - ky + 1:
+ * for kr = 0, 1, 2 the columns ky * 3K + kr * K .. + K of input pixel ox - kr + 1. */
+static void spread_row(const int K, int64_t zs, const float *z, int ky, int w, float *out_row, int first) {
+    __mmask16 km = lanes(K);
+    const float *z0 = z + ky * 3 * K;
+    for (int ox = 0; ox < w; ox++) {
+        __m512 v = _mm512_maskz_loadu_ps(km, z0 + (ox + 2) * zs);
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(km, z0 + (ox + 1) * zs + K));
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(km, z0 + ox * zs + 2 * K));
+        float *d = out_row + (int64_t)ox * K;
+        if (!first) v = _mm512_add_ps(_mm512_maskz_loadu_ps(km, d), v);
+        _mm512_mask_storeu_ps(d, km, v);
+    }
+}
+
+/* Bands of output rows per image, so that a batch smaller than the team still has work for
+ * every thread (a band also computes the input rows just above and below it). */
+int nerve_fwd_bands(int n, int h, int nthreads) {
+    int bands = n >= nthreads ? 1 : cdiv(nthreads, n);
+    return bands > h ? h : bands;
+}
+
+/* per thread: the tap columns of one row of pixels and three output rows */
+static inline int64_t fwd_thread_floats(int w, int K) {
+    return ((int64_t)(w + 2) * cdiv(9 * K, 16) * 16 + 3 * (int64_t)w * K + 15) / 16 * 16;
+}
+
+int64_t nerve_fwd_scratch_floats(int n, int h, int w, int K, int nthreads) {
+    (void)n; (void)h;
+    return (int64_t)nthreads * fwd_thread_floats(w, K);
+}
+
+/* out[img, oy, ox, k] (strides osn, osh, osw, channel stride 1) =
+ *     keep(img, oy, ox, k) * (conv(clamp(x)) + resp[k][ry][rx]),
+ * ry = 0 on the first row, 2 on the last, 1 inside (rx likewise; resp is [K][3][3] and holds
+ * the bias and the response of the folded batch-norm offset); keep is the dropout mask of
+ * `seeds` (s1, s2, threshold; NULL: no dropout). sums (double [2][K], or NULL) get the sum and sum of squares of every output map. */
+void nerve_dense_fwd(const float *x, int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int C,
+                     int K, const float *low, const float *high, const float *wp, const float *resp,
+                     const int64_t *seeds, float *out, int64_t osn, int64_t osh, int64_t osw,
+                     double *sums, float *scratch, int nthreads) {
+    const int NV = cdiv(9 * K, 16);
+    const int64_t zs = (int64_t)NV * 16;
+    int bands = nerve_fwd_bands(n, h, nthreads);
+    int64_t items = (int64_t)n * bands;
+    dropout_t drop = dropout_of(seeds);
+    double partial[64][2][16];
+    int team = nthreads > 64 ? 64 : nthreads;
+    memset(partial, 0, sizeof(partial));
+#pragma omp parallel num_threads(team)
+    {
+        int64_t lo, hi;
+        share(items, &lo, &hi);
+        int me = omp_get_thread_num();
+        float *z = scratch + (int64_t)me * fwd_thread_floats(w, K);
+        float *ring = z + (int64_t)(w + 2) * zs;
+        double *mine = partial[me][0];
+        __mmask16 km = lanes(K);
+        __m512 rv[3][3];
+        for (int ry = 0; ry < 3; ry++)
+            for (int rx = 0; rx < 3; rx++) {
+                float tmp[16] = {0};
+                for (int k = 0; k < K; k++) tmp[k] = resp[k * 9 + ry * 3 + rx];
+                rv[ry][rx] = _mm512_loadu_ps(tmp);
+            }
+        memset(z, 0, sizeof(float) * zs);
+        memset(z + (int64_t)(w + 1) * zs, 0, sizeof(float) * zs);
+        for (int64_t it = lo; it < hi; it++) {
+            int img = (int)(it / bands), b = (int)(it % bands);
+            int r0 = (int)((int64_t)h * b / bands), r1 = (int)((int64_t)h * (b + 1) / bands);
+            if (r0 >= r1) continue;
+            int first_in = r0 > 0 ? r0 - 1 : 0, last_in = r1 < h ? r1 : h - 1;
+            for (int iy = first_in; iy <= last_in; iy++) {
+                if (NV == 7) fwd_row(7, x + img * sn + iy * sh, sw, w, C, low, high, wp, z);
+                else fwd_row(9, x + img * sn + iy * sh, sw, w, C, low, high, wp, z);
+                /* output rows iy + 1, iy, iy - 1 (ky = 0, 1, 2); row oy's first contribution
+                 * comes from input row max(oy - 1, first_in) */
+                for (int ky = 0; ky < 3; ky++) {
+                    int oy = iy - ky + 1;
+                    if (oy < r0 || oy >= r1) continue;
+                    int first = iy == (oy - 1 > first_in ? oy - 1 : first_in);
+                    spread_row(K, zs, z, ky, w, ring + (int64_t)(oy % 3) * w * K, first);
+                }
+                /* output row iy - 1 is now complete, and row h - 1 after the last input row */
+                for (int oy = iy - 1; oy <= iy; oy++) {
+                    if (oy < r0 || oy >= r1 || (oy == iy && iy != h - 1)) continue;
+                    const float *src = ring + (int64_t)(oy % 3) * w * K;
+                    int ry = h == 1 ? 1 : (oy == 0 ? 0 : (oy == h - 1 ? 2 : 1));
+                    __m512 s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps();
+                    int64_t krow = ((int64_t)img * h + oy) * w * K;
+                    float *orow = out + img * osn + oy * osh;
+                    for (int ox = 0; ox < w; ox++) {
+                        int rx = w == 1 ? 1 : (ox == 0 ? 0 : (ox == w - 1 ? 2 : 1));
+                        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(km, src + (int64_t)ox * K), rv[ry][rx]);
+                        if (drop.on) v = _mm512_maskz_mov_ps(kept(drop, krow + (int64_t)ox * K), v);
+                        _mm512_mask_storeu_ps(orow + ox * osw, km, v);
+                        s1 = _mm512_add_ps(s1, v);
+                        s2 = _mm512_fmadd_ps(v, v, s2);
+                    }
+                    float a[16], q[16];
+                    _mm512_storeu_ps(a, s1);
+                    _mm512_storeu_ps(q, s2);
+                    for (int k = 0; k < K; k++) { mine[k] += a[k]; mine[16 + k] += q[k]; }
+                }
+            }
+        }
+    }
+    if (sums) {
+        for (int k = 0; k < K; k++) {
+            sums[k] = 0; sums[K + k] = 0;
+            for (int t = 0; t < team; t++) { sums[k] += partial[t][0][k]; sums[K + k] += partial[t][1][k]; }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* gyp[img][oy + 1][ox + 1][k] = g[img, oy, ox, k] * keep (the dropout mask of `seeds`, or 1
+ * when NULL; zero border); sum_g[k] = sum of gyp. */
+void nerve_pad_grad(const float *g, int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int K,
+                    const int64_t *seeds, float *gyp, double *sum_g, int nthreads) {
+    dropout_t drop = dropout_of(seeds);
+    int64_t row_len = (int64_t)(w + 2) * K;
+    double partial[64][16];
+    int team = nthreads > 64 ? 64 : nthreads;
+    memset(partial, 0, sizeof(partial));
+    __mmask16 km = lanes(K);
+#pragma omp parallel num_threads(team)
+    {
+        int64_t lo, hi;
+        share((int64_t)n * (h + 2), &lo, &hi);
+        double *mine = partial[omp_get_thread_num()];
+        for (int64_t r = lo; r < hi; r++) {
+            int img = (int)(r / (h + 2)), py = (int)(r % (h + 2));
+            float *dst = gyp + r * row_len;
+            if (py == 0 || py == h + 1) { memset(dst, 0, sizeof(float) * row_len); continue; }
+            int oy = py - 1;
+            memset(dst, 0, sizeof(float) * K);
+            memset(dst + (int64_t)(w + 1) * K, 0, sizeof(float) * K);
+            __m512 s = _mm512_setzero_ps();
+            for (int ox = 0; ox < w; ox++) {
+                __m512 v = _mm512_maskz_loadu_ps(km, g + img * sn + oy * sh + ox * sw);
+                if (drop.on) v = _mm512_maskz_mov_ps(kept(drop, (((int64_t)img * h + oy) * w + ox) * K), v);
+                _mm512_mask_storeu_ps(dst + (int64_t)(ox + 1) * K, km, v);
+                s = _mm512_add_ps(s, v);
+            }
+            float a[16];
+            _mm512_storeu_ps(a, s);
+            for (int k = 0; k < K; k++) mine[k] += a[k];
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        sum_g[k] = 0;
+        for (int t = 0; t < team; t++) sum_g[k] += partial[t][k];
+    }
+}
+
+/* P pixels x V channel vectors of the input gradient:
+ *   d[p][c] = sum_j G[p][j] wt[j][c],  G[p][ky*3K + t] = gyp row (iy - ky + 2), float (ix+p)*K + t
+ * then, where scale * x + shift > 0:  grad += k1 * d,  s1 += d,  s2 += d * x  (per channel). */
+static inline __attribute__((always_inline)) void bwd_data_pixels(
+        const int P, const int V, const int K, const float *const grows[3], int ix,
+        const float *wt, int64_t cp, int cb, int C, const float *x, int64_t xsw,
+        float *grad, int64_t gsw, const float *scale, const float *shift, const float *k1,
+        float *s1, float *s2) {
+    __m512 acc[6][4];
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < V; v++) acc[p][v] = _mm512_setzero_ps();
+    const int seg = 3 * K;
+    for (int ky = 0; ky < 3; ky++) {
+        const float *gsrc = grows[ky] + (int64_t)ix * K;
+        const float *wrow = wt + (int64_t)ky * seg * cp + cb;
+        for (int t = 0; t < seg; t++, wrow += cp) {
+            __m512 wv[4];
+            for (int v = 0; v < V; v++) {
+                wv[v] = _mm512_load_ps(wrow + 16 * v);
+                IN_REGISTER(wv[v]);
+            }
+            for (int p = 0; p < P; p++) {
+                __m512 b = _mm512_set1_ps(gsrc[p * K + t]);
+                for (int v = 0; v < V; v++) acc[p][v] = _mm512_fmadd_ps(b, wv[v], acc[p][v]);
+            }
+        }
+    }
+    for (int v = 0; v < V; v++) {
+        int c = cb + 16 * v;
+        __mmask16 cm = lanes(C - c);
+        __m512 sc = _mm512_maskz_loadu_ps(cm, scale + c), sh = _mm512_maskz_loadu_ps(cm, shift + c);
+        __m512 kk = _mm512_maskz_loadu_ps(cm, k1 + c);
+        __m512 a1 = _mm512_load_ps(s1 + c), a2 = _mm512_load_ps(s2 + c);
+        for (int p = 0; p < P; p++) {
+            const float *xp = x + (int64_t)(ix + p) * xsw + c;
+            float *gp = grad + (int64_t)(ix + p) * gsw + c;
+            __m512 xv = _mm512_maskz_loadu_ps(cm, xp);
+            __mmask16 on = _mm512_mask_cmp_ps_mask(cm, _mm512_fmadd_ps(sc, xv, sh), _mm512_setzero_ps(), _CMP_GT_OQ);
+            __m512 d = _mm512_maskz_mov_ps(on, acc[p][v]);
+            __m512 gv = _mm512_maskz_loadu_ps(cm, gp);
+            _mm512_mask_storeu_ps(gp, cm, _mm512_fmadd_ps(d, kk, gv));
+            a1 = _mm512_add_ps(a1, d);
+            a2 = _mm512_fmadd_ps(d, xv, a2);
+        }
+        _mm512_store_ps(s1 + c, a1);
+        _mm512_store_ps(s2 + c, a2);
+    }
+}
+
+static inline __attribute__((always_inline)) void bwd_data_block(
+        const int V, const int K, const float *const grows[3], int w, const float *wt, int64_t cp,
+        int cb, int C, const float *x, int64_t xsw, float *grad, int64_t gsw, const float *scale,
+        const float *shift, const float *k1, float *s1, float *s2) {
+    int ix = 0;
+    for (; ix + 6 <= w; ix += 6)
+        bwd_data_pixels(6, V, K, grows, ix, wt, cp, cb, C, x, xsw, grad, gsw, scale, shift, k1, s1, s2);
+    for (; ix < w; ix++)
+        bwd_data_pixels(1, V, K, grows, ix, wt, cp, cb, C, x, xsw, grad, gsw, scale, shift, k1, s1, s2);
+}
+
+/* grad[img, iy, ix, c] += k1[c] * [scale x + shift > 0] * sum_j G[j] wt[j][c] for c < C, and
+ * sums[0][c] = sum of the masked d (dL/dz summed), sums[1][c] = sum of masked d * x.
+ * wt is [9K][cp] (cp = C rounded up to 16, zero-padded). */
+void nerve_dense_bwd_data(const float *gyp, int n, int h, int w, int K, const float *wt, int C,
+                          const float *x, int64_t xsn, int64_t xsh, int64_t xsw,
+                          const float *scale, const float *shift, const float *k1,
+                          float *grad, int64_t gsn, int64_t gsh, int64_t gsw,
+                          double *sums, float *scratch, int nthreads) {
+    int64_t cp = (int64_t)cdiv(C, 16) * 16;
+    int64_t row_len = (int64_t)(w + 2) * K;
+    int team = nthreads;
+    /* scratch: per thread float s1[cp], s2[cp] (row partials) + double totals 2 * cp */
+#pragma omp parallel num_threads(team)
+    {
+        int64_t lo, hi;
+        share((int64_t)n * h, &lo, &hi);
+        float *s1 = scratch + (int64_t)omp_get_thread_num() * 6 * cp;
+        float *s2 = s1 + cp;
+        double *tot = (double *)(s2 + cp);
+        memset(tot, 0, sizeof(double) * 2 * cp);
+        for (int64_t r = lo; r < hi; r++) {
+            int img = (int)(r / h), iy = (int)(r % h);
+            const float *grows[3];
+            for (int ky = 0; ky < 3; ky++)
+                grows[ky] = gyp + ((int64_t)img * (h + 2) + iy - ky + 2) * row_len;
+            const float *xr = x + img * xsn + iy * xsh;
+            float *gr = grad + img * gsn + iy * gsh;
+            memset(s1, 0, sizeof(float) * 2 * cp);
+            int cb = 0;
+            for (; cb + 64 <= cp; cb += 64)
+                bwd_data_block(4, K, grows, w, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2);
+            switch ((cp - cb) / 16) {
+                case 3: bwd_data_block(3, K, grows, w, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                case 2: bwd_data_block(2, K, grows, w, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                case 1: bwd_data_block(1, K, grows, w, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                default: break;
+            }
+            for (int64_t c = 0; c < C; c++) { tot[c] += s1[c]; tot[cp + c] += s2[c]; }
+        }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        sums[c] = 0; sums[C + c] = 0;
+        for (int t = 0; t < team; t++) {
+            const double *tot = (const double *)(scratch + (int64_t)t * 6 * cp + 2 * cp);
+            sums[c] += tot[c];
+            sums[C + c] += tot[cp + c];
+        }
+    }
+}
+
+int64_t nerve_bwd_data_scratch_floats(int C, int nthreads) {
+    return (int64_t)nthreads * 6 * cdiv(C, 16) * 16 + 16;
+}
+
+#define SEG 64
+
+/* dw[c][j] += sum over SEG pixels of t[px][c] * G[px][j] for CB channels from c. */
+static inline __attribute__((always_inline)) void bwd_weight_channels(
+        const int CB, const int NV, const float *tbuf, int64_t tstride, const float *gbuf, int np,
+        float *dw, int c) {
+    __m512 acc[3][NVMAX];
+    for (int i = 0; i < CB; i++)
+        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_load_ps(dw + (int64_t)(c + i) * NV * 16 + 16 * v);
+    for (int px = 0; px < np; px++) {
+        const float *tp = tbuf + px * tstride + c;
+        const float *gp = gbuf + (int64_t)px * NV * 16;
+        __m512 b[3];
+        for (int i = 0; i < CB; i++) b[i] = _mm512_set1_ps(tp[i]);
+        for (int v = 0; v < NV; v++) {
+            __m512 gv = _mm512_load_ps(gp + 16 * v);
+            IN_REGISTER(gv);
+            for (int i = 0; i < CB; i++) acc[i][v] = _mm512_fmadd_ps(b[i], gv, acc[i][v]);
+        }
+    }
+    for (int i = 0; i < CB; i++)
+        for (int v = 0; v < NV; v++) _mm512_store_ps(dw + (int64_t)(c + i) * NV * 16 + 16 * v, acc[i][v]);
+}
+
+static void bwd_weight_segment(const int NV, const float *tbuf, int64_t tstride, const float *gbuf,
+                               int np, float *dw, int C) {
+    int c = 0;
+    for (; c + 3 <= C; c += 3) bwd_weight_channels(3, NV, tbuf, tstride, gbuf, np, dw, c);
+    for (; c < C; c++) bwd_weight_channels(1, NV, tbuf, tstride, gbuf, np, dw, c);
+}
+
+int64_t nerve_bwd_weight_scratch_floats(int C, int K, int nthreads) {
+    int64_t nv16 = (int64_t)cdiv(9 * K, 16) * 16;
+    int64_t cp = (int64_t)cdiv(C, 16) * 16;
+    return (int64_t)nthreads * (C * nv16 + SEG * cp + SEG * nv16) + 16;
+}
+
+/* dw[c][j] = sum over all pixels of relu(scale x + shift)[c] * G[j] (tap columns j, padded to
+ * NV * 16): the weight gradient of the convolution in tap-column layout. */
+void nerve_dense_bwd_weight(const float *gyp, int n, int h, int w, int K, int C,
+                            const float *x, int64_t xsn, int64_t xsh, int64_t xsw,
+                            const float *scale, const float *shift, float *dw, float *scratch,
+                            int nthreads) {
+    const int NV = cdiv(9 * K, 16);
+    int64_t nv16 = (int64_t)NV * 16;
+    int64_t cp = (int64_t)cdiv(C, 16) * 16;
+    int64_t row_len = (int64_t)(w + 2) * K;
+    int64_t per_thread = C * nv16 + SEG * cp + SEG * nv16;
+    const int seg = 3 * K;
+#pragma omp parallel num_threads(nthreads)
+    {
+        int64_t lo, hi;
+        share((int64_t)n * h, &lo, &hi);
+        float *mine = scratch + (int64_t)omp_get_thread_num() * per_thread;
+        mine = (float *)(((uintptr_t)mine + 63) & ~(uintptr_t)63);
+        float *acc = mine, *tbuf = mine + C * nv16, *gbuf = tbuf + SEG * cp;
+        memset(acc, 0, sizeof(float) * C * nv16);
+        for (int64_t r = lo; r < hi; r++) {
+            int img = (int)(r / h), iy = (int)(r % h);
+            const float *xr = x + img * xsn + iy * xsh;
+            for (int x0 = 0; x0 < w; x0 += SEG) {
+                int np = w - x0 < SEG ? w - x0 : SEG;
+                for (int px = 0; px < np; px++) {
+                    const float *xp = xr + (int64_t)(x0 + px) * xsw;
+                    for (int c = 0; c < C; c += 16) {
+                        __mmask16 m = lanes(C - c);
+                        __m512 z = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scale + c), _mm512_maskz_loadu_ps(m, xp + c),
+                                                   _mm512_maskz_loadu_ps(m, shift + c));
+                        _mm512_storeu_ps(tbuf + px * cp + c, _mm512_max_ps(z, _mm512_setzero_ps()));
+                    }
+                    float *gp = gbuf + px * nv16;
+                    for (int v = 0; v < NV; v++) _mm512_store_ps(gp + 16 * v, _mm512_setzero_ps());
+                    for (int ky = 0; ky < 3; ky++) {
+                        const float *src = gyp + ((int64_t)img * (h + 2) + iy - ky + 2) * row_len
+                                           + (int64_t)(x0 + px) * K;
+                        for (int t = 0; t < seg; t += 16) {
+                            __mmask16 m = lanes(seg - t);
+                            _mm512_mask_storeu_ps(gp + ky * seg + t, m, _mm512_maskz_loadu_ps(m, src + t));
+                        }
+                    }
+                }
+                if (NV == 7) bwd_weight_segment(7, tbuf, cp, gbuf, np, acc, C);
+                else bwd_weight_segment(9, tbuf, cp, gbuf, np, acc, C);
+            }
+        }
+    }
+    /* sum the threads' accumulators */
+    for (int64_t i = 0; i < C * nv16; i++) {
+        float s = 0;
+        for (int t = 0; t < nthreads; t++) {
+            float *mine = scratch + (int64_t)t * per_thread;
+            mine = (float *)(((uintptr_t)mine + 63) & ~(uintptr_t)63);
+            s += mine[i];
+        }
+        dw[i] = s;
+    }
+}

@@ -1,0 +1,278 @@
+"""The fused dense-layer kernels (nnunet_nerve/csrc/dense_layer_avx512.c): build, load, call.
+
+A dense layer, y = dropout(conv3x3(relu(scale * x + shift))) with C input and K output maps,
+runs here as three C functions instead of a batch-norm pass over the stack plus oneDNN's
+convolution: the forward (batch norm + ReLU applied on the fly, bias, border response,
+dropout, batch statistics of y), the input gradient (ReLU mask, batch-norm scale and the
+accumulation into the stack gradient fused, with the per-channel sums batch norm's backward
+needs) and the weight gradient (batch norm + ReLU recomputed on the fly).
+
+The C file is compiled with the system C compiler (`$CC`, else `cc`) at first use into
+`$NNUNET_NERVE_CACHE` (default `~/.cache/nnunet_nerve`), keyed by a hash of the source and
+the flags; a second process finds the library there. They run where all of the following
+hold, else the PyTorch path of network_blocks computes the same function:
+float32 CPU tensors, K in (12, 16), a CPU with AVX-512 (torch reports it), a working C
+compiler with OpenMP, and `NNUNET_NERVE_FUSED_KERNELS` not set to 0.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SOURCE = Path(__file__).with_name("csrc") / "dense_layer_avx512.c"
+FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-fopenmp",
+         "-shared", "-fPIC"]
+SUPPORTED_GROWTH = (12, 16)
+ENV_SWITCH = "NNUNET_NERVE_FUSED_KERNELS"
+
+_state: dict = {}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("NNUNET_NERVE_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nnunet_nerve"
+
+
+def compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc"))
+
+
+def library_path() -> Path:
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    return cache_dir() / f"dense_layer_avx512-{key}.so"
+
+
+def build(path: Path) -> None:
+    """Compile the C source to `path` (written under a temporary name, then moved)."""
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError(f"no C compiler found (set CC; tried {os.environ.get('CC', 'cc')!r})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    try:
+        result = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{cc} failed on {SOURCE}: {result.stderr.strip()[-500:]}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def unavailable_reason() -> str | None:
+    """Why the fused kernels cannot run in this process (None: they can)."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return f"switched off by {ENV_SWITCH}=0"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        return f"the CPU has no AVX-512 (torch reports {capability})"
+    return _load()[1]
+
+
+def _load():
+    if "lib" not in _state:
+        lib, error = None, None
+        try:
+            path = library_path()
+            if not path.exists():
+                build(path)
+            lib = ctypes.CDLL(str(path))
+            _declare(lib)
+        except (OSError, RuntimeError) as exc:
+            error = f"the fused kernels could not be built or loaded: {exc}"
+            warnings.warn(f"nnunet_nerve: {error}; using the PyTorch path", RuntimeWarning, stacklevel=3)
+        _state["lib"], _state["error"] = lib, error
+    return _state["lib"], _state["error"]
+
+
+def _declare(lib) -> None:
+    i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    signatures = {
+        "nerve_fwd_scratch_floats": ([i32, i32, i32, i32, i32], i64),
+        "nerve_bwd_data_scratch_floats": ([i32, i32], i64),
+        "nerve_bwd_weight_scratch_floats": ([i32, i32, i32], i64),
+        "nerve_dense_fwd": ([ptr, i64, i64, i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, ptr,
+                             ptr, i64, i64, i64, ptr, ptr, i32], None),
+        "nerve_keep_mask": ([i64, i32, ptr, ptr], None),
+        "nerve_dropout_": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, i32], None),
+        "nerve_pad_grad": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr, ptr, i32], None),
+        "nerve_dense_bwd_data": ([ptr, i32, i32, i32, i32, ptr, i32, ptr, i64, i64, i64, ptr, ptr,
+                                  ptr, ptr, i64, i64, i64, ptr, ptr, i32], None),
+        "nerve_dense_bwd_weight": ([ptr, i32, i32, i32, i32, i32, ptr, i64, i64, i64, ptr, ptr,
+                                    ptr, ptr, i32], None),
+    }
+    for name, (args, result) in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, result
+
+
+def applies(x: torch.Tensor, growth_rate: int | None) -> bool:
+    """Whether a dense layer with `growth_rate` output maps (None: only the hash dropout) on x
+    (float32 CPU, channels-last) can run the fused kernels."""
+    return (x.dtype == torch.float32 and x.device.type == "cpu"
+            and (growth_rate is None or growth_rate in SUPPORTED_GROWTH)
+            and unavailable_reason() is None)
+
+
+def _lib():
+    return _load()[0]
+
+
+def _threads() -> int:
+    return max(1, min(64, torch.get_num_threads()))
+
+
+def _nhwc_strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(image, row, pixel) strides of a channels-last (N, C, H, W) view whose channels are
+    contiguous."""
+    if t.stride(1) != 1 and t.shape[1] > 1:
+        raise ValueError(f"expected channels-last maps, got strides {t.stride()}")
+    return t.stride(0), t.stride(2), t.stride(3)
+
+
+def _ptr(t: torch.Tensor | None):
+    return ctypes.c_void_p(t.data_ptr()) if t is not None else None
+
+
+class HashDropout:
+    """A dropout keep-mask that is never stored: element e (its index in the maps' NHWC
+    layout) is kept when lowbias32(lowbias32(e ^ s1) + s2) < threshold (unsigned 32-bit;
+    the C kernels compute it where they need it, the backward pass again). The seeds s1, s2
+    are drawn from torch's default generator (torch.manual_seed repeats a run); threshold =
+    round((1 - p) * 2**32), so the keep probability is 1 - p to 2**-32."""
+
+    def __init__(self, p: float):
+        seeds = torch.empty(2, dtype=torch.int64).random_(0, 2 ** 32)
+        threshold = min(round((1.0 - p) * 2 ** 32), 2 ** 32 - 1)
+        self.p = p
+        self.seeds = torch.cat([seeds, torch.tensor([threshold])])
+
+    def keep_mask(self, n: int, c: int, h: int, w: int) -> torch.Tensor:
+        """The mask as a bool (n, c, h, w) tensor laid out channels-last."""
+        out = torch.empty((n, h, w, c), dtype=torch.uint8)
+        _lib().nerve_keep_mask(n * h * w, c, _ptr(self.seeds), _ptr(out))
+        return out.bool().permute(0, 3, 1, 2)
+
+    def apply_(self, t: torch.Tensor) -> torch.Tensor:
+        """Zero t's dropped elements in place (t: (N, C, H, W) channels-last, float32)."""
+        n, c, h, w = t.shape
+        _lib().nerve_dropout_(_ptr(t), *_nhwc_strides(t), n, h, w, c, _ptr(self.seeds), _threads())
+        return t
+
+
+def hash_dropout(p: float) -> HashDropout | None:
+    return HashDropout(p) if p > 0 else None
+
+
+def _seeds(dropout: HashDropout | None):
+    return _ptr(dropout.seeds) if dropout is not None else None
+
+
+def tap_columns(weight: torch.Tensor) -> torch.Tensor:
+    """A (K, C, 3, 3) weight as the (C, NV * 16) tap-column matrix of the C kernels:
+    column ky * 3K + (2 - kx) * K + k holds weight[k, c, ky, kx]; zero-padded."""
+    k, c = weight.shape[:2]
+    cols = weight.permute(1, 2, 3, 0).flip(2).reshape(c, 9 * k)
+    width = -(-9 * k // 16) * 16
+    return F.pad(cols, (0, width - 9 * k)).contiguous()
+
+
+def weight_from_tap_columns(cols: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of `tap_columns`: (C, >= 9K) -> (K, C, 3, 3)."""
+    c = cols.shape[0]
+    return cols[:, :9 * k].reshape(c, 3, 3, k).flip(2).permute(3, 0, 1, 2).contiguous()
+
+
+def constant_response(offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      h: int, w: int) -> torch.Tensor:
+    """(K, 3, 3): conv3x3 (zero padding) of the constant image `offset` (per input channel)
+    plus bias, at a pixel of row type ry and column type rx (0: first, 1: inside, 2: last;
+    an image 2 pixels high has types 0 and 2, one pixel high type 1)."""
+    hh, ww = min(h, 3), min(w, 3)
+    small = F.conv2d(offset.view(1, -1, 1, 1).expand(1, -1, hh, ww), weight, padding=1)[0]
+    rows = {3: [0, 1, 2], 2: [0, 0, 1], 1: [0, 0, 0]}[hh]
+    cols = {3: [0, 1, 2], 2: [0, 0, 1], 1: [0, 0, 0]}[ww]
+    resp = small[:, rows][:, :, cols]
+    if bias is not None:
+        resp = resp + bias.view(-1, 1, 1)
+    return resp.contiguous()
+
+
+class FusedDenseLayerForward:
+    """dropout(conv3x3(relu(scale * x + shift), weight, bias)) written into a slice of a
+    channels-last buffer, prepared once per layer (as network_blocks.BnReluConv): the ReLU
+    of the affine map is factor * clamp(x, low, high) + offset, the factor folded into the
+    weights and the offset's response (with the bias) added per row/column type."""
+
+    def __init__(self, low, high, factor, offset, weight, bias, h: int, w: int):
+        self.k, self.c = weight.shape[:2]
+        self.low, self.high = low.contiguous(), high.contiguous()
+        self.cols = tap_columns(weight * factor.view(1, -1, 1, 1))
+        self.resp = constant_response(offset, weight, bias, h, w)
+
+    def __call__(self, x: torch.Tensor, dropout: HashDropout | None, out: torch.Tensor,
+                 scratch: torch.Tensor, with_sums: bool):
+        """Writes into `out` (N, K, H, W channels-last view); returns (sum, sum of squares)
+        of each output map (float64) when with_sums."""
+        n, c, h, w = x.shape
+        sums = torch.empty(2 * self.k, dtype=torch.float64) if with_sums else None
+        _lib().nerve_dense_fwd(_ptr(x), *_nhwc_strides(x), n, h, w, c, self.k, _ptr(self.low),
+                               _ptr(self.high), _ptr(self.cols), _ptr(self.resp), _seeds(dropout),
+                               _ptr(out), *_nhwc_strides(out), _ptr(sums), _ptr(scratch), _threads())
+        return (sums[:self.k], sums[self.k:]) if with_sums else None
+
+
+def forward_scratch_numel(n: int, h: int, w: int, k: int) -> int:
+    return int(_lib().nerve_fwd_scratch_floats(n, h, w, k, _threads()))
+
+
+def padded_output_gradient(grad: torch.Tensor, dropout: HashDropout | None, out: torch.Tensor):
+    """out (N, H+2, W+2, K) = zero-padded grad * keep-mask (grad: (N, K, H, W) channels-last
+    view); returns the sum of each map of grad * keep (float64)."""
+    n, k, h, w = grad.shape
+    sums = torch.empty(k, dtype=torch.float64)
+    _lib().nerve_pad_grad(_ptr(grad), *_nhwc_strides(grad), n, h, w, k, _seeds(dropout), _ptr(out),
+                          _ptr(sums), _threads())
+    return sums
+
+
+def input_gradient(gyp: torch.Tensor, weight: torch.Tensor, x: torch.Tensor, scale, shift, k1,
+                   grad: torch.Tensor, scratch_like: torch.Tensor):
+    """grad (N, C, H, W channels-last view) += k1 * [scale x + shift > 0] * conv_transpose(gy,
+    weight), gy = gyp's interior; returns the per-channel sums of the masked
+    conv_transpose(gy, weight) (dL/dz) and of it times x (float64)."""
+    n, c, h, w = x.shape
+    k = weight.shape[0]
+    cp = -(-c // 16) * 16
+    wt = F.pad(tap_columns(weight)[:, :9 * k].t(), (0, cp - c)).contiguous()
+    sums = torch.empty(2 * c, dtype=torch.float64)
+    scratch = scratch_like.new_empty(int(_lib().nerve_bwd_data_scratch_floats(c, _threads())))
+    _lib().nerve_dense_bwd_data(_ptr(gyp), n, h, w, k, _ptr(wt), c, _ptr(x), *_nhwc_strides(x),
+                                _ptr(scale.contiguous()), _ptr(shift.contiguous()), _ptr(k1.contiguous()),
+                                _ptr(grad), *_nhwc_strides(grad), _ptr(sums), _ptr(scratch), _threads())
+    return sums[:c], sums[c:]
+
+
+def weight_gradient(gyp: torch.Tensor, x: torch.Tensor, scale, shift, k: int) -> torch.Tensor:
+    """dL/dweight (K, C, 3, 3) of conv3x3(relu(scale * x + shift)) for the output gradient
+    gyp's interior."""
+    n, c, h, w = x.shape
+    nv16 = -(-9 * k // 16) * 16
+    cols = x.new_empty((c, nv16))
+    scratch = x.new_empty(int(_lib().nerve_bwd_weight_scratch_floats(c, k, _threads())))
+    _lib().nerve_dense_bwd_weight(_ptr(gyp), n, h, w, k, c, _ptr(x), *_nhwc_strides(x),
+                                  _ptr(scale.contiguous()), _ptr(shift.contiguous()), _ptr(cols),
+                                  _ptr(scratch), _threads())
+    return weight_from_tap_columns(cols, k)
