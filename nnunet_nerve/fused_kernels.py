@@ -106,8 +106,16 @@ def _declare(lib) -> None:
         "nerve_dense_fwd": ([ptr, i64, i64, i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, ptr,
                              ptr, i64, i64, i64, ptr, ptr, i32], None),
         "nerve_keep_mask": ([i64, i32, ptr, ptr], None),
+        "nerve_pool_": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr, i64, i64, i64, ptr, i32], None),
+        "nerve_unpool_": ([ptr, i64, i64, i64, ptr, i32, i32, i32, i32, ptr, ptr, i64, i64, i64, i32],
+                          None),
+        "nerve_pointwise_bwd": ([ptr, i32, i32, i32, i32, ptr, i64, i64, i64, i32, ptr, ptr, i64, i64,
+                                 i64, ptr, ptr, i32], None),
         "nerve_dropout_": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, i32], None),
-        "nerve_pad_grad": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr, ptr, i32], None),
+        "nerve_pad_grad": ([ptr, i64, i64, i64, ptr, i64, i64, i64, ptr, ptr, i32, i32, i32, i32,
+                            ptr, ptr, ptr, i32], None),
+        "nerve_add_affine_": ([ptr, i64, i64, i64, ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr,
+                               i32], None),
         "nerve_dense_bwd_data": ([ptr, i32, i32, i32, i32, ptr, i32, ptr, i64, i64, i64, ptr, ptr,
                                   ptr, ptr, i64, i64, i64, ptr, ptr, i32], None),
         "nerve_dense_bwd_weight": ([ptr, i32, i32, i32, i32, i32, ptr, i64, i64, i64, ptr, ptr,
@@ -238,14 +246,30 @@ def forward_scratch_numel(n: int, h: int, w: int, k: int) -> int:
     return int(_lib().nerve_fwd_scratch_floats(n, h, w, k, _threads()))
 
 
-def padded_output_gradient(grad: torch.Tensor, dropout: HashDropout | None, out: torch.Tensor):
-    """out (N, H+2, W+2, K) = zero-padded grad * keep-mask (grad: (N, K, H, W) channels-last
-    view); returns the sum of each map of grad * keep (float64)."""
+def padded_output_gradient(grad: torch.Tensor, dropout: HashDropout | None, out: torch.Tensor,
+                           maps: torch.Tensor | None = None, a: torch.Tensor | None = None,
+                           b: torch.Tensor | None = None):
+    """out (N, H+2, W+2, K) = zero-padded (grad + a * maps + b) * keep-mask (grad, maps:
+    (N, K, H, W) channels-last views; a, b per map, both None: no affine term); returns the
+    sum of each map of out (float64)."""
     n, k, h, w = grad.shape
     sums = torch.empty(k, dtype=torch.float64)
-    _lib().nerve_pad_grad(_ptr(grad), *_nhwc_strides(grad), n, h, w, k, _seeds(dropout), _ptr(out),
-                          _ptr(sums), _threads())
+    y = maps if a is not None else grad
+    _lib().nerve_pad_grad(_ptr(grad), *_nhwc_strides(grad), _ptr(y), *_nhwc_strides(y),
+                          _ptr(_contiguous(a)), _ptr(_contiguous(b)), n, h, w, k, _seeds(dropout),
+                          _ptr(out), _ptr(sums), _threads())
     return sums
+
+
+def add_affine_(grad: torch.Tensor, maps: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """grad += a * maps + b per channel (channels-last (N, C, H, W) views, float32)."""
+    n, c, h, w = grad.shape
+    _lib().nerve_add_affine_(_ptr(grad), *_nhwc_strides(grad), _ptr(maps), *_nhwc_strides(maps),
+                             n, h, w, c, _ptr(_contiguous(a)), _ptr(_contiguous(b)), _threads())
+
+
+def _contiguous(t: torch.Tensor | None):
+    return t.detach().to(torch.float32).contiguous() if t is not None else None
 
 
 def input_gradient(gyp: torch.Tensor, weight: torch.Tensor, x: torch.Tensor, scale, shift, k1,
@@ -276,3 +300,42 @@ def weight_gradient(gyp: torch.Tensor, x: torch.Tensor, scale, shift, k: int) ->
                                   _ptr(scale.contiguous()), _ptr(shift.contiguous()), _ptr(cols),
                                   _ptr(scratch), _threads())
     return weight_from_tap_columns(cols, k)
+
+
+def max_pool_with_winners(z: torch.Tensor, dropout: HashDropout | None):
+    """F.max_pool2d(z * keep-mask, 2) and, per window, the position (uint8, 0-3 in
+    network_blocks.POOL_OFFSETS order) of its first maximum; z channels-last float32 with
+    even sides. Both results channels-last."""
+    n, c, h, w = z.shape
+    out = torch.empty((n, h // 2, w // 2, c), dtype=z.dtype).permute(0, 3, 1, 2)
+    winners = torch.empty((n, h // 2, w // 2, c), dtype=torch.uint8)
+    _lib().nerve_pool_(_ptr(z), *_nhwc_strides(z), n, h, w, c, _seeds(dropout), _ptr(out),
+                       *_nhwc_strides(out), _ptr(winners), _threads())
+    return out, winners
+
+
+def unpool_gradient(grad_out: torch.Tensor, winners: torch.Tensor, dropout: HashDropout | None,
+                    out: torch.Tensor) -> torch.Tensor:
+    """The backward of `max_pool_with_winners` into `out` (z's shape, channels-last): each
+    window's gradient at its winner, zero elsewhere, times the keep-mask."""
+    n, c, h, w = out.shape
+    grad_out = grad_out if grad_out.stride(1) == 1 else grad_out.contiguous(memory_format=torch.channels_last)
+    _lib().nerve_unpool_(_ptr(grad_out), *_nhwc_strides(grad_out), _ptr(winners), n, h, w, c,
+                         _seeds(dropout), _ptr(out), *_nhwc_strides(out), _threads())
+    return out
+
+
+def pointwise_conv_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
+    """Gradients (input channels-last, weight, bias) of a 1x1 convolution with at most 16
+    outputs (the classifier) of the channels-last x."""
+    n, c, h, w = x.shape
+    k = weight.shape[0]
+    grad_out = grad_out.contiguous()
+    grad_x = torch.empty((n, h, w, c), dtype=x.dtype).permute(0, 3, 1, 2)
+    grad_w = torch.empty((k, c), dtype=torch.float64)
+    grad_b = torch.empty(k, dtype=torch.float64)
+    wk = weight.detach().reshape(k, c).contiguous()
+    _lib().nerve_pointwise_bwd(_ptr(grad_out), n, h, w, k, _ptr(x), *_nhwc_strides(x), c, _ptr(wk),
+                               _ptr(grad_x), *_nhwc_strides(grad_x), _ptr(grad_w), _ptr(grad_b),
+                               _threads())
+    return grad_x, grad_w.to(x.dtype).view_as(weight), grad_b.to(x.dtype)

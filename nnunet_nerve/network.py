@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from nnunet_nerve.network_blocks import (Workspace, conv_channels_last, dense_block, fast_path_applies,
-                                         pointwise_conv_channels_last, transition_down)
+                                         pointwise_conv, transition_down)
 
 
 def layers_per_block_list(layers_per_block: int | Sequence[int], n_pool: int) -> list[int]:
@@ -206,8 +206,4 @@ class FCDenseNet(nn.Module):
             # convolution's backward a channels-last input gradient (NCHW otherwise)
             upsampled = up(x.contiguous(memory_format=torch.channels_last))
             x = dense_block(block, ws, [skip, upsampled], keep_input=block.keep_input, level=level)
-        if torch.is_grad_enabled():
-            # autograd's backward of the matrix product (inner dimension 2) is slower than the
-            # convolution's
-            return self.final_conv(x).contiguous()
-        return pointwise_conv_channels_last(self.final_conv, x)
+        return pointwise_conv(self.final_conv, x)

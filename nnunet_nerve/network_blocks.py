@@ -493,9 +493,13 @@ class DenseBlockFunction(torch.autograd.Function):
             layer = layers[j]
             bn = layer.norm
             c = c0 + j * g
+            pending = None
             if batch_stats and j < len(layers) - 1:
-                grad[:, c:c + g].addcmul_(buf[:, c:c + g], per_channel(pending_k2[c:c + g]))
-                grad[:, c:c + g].add_(per_channel(pending_k3[c:c + g]))
+                if ctx.fused:   # added inside the kernel that reads the layer's output gradient
+                    pending = (buf[:, c:c + g], pending_k2[c:c + g], pending_k3[c:c + g])
+                else:
+                    grad[:, c:c + g].addcmul_(buf[:, c:c + g], per_channel(pending_k2[c:c + g]))
+                    grad[:, c:c + g].add_(per_channel(pending_k3[c:c + g]))
             dropout, keep_scale = ctx.masks[j]
             mask = dropout.again() if dropout is not None and not ctx.fused else dropout
             x = buf[:, :c]
@@ -506,7 +510,7 @@ class DenseBlockFunction(torch.autograd.Function):
             if ctx.fused:
                 sum_dy, sum_dy_xhat, grad_w, grad_b = fused_layer_backward(
                     ws, grad, mask, weight, x, scale, shift, invstd,
-                    ctx.means[:c] if batch_stats else bn.running_mean)
+                    ctx.means[:c] if batch_stats else bn.running_mean, pending)
                 chunks, from_weights = (), False
             else:
                 from_weights = sums_from_weights_apply(bn)
@@ -546,19 +550,22 @@ class DenseBlockFunction(torch.autograd.Function):
             param_grads.append((sum_dy_xhat if bn.weight is not None else None,
                                 sum_dy if bn.bias is not None else None,
                                 grad_w, grad_b))
-        if batch_stats:
+        if batch_stats and ctx.fused:
+            fused_kernels.add_affine_(grad[:, :c0], buf[:, :c0], pending_k2[:c0], pending_k3[:c0])
+        elif batch_stats:
             grad[:, :c0].addcmul_(buf[:, :c0], per_channel(pending_k2[:c0]))
             grad[:, :c0].add_(per_channel(pending_k3[:c0]))
         # copies, not views, where the consumer runs late: an up block's skip connection
         # waits for the whole deeper backward pass, and a view would keep this block's whole
-        # stack gradient alive that long. An up block's last piece (the upsampled maps) goes
-        # to the transposed convolution, whose backward runs next: a view saves the copy.
+        # stack gradient alive that long. The last piece (an up block's upsampled maps, a
+        # down block's or the bottleneck's only input) goes to the transposed convolution or
+        # the transition down before it, whose backward runs next: a view saves the copy.
         piece_grads = []
         offset = 0
         last = len(ctx.piece_channels) - 1
         for i, pc in enumerate(ctx.piece_channels):
             piece = grad[:, offset:offset + pc]
-            piece_grads.append(piece if 0 < i == last else piece.clone())
+            piece_grads.append(piece if i == last else piece.clone())
             offset += pc
         flat = []
         for grads in reversed(param_grads):
@@ -567,14 +574,17 @@ class DenseBlockFunction(torch.autograd.Function):
         return (None, None, None, None, None, *piece_grads, *flat)
 
 
-def fused_layer_backward(ws: Workspace, grad, mask, weight, x, scale, shift, invstd, mean):
+def fused_layer_backward(ws: Workspace, grad, dropout, weight, x, scale, shift, invstd, mean,
+                         pending=None):
     """One dense layer's backward through nnunet_nerve.fused_kernels: adds the layer's input
     gradient at fixed batch statistics (dL/dz * scale) into grad[:, :C] and returns
-    (sum_p dL/dz, sum_p dL/dz * xhat, dL/dweight, dL/dbias)."""
+    (sum_p dL/dz, sum_p dL/dz * xhat, dL/dweight, dL/dbias). The layer's output gradient is
+    grad[:, C:C+K] plus, if `pending` = (maps, a, b), a * maps + b (not written back)."""
     n, c, h, w = x.shape
     g = weight.shape[0]
     gyp = ws.flat("gyp", n * (h + 2) * (w + 2) * g, x).view(n, h + 2, w + 2, g)
-    grad_b = fused_kernels.padded_output_gradient(grad[:, c:c + g], mask, gyp).to(x.dtype)
+    grad_b = fused_kernels.padded_output_gradient(grad[:, c:c + g], dropout, gyp,
+                                                  *(pending or ())).to(x.dtype)
     grad_w = fused_kernels.weight_gradient(gyp, x, scale, shift, g)
     sum_dz, sum_dz_x = fused_kernels.input_gradient(gyp, weight, x, scale, shift, scale,
                                                     grad[:, :c], x)
@@ -655,12 +665,14 @@ class TransitionDownFunction(torch.autograd.Function):
             z = F.conv2d(t, weight, bias)
         else:
             z = BnReluConv(scale, shift, weight, bias, h, w)(x, t)
-        if mask is not None:
-            z.mul_(mask)
-        elif fused and dropout is not None:
-            dropout.apply_(z)
-        out = F.max_pool2d(z, 2)
-        ctx.winners = pool_winners(z, out) if records_graph else None
+        if fused:
+            out, winners = fused_kernels.max_pool_with_winners(z, dropout)
+            ctx.winners = winners if records_graph else None
+        else:
+            if mask is not None:
+                z.mul_(mask)
+            out = F.max_pool2d(z, 2)
+            ctx.winners = pool_winners(z, out) if records_graph else None
         del z
         del mask
         ctx.td, ctx.workspace, ctx.dropout, ctx.keep_scale, ctx.weight = td, workspace, dropout, keep_scale, weight
@@ -679,11 +691,13 @@ class TransitionDownFunction(torch.autograd.Function):
         n, c, h, w = x.shape
         k = td.conv.out_channels
         # fresh, not a workspace: kept from step to step it would add to the next peak
-        grad_z = unpool_gradient(grad_out, winners, empty_channels_last(n, k, h, w, x))
-        if ctx.dropout is not None and ctx.fused:
-            ctx.dropout.apply_(grad_z)
-        elif ctx.dropout is not None:
-            grad_z.mul_(ctx.dropout.again())
+        if ctx.fused:
+            grad_z = fused_kernels.unpool_gradient(grad_out, winners, ctx.dropout,
+                                                   empty_channels_last(n, k, h, w, x))
+        else:
+            grad_z = unpool_gradient(grad_out, winners, empty_channels_last(n, k, h, w, x))
+            if ctx.dropout is not None:
+                grad_z.mul_(ctx.dropout.again())
         t = ws.channels_last("t", n, c, h, w, x)
         torch.addcmul(per_channel(ctx.shift), x, per_channel(ctx.scale), out=t).relu_()
         has_bias = td.conv.bias is not None
@@ -710,6 +724,36 @@ class TransitionDownFunction(torch.autograd.Function):
                 sum_dy_xhat if bn.weight is not None else None,
                 sum_dy if bn.bias is not None else None,
                 grad_w, grad_b)
+
+
+class PointwiseConvFunction(torch.autograd.Function):
+    """The classifier (1x1 convolution, at most 16 outputs) of a channels-last float32 x:
+    forward as one matrix product over the pixels, backward through
+    fused_kernels.pointwise_conv_backward (oneDNN's backward for 2 output channels took
+    longer than a dense layer's)."""
+
+    @staticmethod
+    def forward(ctx, conv, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return pointwise_conv_channels_last(conv, x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_x, grad_w, grad_b = fused_kernels.pointwise_conv_backward(grad_out, x, weight)
+        return None, grad_x, grad_w, grad_b if ctx.has_bias else None
+
+
+def pointwise_conv(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv(x) for the classifier of the lean path (NCHW contiguous result)."""
+    if not torch.is_grad_enabled():
+        return pointwise_conv_channels_last(conv, x)
+    if conv.out_channels <= 16 and fused_kernels.applies(x, None):
+        return PointwiseConvFunction.apply(conv, x, conv.weight, conv.bias)
+    # autograd's backward of the matrix product (inner dimension 2) is slower than the
+    # convolution's
+    return conv(x).contiguous()
 
 
 def transition_down(td, workspace: Workspace, x: torch.Tensor, level: dict | None = None):

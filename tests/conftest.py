@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# the fused CPU kernels are compiled once per test session into a temp folder (not the
+# user's ~/.cache), and the nnU-Net subprocesses started by the tests find them there
+os.environ.setdefault("NNUNET_NERVE_CACHE", tempfile.mkdtemp(prefix="nnunet_nerve_kernels_"))
 SHARED_DATA = REPO.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
 

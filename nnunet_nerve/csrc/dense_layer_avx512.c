@@ -22,6 +22,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
 #include <omp.h>
 
 #define NVMAX 9  /* ceil(9 * 16 / 16) */
@@ -32,6 +33,12 @@ static inline __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__m
  * reads it, and the repeated 64-byte loads saturate the L1 bandwidth (two 32-byte loads per
  * cycle on AMD Zen 4, exactly one 512-bit FMA's memory operand). */
 #define IN_REGISTER(v) __asm__("" : "+v"(v))
+
+/* _mm512_set1_ps(*p) as an integer broadcast from memory (vpbroadcastd): on Zen 4 the float
+ * form (vbroadcastss) takes a slot of the FMA pipes, about 7 % of an FMA-bound loop. */
+static inline __m512 splat(const float *p) {
+    return _mm512_castsi512_ps(_mm512_set1_epi32(*(const int *)p));
+}
 
 static inline int cdiv(int a, int b) { return (a + b - 1) / b; }
 
@@ -126,7 +133,7 @@ static inline __attribute__((always_inline)) void fwd_pixels(
         const float *wc = wp + (int64_t)c0 * NV * 16;
         for (int cc = 0; cc < nc; cc++, wc += NV * 16) {
             __m512 b[4];
-            for (int p = 0; p < P; p++) b[p] = _mm512_set1_ps(rbuf[p][cc]);
+            for (int p = 0; p < P; p++) b[p] = splat(&rbuf[p][cc]);
             for (int v = 0; v < NV; v++) {
                 __m512 wv = _mm512_load_ps(wc + 16 * v);
                 IN_REGISTER(wv);
@@ -264,9 +271,13 @@ void nerve_dense_fwd(const float *x, int64_t sn, int64_t sh, int64_t sw, int n, 
 
 /* ---------------------------------------------------------------- backward */
 
-/* gyp[img][oy + 1][ox + 1][k] = g[img, oy, ox, k] * keep (the dropout mask of `seeds`, or 1
- * when NULL; zero border); sum_g[k] = sum of gyp. */
-void nerve_pad_grad(const float *g, int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int K,
+/* gyp[img][oy + 1][ox + 1][k] = (g + a[k] * y + b[k]) * keep at pixel (img, oy, ox), map k:
+ * the output gradient of a layer with output maps y, completed by the batch-statistics terms
+ * a * y + b of the later layers that read y (skipped when a is NULL), times the dropout mask
+ * of `seeds` (NULL: none); zero border. sum_g[k] = sum of gyp. g and y: channels-last strides. */
+void nerve_pad_grad(const float *g, int64_t sn, int64_t sh, int64_t sw,
+                    const float *y, int64_t ysn, int64_t ysh, int64_t ysw,
+                    const float *a, const float *b, int n, int h, int w, int K,
                     const int64_t *seeds, float *gyp, double *sum_g, int nthreads) {
     dropout_t drop = dropout_of(seeds);
     int64_t row_len = (int64_t)(w + 2) * K;
@@ -274,6 +285,8 @@ void nerve_pad_grad(const float *g, int64_t sn, int64_t sh, int64_t sw, int n, i
     int team = nthreads > 64 ? 64 : nthreads;
     memset(partial, 0, sizeof(partial));
     __mmask16 km = lanes(K);
+    __m512 av = a ? _mm512_maskz_loadu_ps(km, a) : _mm512_setzero_ps();
+    __m512 bv = a ? _mm512_maskz_loadu_ps(km, b) : _mm512_setzero_ps();
 #pragma omp parallel num_threads(team)
     {
         int64_t lo, hi;
@@ -289,6 +302,7 @@ void nerve_pad_grad(const float *g, int64_t sn, int64_t sh, int64_t sw, int n, i
             __m512 s = _mm512_setzero_ps();
             for (int ox = 0; ox < w; ox++) {
                 __m512 v = _mm512_maskz_loadu_ps(km, g + img * sn + oy * sh + ox * sw);
+                if (a) v = _mm512_add_ps(v, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(km, y + img * ysn + oy * ysh + ox * ysw), bv));
                 if (drop.on) v = _mm512_maskz_mov_ps(kept(drop, (((int64_t)img * h + oy) * w + ox) * K), v);
                 _mm512_mask_storeu_ps(dst + (int64_t)(ox + 1) * K, km, v);
                 s = _mm512_add_ps(s, v);
@@ -301,6 +315,26 @@ void nerve_pad_grad(const float *g, int64_t sn, int64_t sh, int64_t sw, int n, i
     for (int k = 0; k < K; k++) {
         sum_g[k] = 0;
         for (int t = 0; t < team; t++) sum_g[k] += partial[t][k];
+    }
+}
+
+/* g[img, y, x, c] += a[c] * t[img, y, x, c] + b[c] for c < C (channels-last strides). */
+void nerve_add_affine_(float *g, int64_t sn, int64_t sh, int64_t sw, const float *t, int64_t tsn,
+                       int64_t tsh, int64_t tsw, int n, int h, int w, int C, const float *a,
+                       const float *b, int nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t r = 0; r < (int64_t)n * h; r++) {
+        int img = (int)(r / h), y = (int)(r % h);
+        for (int x = 0; x < w; x++) {
+            float *gp = g + img * sn + y * sh + x * sw;
+            const float *tp = t + img * tsn + y * tsh + x * tsw;
+            for (int c = 0; c < C; c += 16) {
+                __mmask16 m = lanes(C - c);
+                __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, tp + c),
+                                           _mm512_maskz_loadu_ps(m, b + c));
+                _mm512_mask_storeu_ps(gp + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, gp + c), v));
+            }
+        }
     }
 }
 
@@ -326,7 +360,7 @@ static inline __attribute__((always_inline)) void bwd_data_pixels(
                 IN_REGISTER(wv[v]);
             }
             for (int p = 0; p < P; p++) {
-                __m512 b = _mm512_set1_ps(gsrc[p * K + t]);
+                __m512 b = splat(gsrc + p * K + t);
                 for (int v = 0; v < V; v++) acc[p][v] = _mm512_fmadd_ps(b, wv[v], acc[p][v]);
             }
         }
@@ -354,15 +388,19 @@ static inline __attribute__((always_inline)) void bwd_data_pixels(
 }
 
 static inline __attribute__((always_inline)) void bwd_data_block(
-        const int V, const int K, const float *const grows[3], int w, const float *wt, int64_t cp,
+        const int V, const int K, const float *const grows[3], int ix0, int ix1, const float *wt, int64_t cp,
         int cb, int C, const float *x, int64_t xsw, float *grad, int64_t gsw, const float *scale,
         const float *shift, const float *k1, float *s1, float *s2) {
-    int ix = 0;
+    int ix = ix0, w = ix1;
     for (; ix + 6 <= w; ix += 6)
         bwd_data_pixels(6, V, K, grows, ix, wt, cp, cb, C, x, xsw, grad, gsw, scale, shift, k1, s1, s2);
     for (; ix < w; ix++)
         bwd_data_pixels(1, V, K, grows, ix, wt, cp, cb, C, x, xsw, grad, gsw, scale, shift, k1, s1, s2);
 }
+
+#ifndef DATA_SEG
+#define DATA_SEG 48
+#endif
 
 /* grad[img, iy, ix, c] += k1[c] * [scale x + shift > 0] * sum_j G[j] wt[j][c] for c < C, and
  * sums[0][c] = sum of the masked d (dL/dz summed), sums[1][c] = sum of masked d * x.
@@ -392,14 +430,19 @@ void nerve_dense_bwd_data(const float *gyp, int n, int h, int w, int K, const fl
             const float *xr = x + img * xsn + iy * xsh;
             float *gr = grad + img * gsn + iy * gsh;
             memset(s1, 0, sizeof(float) * 2 * cp);
-            int cb = 0;
-            for (; cb + 64 <= cp; cb += 64)
-                bwd_data_block(4, K, grows, w, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2);
-            switch ((cp - cb) / 16) {
-                case 3: bwd_data_block(3, K, grows, w, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
-                case 2: bwd_data_block(2, K, grows, w, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
-                case 1: bwd_data_block(1, K, grows, w, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
-                default: break;
+            /* segments of pixels whose output-gradient neighbourhood stays in L1 while every
+             * block of 64 channels goes over them */
+            for (int ix0 = 0; ix0 < w; ix0 += DATA_SEG) {
+                int ix1 = ix0 + DATA_SEG < w ? ix0 + DATA_SEG : w;
+                int cb = 0;
+                for (; cb + 64 <= cp; cb += 64)
+                    bwd_data_block(4, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2);
+                switch ((cp - cb) / 16) {
+                    case 3: bwd_data_block(3, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                    case 2: bwd_data_block(2, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                    case 1: bwd_data_block(1, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                    default: break;
+                }
             }
             for (int64_t c = 0; c < C; c++) { tot[c] += s1[c]; tot[cp + c] += s2[c]; }
         }
@@ -431,7 +474,7 @@ static inline __attribute__((always_inline)) void bwd_weight_channels(
         const float *tp = tbuf + px * tstride + c;
         const float *gp = gbuf + (int64_t)px * NV * 16;
         __m512 b[3];
-        for (int i = 0; i < CB; i++) b[i] = _mm512_set1_ps(tp[i]);
+        for (int i = 0; i < CB; i++) b[i] = splat(tp + i);
         for (int v = 0; v < NV; v++) {
             __m512 gv = _mm512_load_ps(gp + 16 * v);
             IN_REGISTER(gv);
@@ -514,4 +557,128 @@ void nerve_dense_bwd_weight(const float *gyp, int n, int h, int w, int K, int C,
         }
         dw[i] = s;
     }
+}
+
+/* ---------------------------------------------------------------- transition down, classifier */
+
+/* 2x2 max-pool (stride 2) of z * keep (dropout of `seeds`, NULL: none), channels-last:
+ * out[img, i, j, c] = max over the window, win[img][i][j][c] = position in the window (0: (0, 0),
+ * 1: (0, 1), 2: (1, 0), 3: (1, 1)) of its first maximum in that order, as max_pool2d picks it. */
+void nerve_pool_(const float *z, int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int C,
+                 const int64_t *seeds, float *out, int64_t osn, int64_t osh, int64_t osw,
+                 uint8_t *win, int nthreads) {
+    dropout_t drop = dropout_of(seeds);
+    int ho = h / 2, wo = w / 2;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t r = 0; r < (int64_t)n * ho; r++) {
+        int img = (int)(r / ho), i = (int)(r % ho);
+        for (int j = 0; j < wo; j++) {
+            for (int c = 0; c < C; c += 16) {
+                __mmask16 m = lanes(C - c);
+                __m512 v[4];
+                for (int k = 0; k < 4; k++) {
+                    int y = 2 * i + (k >> 1), x = 2 * j + (k & 1);
+                    v[k] = _mm512_maskz_loadu_ps(m, z + img * sn + y * sh + x * sw + c);
+                    if (drop.on)
+                        v[k] = _mm512_maskz_mov_ps(kept(drop, (((int64_t)img * h + y) * w + x) * C + c), v[k]);
+                }
+                __m512 mx = _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]));
+                __m512i wi = _mm512_set1_epi32(3);
+                for (int k = 2; k >= 0; k--)
+                    wi = _mm512_mask_mov_epi32(wi, _mm512_cmp_ps_mask(v[k], mx, _CMP_EQ_OQ), _mm512_set1_epi32(k));
+                _mm512_mask_storeu_ps(out + img * osn + i * osh + j * osw + c, m, mx);
+                _mm_mask_storeu_epi8(win + (((int64_t)img * ho + i) * wo + j) * C + c, m, _mm512_cvtepi32_epi8(wi));
+            }
+        }
+    }
+}
+
+/* The backward of nerve_pool_: g[img, y, x, c] = keep * (the window's gradient at its winner,
+ * 0 elsewhere); gout channels-last strides, g written with its own. */
+void nerve_unpool_(const float *gout, int64_t sn, int64_t sh, int64_t sw, const uint8_t *win,
+                   int n, int h, int w, int C, const int64_t *seeds, float *g, int64_t gsn,
+                   int64_t gsh, int64_t gsw, int nthreads) {
+    dropout_t drop = dropout_of(seeds);
+    int ho = h / 2, wo = w / 2;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t r = 0; r < (int64_t)n * ho; r++) {
+        int img = (int)(r / ho), i = (int)(r % ho);
+        for (int j = 0; j < wo; j++) {
+            for (int c = 0; c < C; c += 16) {
+                __mmask16 m = lanes(C - c);
+                __m512 go = _mm512_maskz_loadu_ps(m, gout + img * sn + i * sh + j * sw + c);
+                __m512i wi = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, win + (((int64_t)img * ho + i) * wo + j) * C + c));
+                for (int k = 0; k < 4; k++) {
+                    int y = 2 * i + (k >> 1), x = 2 * j + (k & 1);
+                    __mmask16 at = _mm512_cmpeq_epi32_mask(wi, _mm512_set1_epi32(k));
+                    if (drop.on) at &= kept(drop, (((int64_t)img * h + y) * w + x) * C + c);
+                    _mm512_mask_storeu_ps(g + img * gsn + y * gsh + x * gsw + c, m, _mm512_maskz_mov_ps(at, go));
+                }
+            }
+        }
+    }
+}
+
+/* Backward of a 1x1 convolution with K <= 16 outputs (the classifier): gy is NCHW contiguous
+ * (n, K, h, w); x and gx channels-last (gx[p, c] = sum_k gy[p, k] wk[k][c], written);
+ * gw[k][c] = sum_p gy[p, k] x[p, c], gb[k] = sum_p gy[p, k] (double). */
+void nerve_pointwise_bwd(const float *gy, int n, int h, int w, int K, const float *x, int64_t xsn,
+                         int64_t xsh, int64_t xsw, int C, const float *wk, float *gx, int64_t gsn,
+                         int64_t gsh, int64_t gsw, double *gw, double *gb, int nthreads) {
+    int64_t hw = (int64_t)h * w;
+    int team = nthreads > 64 ? 64 : nthreads;
+    int64_t cp = (int64_t)cdiv(C, 16) * 16;
+    /* per thread K x cp float accumulators per row, double totals */
+    double *tot = (double *)calloc((size_t)team * (K * cp + K), sizeof(double));
+    float *racc = (float *)aligned_alloc(64, (size_t)team * (K * cp + 16) * sizeof(float));
+#pragma omp parallel num_threads(team)
+    {
+        int me = omp_get_thread_num();
+        double *mt = tot + (int64_t)me * (K * cp + K);
+        float *ra = racc + (int64_t)me * (K * cp + 16);
+        int64_t lo, hi;
+        share((int64_t)n * h, &lo, &hi);
+        for (int64_t r = lo; r < hi; r++) {
+            int img = (int)(r / h), y = (int)(r % h);
+            memset(ra, 0, sizeof(float) * K * cp);
+            float gsum[16] = {0};
+            for (int x0 = 0; x0 < w; x0++) {
+                float gk[16];
+                for (int k = 0; k < K; k++) {
+                    gk[k] = gy[((int64_t)img * K + k) * hw + (int64_t)y * w + x0];
+                    gsum[k] += gk[k];
+                }
+                const float *xp = x + img * xsn + y * xsh + x0 * xsw;
+                float *gp = gx + img * gsn + y * gsh + x0 * gsw;
+                for (int c = 0; c < C; c += 16) {
+                    __mmask16 m = lanes(C - c);
+                    __m512 xv = _mm512_maskz_loadu_ps(m, xp + c);
+                    __m512 acc = _mm512_setzero_ps();
+                    for (int k = 0; k < K; k++) {
+                        __m512 g = _mm512_set1_ps(gk[k]);
+                        acc = _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(m, wk + (int64_t)k * C + c), acc);
+                        float *a = ra + (int64_t)k * cp + c;
+                        _mm512_store_ps(a, _mm512_fmadd_ps(g, xv, _mm512_load_ps(a)));
+                    }
+                    _mm512_mask_storeu_ps(gp + c, m, acc);
+                }
+            }
+            for (int k = 0; k < K; k++) {
+                for (int64_t c = 0; c < C; c++) mt[k * cp + c] += ra[k * cp + c];
+                mt[K * cp + k] += gsum[k];
+            }
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        for (int64_t c = 0; c < C; c++) {
+            double s = 0;
+            for (int t = 0; t < team; t++) s += tot[(int64_t)t * (K * cp + K) + k * cp + c];
+            gw[(int64_t)k * C + c] = s;
+        }
+        double s = 0;
+        for (int t = 0; t < team; t++) s += tot[(int64_t)t * (K * cp + K) + K * cp + k];
+        gb[k] = s;
+    }
+    free(tot);
+    free(racc);
 }
