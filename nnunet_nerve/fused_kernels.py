@@ -325,17 +325,18 @@ def unpool_gradient(grad_out: torch.Tensor, winners: torch.Tensor, dropout: Hash
     return out
 
 
-def pointwise_conv_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
-    """Gradients (input channels-last, weight, bias) of a 1x1 convolution with at most 16
-    outputs (the classifier) of the channels-last x."""
+def pointwise_conv_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                            grad_x: torch.Tensor):
+    """Gradients of a 1x1 convolution with at most 16 outputs (the classifier) of the
+    channels-last x: the input's written into grad_x (x's shape, channels-last); returns
+    those of the weight and the bias."""
     n, c, h, w = x.shape
     k = weight.shape[0]
     grad_out = grad_out.contiguous()
-    grad_x = torch.empty((n, h, w, c), dtype=x.dtype).permute(0, 3, 1, 2)
     grad_w = torch.empty((k, c), dtype=torch.float64)
     grad_b = torch.empty(k, dtype=torch.float64)
     wk = weight.detach().reshape(k, c).contiguous()
     _lib().nerve_pointwise_bwd(_ptr(grad_out), n, h, w, k, _ptr(x), *_nhwc_strides(x), c, _ptr(wk),
                                _ptr(grad_x), *_nhwc_strides(grad_x), _ptr(grad_w), _ptr(grad_b),
                                _threads())
-    return grad_x, grad_w.to(x.dtype).view_as(weight), grad_b.to(x.dtype)
+    return grad_w.to(x.dtype).view_as(weight), grad_b.to(x.dtype)

@@ -206,4 +206,4 @@ class FCDenseNet(nn.Module):
             # convolution's backward a channels-last input gradient (NCHW otherwise)
             upsampled = up(x.contiguous(memory_format=torch.channels_last))
             x = dense_block(block, ws, [skip, upsampled], keep_input=block.keep_input, level=level)
-        return pointwise_conv(self.final_conv, x)
+        return pointwise_conv(self.final_conv, x, ws)

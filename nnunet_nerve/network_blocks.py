@@ -68,6 +68,11 @@ class Workspace:
             self._store[key] = flat
         return flat[:numel].view(n, h, w, c).permute(0, 3, 1, 2)
 
+    def holds(self, t: torch.Tensor) -> bool:
+        """Whether t lies in one of the workspace's storages (kept from call to call)."""
+        ptr = t.untyped_storage().data_ptr()
+        return any(flat.untyped_storage().data_ptr() == ptr for flat in self._store.values())
+
     def flat(self, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
         """A 1-D tensor of numel elements backed by the named scratch storage."""
         return self.channels_last(name, 1, numel, 1, 1, like).reshape(numel)
@@ -560,12 +565,14 @@ class DenseBlockFunction(torch.autograd.Function):
         # stack gradient alive that long. The last piece (an up block's upsampled maps, a
         # down block's or the bottleneck's only input) goes to the transposed convolution or
         # the transition down before it, whose backward runs next: a view saves the copy.
+        # (a gradient buffer that the workspace keeps anyway needs no copy)
         piece_grads = []
         offset = 0
         last = len(ctx.piece_channels) - 1
+        kept = ws.holds(grad)
         for i, pc in enumerate(ctx.piece_channels):
             piece = grad[:, offset:offset + pc]
-            piece_grads.append(piece if i == last else piece.clone())
+            piece_grads.append(piece if i == last or kept else piece.clone())
             offset += pc
         flat = []
         for grads in reversed(param_grads):
@@ -733,24 +740,28 @@ class PointwiseConvFunction(torch.autograd.Function):
     longer than a dense layer's)."""
 
     @staticmethod
-    def forward(ctx, conv, x, weight, bias):
+    def forward(ctx, conv, workspace, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.workspace = bias is not None, workspace
         return pointwise_conv_channels_last(conv, x)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        grad_x, grad_w, grad_b = fused_kernels.pointwise_conv_backward(grad_out, x, weight)
-        return None, grad_x, grad_w, grad_b if ctx.has_bias else None
+        n, c, h, w = x.shape
+        # the last up block's whole stack gradient: in the workspace (a fresh one of this
+        # size is page-faulted in at every step); it is consumed within this backward pass
+        grad_x = ctx.workspace.channels_last("classifier_grad", n, c, h, w, x)
+        grad_w, grad_b = fused_kernels.pointwise_conv_backward(grad_out, x, weight, grad_x)
+        return None, None, grad_x, grad_w, grad_b if ctx.has_bias else None
 
 
-def pointwise_conv(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def pointwise_conv(conv: torch.nn.Conv2d, x: torch.Tensor, workspace: Workspace) -> torch.Tensor:
     """conv(x) for the classifier of the lean path (NCHW contiguous result)."""
     if not torch.is_grad_enabled():
         return pointwise_conv_channels_last(conv, x)
     if conv.out_channels <= 16 and fused_kernels.applies(x, None):
-        return PointwiseConvFunction.apply(conv, x, conv.weight, conv.bias)
+        return PointwiseConvFunction.apply(conv, workspace, x, conv.weight, conv.bias)
     # autograd's backward of the matrix product (inner dimension 2) is slower than the
     # convolution's
     return conv(x).contiguous()

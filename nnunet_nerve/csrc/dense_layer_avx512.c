@@ -338,6 +338,14 @@ void nerve_add_affine_(float *g, int64_t sn, int64_t sh, int64_t sw, const float
     }
 }
 
+/* register blocking of the input gradient: DATA_P pixels x DATA_V vectors of 16 channels */
+#ifndef DATA_P
+#define DATA_P 6
+#endif
+#ifndef DATA_V
+#define DATA_V 4
+#endif
+
 /* P pixels x V channel vectors of the input gradient:
  *   d[p][c] = sum_j G[p][j] wt[j][c],  G[p][ky*3K + t] = gyp row (iy - ky + 2), float (ix+p)*K + t
  * then, where scale * x + shift > 0:  grad += k1 * d,  s1 += d,  s2 += d * x  (per channel). */
@@ -346,7 +354,7 @@ static inline __attribute__((always_inline)) void bwd_data_pixels(
         const float *wt, int64_t cp, int cb, int C, const float *x, int64_t xsw,
         float *grad, int64_t gsw, const float *scale, const float *shift, const float *k1,
         float *s1, float *s2) {
-    __m512 acc[6][4];
+    __m512 acc[DATA_P][DATA_V];
     for (int p = 0; p < P; p++)
         for (int v = 0; v < V; v++) acc[p][v] = _mm512_setzero_ps();
     const int seg = 3 * K;
@@ -354,7 +362,7 @@ static inline __attribute__((always_inline)) void bwd_data_pixels(
         const float *gsrc = grows[ky] + (int64_t)ix * K;
         const float *wrow = wt + (int64_t)ky * seg * cp + cb;
         for (int t = 0; t < seg; t++, wrow += cp) {
-            __m512 wv[4];
+            __m512 wv[DATA_V];
             for (int v = 0; v < V; v++) {
                 wv[v] = _mm512_load_ps(wrow + 16 * v);
                 IN_REGISTER(wv[v]);
@@ -392,8 +400,8 @@ static inline __attribute__((always_inline)) void bwd_data_block(
         int cb, int C, const float *x, int64_t xsw, float *grad, int64_t gsw, const float *scale,
         const float *shift, const float *k1, float *s1, float *s2) {
     int ix = ix0, w = ix1;
-    for (; ix + 6 <= w; ix += 6)
-        bwd_data_pixels(6, V, K, grows, ix, wt, cp, cb, C, x, xsw, grad, gsw, scale, shift, k1, s1, s2);
+    for (; ix + DATA_P <= w; ix += DATA_P)
+        bwd_data_pixels(DATA_P, V, K, grows, ix, wt, cp, cb, C, x, xsw, grad, gsw, scale, shift, k1, s1, s2);
     for (; ix < w; ix++)
         bwd_data_pixels(1, V, K, grows, ix, wt, cp, cb, C, x, xsw, grad, gsw, scale, shift, k1, s1, s2);
 }
@@ -435,8 +443,8 @@ void nerve_dense_bwd_data(const float *gyp, int n, int h, int w, int K, const fl
             for (int ix0 = 0; ix0 < w; ix0 += DATA_SEG) {
                 int ix1 = ix0 + DATA_SEG < w ? ix0 + DATA_SEG : w;
                 int cb = 0;
-                for (; cb + 64 <= cp; cb += 64)
-                    bwd_data_block(4, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2);
+                for (; cb + 16 * DATA_V <= cp; cb += 16 * DATA_V)
+                    bwd_data_block(DATA_V, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2);
                 switch ((cp - cb) / 16) {
                     case 3: bwd_data_block(3, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
                     case 2: bwd_data_block(2, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
@@ -461,7 +469,9 @@ int64_t nerve_bwd_data_scratch_floats(int C, int nthreads) {
     return (int64_t)nthreads * 6 * cdiv(C, 16) * 16 + 16;
 }
 
-#define SEG 64
+#ifndef SEG
+#define SEG 32
+#endif
 
 /* dw[c][j] += sum over SEG pixels of t[px][c] * G[px][j] for CB channels from c. */
 static inline __attribute__((always_inline)) void bwd_weight_channels(
