@@ -106,6 +106,11 @@ def _declare(lib) -> None:
         "nerve_dense_fwd": ([ptr, i64, i64, i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, ptr,
                              ptr, i64, i64, i64, ptr, ptr, i32], None),
         "nerve_keep_mask": ([i64, i32, ptr, ptr], None),
+        "nerve_bn_relu": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr, ptr, i64, i64, i64, i32], None),
+        "nerve_affine_combine_": ([ptr, i64, i64, i64, ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr,
+                                   ptr, i32], None),
+        "nerve_relu_grad_sums_": ([ptr, i64, i64, i64, ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr,
+                                   ptr, i32], None),
         "nerve_pool_": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr, i64, i64, i64, ptr, i32], None),
         "nerve_unpool_": ([ptr, i64, i64, i64, ptr, i32, i32, i32, i32, ptr, ptr, i64, i64, i64, i32],
                           None),
@@ -340,3 +345,31 @@ def pointwise_conv_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: tor
                                _ptr(grad_x), *_nhwc_strides(grad_x), _ptr(grad_w), _ptr(grad_b),
                                _threads())
     return grad_w.to(x.dtype).view_as(weight), grad_b.to(x.dtype)
+
+
+def bn_relu(x: torch.Tensor, scale, shift, out: torch.Tensor) -> torch.Tensor:
+    """out = relu(scale * x + shift) per channel, one pass (channels-last float32)."""
+    n, c, h, w = x.shape
+    _lib().nerve_bn_relu(_ptr(x), *_nhwc_strides(x), n, h, w, c, _ptr(_contiguous(scale)),
+                         _ptr(_contiguous(shift)), _ptr(out), *_nhwc_strides(out), _threads())
+    return out
+
+
+def relu_gradient_sums_(grad: torch.Tensor, x: torch.Tensor, scale, shift):
+    """ReLU backward of relu(scale * x + shift) in place on grad (zero where scale * x + shift
+    <= 0); returns the per-channel sums of the new grad and of grad * x (float64)."""
+    n, c, h, w = x.shape
+    sums = torch.empty(2 * c, dtype=torch.float64)
+    _lib().nerve_relu_grad_sums_(_ptr(grad), *_nhwc_strides(grad), _ptr(x), *_nhwc_strides(x),
+                                 n, h, w, c, _ptr(_contiguous(scale)), _ptr(_contiguous(shift)),
+                                 _ptr(sums), _threads())
+    return sums[:c], sums[c:]
+
+
+def affine_combine_(grad: torch.Tensor, x: torch.Tensor, a, b, c0) -> torch.Tensor:
+    """grad = a * grad + b * x + c0 per channel, in place, one pass."""
+    n, c, h, w = x.shape
+    _lib().nerve_affine_combine_(_ptr(grad), *_nhwc_strides(grad), _ptr(x), *_nhwc_strides(x),
+                                 n, h, w, c, _ptr(_contiguous(a)), _ptr(_contiguous(b)),
+                                 _ptr(_contiguous(c0)), _threads())
+    return grad

@@ -668,7 +668,10 @@ class TransitionDownFunction(torch.autograd.Function):
             td.conv, td.dropout, (n, td.conv.out_channels, h, w), x, fused)
         if records_graph:
             # BN + ReLU exactly as the backward pass recomputes them
-            torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
+            if fused:
+                fused_kernels.bn_relu(x, scale, shift, t)
+            else:
+                torch.addcmul(per_channel(shift), x, per_channel(scale), out=t).relu_()
             z = F.conv2d(t, weight, bias)
         else:
             z = BnReluConv(scale, shift, weight, bias, h, w)(x, t)
@@ -706,12 +709,19 @@ class TransitionDownFunction(torch.autograd.Function):
             if ctx.dropout is not None:
                 grad_z.mul_(ctx.dropout.again())
         t = ws.channels_last("t", n, c, h, w, x)
-        torch.addcmul(per_channel(ctx.shift), x, per_channel(ctx.scale), out=t).relu_()
+        if ctx.fused:
+            fused_kernels.bn_relu(x, ctx.scale, ctx.shift, t)
+        else:
+            torch.addcmul(per_channel(ctx.shift), x, per_channel(ctx.scale), out=t).relu_()
         has_bias = td.conv.bias is not None
         grad_t, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_z, t, ctx.weight, [k] if has_bias else None,
             [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, has_bias])
         bn = td.norm
+        conv_grads = param_grads_unfolded(ctx.keep_scale, grad_w, grad_b if has_bias else None)
+        if ctx.fused and grad_t.stride(1) == 1:
+            return (None, None, None, None,
+                    *fused_transition_down_input_gradient(ctx, grad_t, x), *conv_grads)
         torch.ops.aten.threshold_backward.grad_input(grad_t, t, 0, grad_input=grad_t)
         sum_dy = grad_t.sum(dim=(0, 2, 3))
         if sums_from_weights_apply(bn):
@@ -726,11 +736,10 @@ class TransitionDownFunction(torch.autograd.Function):
             k2 = -k1 * ctx.invstd * sum_dy_xhat / count
             k3 = -k1 * sum_dy / count - k2 * ctx.mean
             grad_t.addcmul_(x, per_channel(k2)).add_(per_channel(k3))
-        grad_w, grad_b = param_grads_unfolded(ctx.keep_scale, grad_w, grad_b if has_bias else None)
         return (None, None, None, None, grad_t,
                 sum_dy_xhat if bn.weight is not None else None,
                 sum_dy if bn.bias is not None else None,
-                grad_w, grad_b)
+                *conv_grads)
 
 
 class PointwiseConvFunction(torch.autograd.Function):
@@ -765,6 +774,27 @@ def pointwise_conv(conv: torch.nn.Conv2d, x: torch.Tensor, workspace: Workspace)
     # autograd's backward of the matrix product (inner dimension 2) is slower than the
     # convolution's
     return conv(x).contiguous()
+
+
+def fused_transition_down_input_gradient(ctx, grad_t: torch.Tensor, x: torch.Tensor):
+    """(dL/dx, dL/dgamma, dL/dbeta) of the transition down's batch norm + ReLU from
+    grad_t = dL/d relu(...), in two passes of the fused kernels: ReLU backward with the
+    per-channel sums, then dL/dx = k1 dL/dz + k2 x + k3 in place."""
+    n, c, h, w = x.shape
+    bn = ctx.td.norm
+    sum_dz, sum_dz_x = fused_kernels.relu_gradient_sums_(grad_t, x, ctx.scale, ctx.shift)
+    sum_dz_xhat = ctx.invstd.double() * (sum_dz_x - ctx.mean.double() * sum_dz)
+    sum_dz, sum_dz_xhat = sum_dz.to(x.dtype), sum_dz_xhat.to(x.dtype)
+    k1 = ctx.scale   # d(batch-norm output)/dx at fixed statistics: weight * invstd
+    if ctx.batch_stats:
+        count = n * h * w
+        k2 = -k1 * ctx.invstd * sum_dz_xhat / count
+        k3 = -k1 * sum_dz / count - k2 * ctx.mean
+    else:
+        k2 = k3 = torch.zeros_like(k1)
+    fused_kernels.affine_combine_(grad_t, x, k1, k2, k3)
+    return (grad_t, sum_dz_xhat if bn.weight is not None else None,
+            sum_dz if bn.bias is not None else None)
 
 
 def transition_down(td, workspace: Workspace, x: torch.Tensor, level: dict | None = None):

@@ -229,3 +229,22 @@ def test_switch_and_build_failure_fall_back(monkeypatch, tmp_path):
     net = FCDenseNet(dropout=0.0)
     out = net.eval()(torch.randn(1, 1, 32, 32))
     assert out.shape == (1, 2, 32, 32)
+
+
+def test_batch_norm_relu_passes():
+    """The transition down's passes: relu(scale x + shift), ReLU backward with its sums, and
+    the final affine combination, against PyTorch ops."""
+    buf, x = stack_view(2, 40, 36, 5, 6)
+    scale, shift = torch.randn(36), torch.randn(36)
+    t = torch.empty(2, 5, 6, 36).permute(0, 3, 1, 2)
+    torch.testing.assert_close(fk.bn_relu(x, scale, shift, t), bn_relu(x, scale, shift))
+    grad = torch.randn(2, 36, 5, 6).contiguous(memory_format=torch.channels_last)
+    on = (x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)) > 0
+    expected = grad * on
+    s1, s2 = fk.relu_gradient_sums_(grad, x, scale, shift)
+    torch.testing.assert_close(grad, expected)
+    torch.testing.assert_close(s1, expected.double().sum((0, 2, 3)), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(s2, (expected * x).double().sum((0, 2, 3)), rtol=1e-6, atol=1e-6)
+    a, b, c = torch.randn(36), torch.randn(36), torch.randn(36)
+    combined = a.view(1, -1, 1, 1) * grad + b.view(1, -1, 1, 1) * x + c.view(1, -1, 1, 1)
+    torch.testing.assert_close(fk.affine_combine_(grad, x, a, b, c), combined)

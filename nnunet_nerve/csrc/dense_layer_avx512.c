@@ -692,3 +692,87 @@ void nerve_pointwise_bwd(const float *gy, int n, int h, int w, int K, const floa
     free(tot);
     free(racc);
 }
+
+/* ---------------------------------------------------------------- batch norm + ReLU passes */
+
+#define FOR_PIXELS_CHANNELS(n, h, w, C, body)                                              \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                     \
+    for (int64_t r = 0; r < (int64_t)(n) * (h); r++) {                                      \
+        int img = (int)(r / (h)), y = (int)(r % (h));                                       \
+        for (int x0 = 0; x0 < (w); x0++)                                                    \
+            for (int c = 0; c < (C); c += 16) {                                             \
+                __mmask16 m = lanes((C) - c);                                               \
+                body                                                                        \
+            }                                                                               \
+    }
+
+/* t = relu(scale * x + shift) per channel (channels-last strides). */
+void nerve_bn_relu(const float *x, int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int C,
+                   const float *scale, const float *shift, float *t, int64_t tsn, int64_t tsh,
+                   int64_t tsw, int nthreads) {
+    FOR_PIXELS_CHANNELS(n, h, w, C, {
+        __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scale + c),
+                                   _mm512_maskz_loadu_ps(m, x + img * sn + y * sh + x0 * sw + c),
+                                   _mm512_maskz_loadu_ps(m, shift + c));
+        _mm512_mask_storeu_ps(t + img * tsn + y * tsh + x0 * tsw + c, m, _mm512_max_ps(v, _mm512_setzero_ps()));
+    })
+}
+
+/* g = a * g + b * x + c0 per channel, in place (channels-last strides). */
+void nerve_affine_combine_(float *g, int64_t gsn, int64_t gsh, int64_t gsw, const float *x,
+                           int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int C,
+                           const float *a, const float *b, const float *c0, int nthreads) {
+    FOR_PIXELS_CHANNELS(n, h, w, C, {
+        float *gp = g + img * gsn + y * gsh + x0 * gsw + c;
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, gp));
+        v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + c),
+                            _mm512_maskz_loadu_ps(m, x + img * sn + y * sh + x0 * sw + c), v);
+        _mm512_mask_storeu_ps(gp, m, _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c0 + c)));
+    })
+}
+
+/* ReLU backward of relu(scale * x + shift) in place: g = g where scale * x + shift > 0, else 0;
+ * sums[c] = sum of the new g, sums[C + c] = sum of g * x (double). */
+void nerve_relu_grad_sums_(float *g, int64_t gsn, int64_t gsh, int64_t gsw, const float *x,
+                           int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int C,
+                           const float *scale, const float *shift, double *sums, int nthreads) {
+    int team = nthreads > 64 ? 64 : nthreads;
+    int64_t cp = (int64_t)cdiv(C, 16) * 16;
+    double *tot = (double *)calloc((size_t)team * 2 * cp, sizeof(double));
+    float *row = (float *)aligned_alloc(64, (size_t)team * 2 * cp * sizeof(float));
+#pragma omp parallel num_threads(team)
+    {
+        int me = omp_get_thread_num();
+        double *mt = tot + (int64_t)me * 2 * cp;
+        float *s1 = row + (int64_t)me * 2 * cp, *s2 = s1 + cp;
+        int64_t lo, hi;
+        share((int64_t)n * h, &lo, &hi);
+        for (int64_t r = lo; r < hi; r++) {
+            int img = (int)(r / h), y = (int)(r % h);
+            memset(s1, 0, sizeof(float) * 2 * cp);
+            for (int x0 = 0; x0 < w; x0++) {
+                float *gp = g + img * gsn + y * gsh + x0 * gsw;
+                const float *xp = x + img * sn + y * sh + x0 * sw;
+                for (int c = 0; c < C; c += 16) {
+                    __mmask16 m = lanes(C - c);
+                    __m512 xv = _mm512_maskz_loadu_ps(m, xp + c);
+                    __mmask16 on = _mm512_mask_cmp_ps_mask(m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scale + c), xv,
+                                                                              _mm512_maskz_loadu_ps(m, shift + c)),
+                                                           _mm512_setzero_ps(), _CMP_GT_OQ);
+                    __m512 d = _mm512_maskz_loadu_ps(on, gp + c);
+                    _mm512_mask_storeu_ps(gp + c, m, d);
+                    _mm512_store_ps(s1 + c, _mm512_add_ps(_mm512_load_ps(s1 + c), d));
+                    _mm512_store_ps(s2 + c, _mm512_fmadd_ps(d, xv, _mm512_load_ps(s2 + c)));
+                }
+            }
+            for (int64_t c = 0; c < C; c++) { mt[c] += s1[c]; mt[cp + c] += s2[c]; }
+        }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        double a = 0, b = 0;
+        for (int t = 0; t < team; t++) { a += tot[(int64_t)t * 2 * cp + c]; b += tot[(int64_t)t * 2 * cp + cp + c]; }
+        sums[c] = a; sums[C + c] = b;
+    }
+    free(tot);
+    free(row);
+}
