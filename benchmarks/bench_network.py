@@ -81,8 +81,6 @@ def nnunet_default_2d_unet(in_channels: int = 1, num_classes: int = 2):
 def build(name: str):
     if name == "unet":
         return nnunet_default_2d_unet()
-    if name == PYTORCH_LEAN:
-        os.environ["NNUNET_NERVE_FUSED_KERNELS"] = "0"   # read at the first forward
     from nnunet_nerve import FCDenseNet
     net = FCDenseNet()
     if name == STRAIGHTFORWARD:
@@ -228,8 +226,12 @@ def child(args) -> None:
             optimizer.step()
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu)
+    fused = None
+    if args.network in ("fcdensenet", PYTORCH_LEAN):
+        from nnunet_nerve import fused_kernels
+        fused = fused_kernels.unavailable_reason() is None
     print(json.dumps({"times": times[args.warmup:], "cpu_times": cpu_times[args.warmup:],
-                      "peak_rss_gib": peak_rss_kib() / 2 ** 20}))
+                      "peak_rss_gib": peak_rss_kib() / 2 ** 20, "fused_kernels": fused}))
 
 
 def peak_rss_kib() -> int:
@@ -250,6 +252,8 @@ def run_child(args, network: str, mode: str) -> dict:
            "--threads", str(args.threads), "--iterations", str(args.iterations),
            "--warmup", str(args.warmup)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if network == PYTORCH_LEAN:
+        env["NNUNET_NERVE_FUSED_KERNELS"] = "0"
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"error: {network} {mode} measurement failed:\n{result.stderr[-2000:]}")
@@ -309,10 +313,11 @@ def main(argv=None) -> None:
                 samples[(name, mode)].extend(out["times"])
                 cpu_samples[(name, mode)].extend(out["cpu_times"])
                 memory[(name, mode)].append(out["peak_rss_gib"])
+                kernels = {True: ", fused kernels", False: ", PyTorch path"}.get(out["fused_kernels"], "")
                 print(f"  round {r + 1}: {name:10s} {mode:9s} "
                       f"{', '.join(f'{t:.2f}' for t in out['times'])} s/batch "
                       f"(CPU {', '.join(f'{t:.2f}' for t in out['cpu_times'])} s), "
-                      f"peak RSS {out['peak_rss_gib']:.2f} GiB", flush=True)
+                      f"peak RSS {out['peak_rss_gib']:.2f} GiB{kernels}", flush=True)
     if not set(NETWORKS) <= set(networks):
         return
     print()

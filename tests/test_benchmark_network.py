@@ -27,9 +27,11 @@ def test_bench_network_tiny_run(tmp_path):
         assert "measured FMA throughput" in out
 
 
-def test_pytorch_variant_switches_the_fused_kernels_off(monkeypatch):
+def test_only_the_pytorch_variant_runs_without_the_fused_kernels(monkeypatch):
+    """Each child reports whether the fused kernels ran: off in fcdensenet_pytorch only."""
     monkeypatch.delenv("NNUNET_NERVE_FUSED_KERNELS", raising=False)
-    bn.build(bn.PYTORCH_LEAN)
+    args = bn.main.__globals__["argparse"].Namespace(batch=1, size=64, threads=1, iterations=1, warmup=0)
     from nnunet_nerve import fused_kernels
-    assert "switched off" in fused_kernels.unavailable_reason()
-    monkeypatch.delenv("NNUNET_NERVE_FUSED_KERNELS")
+    fused_here = fused_kernels.unavailable_reason() is None
+    assert bn.run_child(args, bn.PYTORCH_LEAN, "inference")["fused_kernels"] is False
+    assert bn.run_child(args, "fcdensenet", "inference")["fused_kernels"] is fused_here
