@@ -106,6 +106,7 @@ def _declare(lib) -> None:
         "nerve_dense_fwd": ([ptr, i64, i64, i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, ptr,
                              ptr, i64, i64, i64, ptr, ptr, i32], None),
         "nerve_keep_mask": ([i64, i32, ptr, ptr], None),
+        "nerve_channel_sums": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, i32], None),
         "nerve_bn_relu": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr, ptr, i64, i64, i64, i32], None),
         "nerve_affine_combine_": ([ptr, i64, i64, i64, ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr,
                                    ptr, i32], None),
@@ -373,3 +374,15 @@ def affine_combine_(grad: torch.Tensor, x: torch.Tensor, a, b, c0) -> torch.Tens
                                  n, h, w, c, _ptr(_contiguous(a)), _ptr(_contiguous(b)),
                                  _ptr(_contiguous(c0)), _threads())
     return grad
+
+
+def batch_var_mean(x: torch.Tensor):
+    """Biased variance and mean of each channel of a channels-last float32 x over (N, H, W),
+    from one pass of float64 sums (variance = E[x^2] - mean^2 in float64)."""
+    n, c, h, w = x.shape
+    sums = torch.empty(2 * c, dtype=torch.float64)
+    _lib().nerve_channel_sums(_ptr(x), *_nhwc_strides(x), n, h, w, c, _ptr(sums), _threads())
+    count = n * h * w
+    mean = sums[:c] / count
+    var = (sums[c:] / count - mean.square()).clamp_min_(0)
+    return var.to(x.dtype), mean.to(x.dtype)

@@ -402,12 +402,21 @@ class DenseBlockFunction(torch.autograd.Function):
             buf[:, offset:offset + piece.shape[1]].copy_(piece)
             offset += piece.shape[1]
         batch_stats = uses_batch_stats(layers[0].norm)
+        fused = fused_kernels.applies(buf, g)
         if batch_stats:
             means = buf.new_empty(channels)
             variances = buf.new_empty(channels)
-            scratch = workspace.channels_last("t", n, c0, h, w, buf)
-            variances[:c0], means[:c0] = batch_var_mean_two_pass(buf[:, :c0], scratch)
-        fused = fused_kernels.applies(buf, g)
+            known = 0
+            stats = level.get("stats")
+            if done and stats is not None and stats[0].data_ptr() == buf.data_ptr():
+                # an up block: its down block has the skip connection's statistics
+                known = pieces[0].shape[1]
+                variances[:known], means[:known] = stats[1][:known], stats[2][:known]
+            if fused:
+                variances[known:c0], means[known:c0] = fused_kernels.batch_var_mean(buf[:, known:c0])
+            else:
+                scratch = workspace.channels_last("t", n, c0 - known, h, w, buf)
+                variances[known:c0], means[known:c0] = batch_var_mean_two_pass(buf[:, known:c0], scratch)
         if fused:
             fused_scratch = workspace.flat("fused", fused_kernels.forward_scratch_numel(n, h, w, g), buf)
         scales, shifts, masks, invstds = [], [], [], []

@@ -248,3 +248,12 @@ def test_batch_norm_relu_passes():
     a, b, c = torch.randn(36), torch.randn(36), torch.randn(36)
     combined = a.view(1, -1, 1, 1) * grad + b.view(1, -1, 1, 1) * x + c.view(1, -1, 1, 1)
     torch.testing.assert_close(fk.affine_combine_(grad, x, a, b, c), combined)
+
+
+def test_batch_var_mean_one_pass():
+    buf, x = stack_view(3, 40, 36, 7, 9)
+    x.add_(5.0)                                     # a mean far from zero
+    var, mean = fk.batch_var_mean(x)
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(mean, ref_mean.float(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(var, ref_var.float(), rtol=1e-5, atol=1e-6)
