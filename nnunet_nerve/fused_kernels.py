@@ -101,8 +101,7 @@ def _declare(lib) -> None:
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     signatures = {
         "nerve_fwd_scratch_floats": ([i32, i32, i32, i32, i32], i64),
-        "nerve_bwd_data_scratch_floats": ([i32, i32], i64),
-        "nerve_bwd_weight_scratch_floats": ([i32, i32, i32], i64),
+        "nerve_dense_bwd_scratch_floats": ([i32, i32, i32], i64),
         "nerve_dense_fwd": ([ptr, i64, i64, i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, ptr,
                              ptr, i64, i64, i64, ptr, ptr, i32], None),
         "nerve_keep_mask": ([i64, i32, ptr, ptr], None),
@@ -122,10 +121,8 @@ def _declare(lib) -> None:
                             ptr, ptr, ptr, i32], None),
         "nerve_add_affine_": ([ptr, i64, i64, i64, ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr,
                                i32], None),
-        "nerve_dense_bwd_data": ([ptr, i32, i32, i32, i32, ptr, i32, ptr, i64, i64, i64, ptr, ptr,
-                                  ptr, ptr, i64, i64, i64, ptr, ptr, i32], None),
-        "nerve_dense_bwd_weight": ([ptr, i32, i32, i32, i32, i32, ptr, i64, i64, i64, ptr, ptr,
-                                    ptr, ptr, i32], None),
+        "nerve_dense_bwd": ([ptr, i32, i32, i32, i32, i32, ptr, i64, i64, i64, ptr, ptr, ptr, ptr,
+                             ptr, i64, i64, i64, ptr, ptr, ptr, i32], None),
     }
     for name, (args, result) in signatures.items():
         fn = getattr(lib, name)
@@ -278,34 +275,24 @@ def _contiguous(t: torch.Tensor | None):
     return t.detach().to(torch.float32).contiguous() if t is not None else None
 
 
-def input_gradient(gyp: torch.Tensor, weight: torch.Tensor, x: torch.Tensor, scale, shift, k1,
-                   grad: torch.Tensor, scratch_like: torch.Tensor):
-    """grad (N, C, H, W channels-last view) += k1 * [scale x + shift > 0] * conv_transpose(gy,
-    weight), gy = gyp's interior; returns the per-channel sums of the masked
-    conv_transpose(gy, weight) (dL/dz) and of it times x (float64)."""
+def layer_backward(gyp: torch.Tensor, weight: torch.Tensor, x: torch.Tensor, scale, shift, k1,
+                   grad: torch.Tensor):
+    """A dense layer's backward in one pass over x: grad (N, C, H, W channels-last view) +=
+    k1 * [scale x + shift > 0] * conv_transpose(gy, weight), gy = gyp's interior; returns
+    dL/dweight (K, C, 3, 3) of conv3x3(relu(scale x + shift)) and the per-channel sums of the
+    masked conv_transpose(gy, weight) (dL/dz) and of it times x (float64)."""
     n, c, h, w = x.shape
     k = weight.shape[0]
     cp = -(-c // 16) * 16
     wt = F.pad(tap_columns(weight)[:, :9 * k].t(), (0, cp - c)).contiguous()
+    cols = x.new_empty((c, -(-9 * k // 16) * 16))
     sums = torch.empty(2 * c, dtype=torch.float64)
-    scratch = scratch_like.new_empty(int(_lib().nerve_bwd_data_scratch_floats(c, _threads())))
-    _lib().nerve_dense_bwd_data(_ptr(gyp), n, h, w, k, _ptr(wt), c, _ptr(x), *_nhwc_strides(x),
-                                _ptr(scale.contiguous()), _ptr(shift.contiguous()), _ptr(k1.contiguous()),
-                                _ptr(grad), *_nhwc_strides(grad), _ptr(sums), _ptr(scratch), _threads())
-    return sums[:c], sums[c:]
-
-
-def weight_gradient(gyp: torch.Tensor, x: torch.Tensor, scale, shift, k: int) -> torch.Tensor:
-    """dL/dweight (K, C, 3, 3) of conv3x3(relu(scale * x + shift)) for the output gradient
-    gyp's interior."""
-    n, c, h, w = x.shape
-    nv16 = -(-9 * k // 16) * 16
-    cols = x.new_empty((c, nv16))
-    scratch = x.new_empty(int(_lib().nerve_bwd_weight_scratch_floats(c, k, _threads())))
-    _lib().nerve_dense_bwd_weight(_ptr(gyp), n, h, w, k, c, _ptr(x), *_nhwc_strides(x),
-                                  _ptr(scale.contiguous()), _ptr(shift.contiguous()), _ptr(cols),
-                                  _ptr(scratch), _threads())
-    return weight_from_tap_columns(cols, k)
+    scratch = x.new_empty(int(_lib().nerve_dense_bwd_scratch_floats(c, k, _threads())))
+    _lib().nerve_dense_bwd(_ptr(gyp), n, h, w, k, c, _ptr(x), *_nhwc_strides(x),
+                           _ptr(_contiguous(scale)), _ptr(_contiguous(shift)), _ptr(_contiguous(k1)),
+                           _ptr(wt), _ptr(grad), *_nhwc_strides(grad), _ptr(cols), _ptr(sums),
+                           _ptr(scratch), _threads())
+    return weight_from_tap_columns(cols, k), sums[:c], sums[c:]
 
 
 def max_pool_with_winners(z: torch.Tensor, dropout: HashDropout | None):

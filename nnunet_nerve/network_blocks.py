@@ -601,9 +601,8 @@ def fused_layer_backward(ws: Workspace, grad, dropout, weight, x, scale, shift, 
     gyp = ws.flat("gyp", n * (h + 2) * (w + 2) * g, x).view(n, h + 2, w + 2, g)
     grad_b = fused_kernels.padded_output_gradient(grad[:, c:c + g], dropout, gyp,
                                                   *(pending or ())).to(x.dtype)
-    grad_w = fused_kernels.weight_gradient(gyp, x, scale, shift, g)
-    sum_dz, sum_dz_x = fused_kernels.input_gradient(gyp, weight, x, scale, shift, scale,
-                                                    grad[:, :c], x)
+    grad_w, sum_dz, sum_dz_x = fused_kernels.layer_backward(gyp, weight, x, scale, shift, scale,
+                                                            grad[:, :c])
     sum_dz_xhat = invstd.double() * (sum_dz_x - mean.double() * sum_dz)
     return sum_dz.to(x.dtype), sum_dz_xhat.to(x.dtype), grad_w, grad_b
 

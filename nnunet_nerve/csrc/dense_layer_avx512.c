@@ -406,71 +406,8 @@ static inline __attribute__((always_inline)) void bwd_data_block(
         bwd_data_pixels(1, V, K, grows, ix, wt, cp, cb, C, x, xsw, grad, gsw, scale, shift, k1, s1, s2);
 }
 
-#ifndef DATA_SEG
-#define DATA_SEG 48
-#endif
-
-/* grad[img, iy, ix, c] += k1[c] * [scale x + shift > 0] * sum_j G[j] wt[j][c] for c < C, and
- * sums[0][c] = sum of the masked d (dL/dz summed), sums[1][c] = sum of masked d * x.
- * wt is [9K][cp] (cp = C rounded up to 16, zero-padded). */
-void nerve_dense_bwd_data(const float *gyp, int n, int h, int w, int K, const float *wt, int C,
-                          const float *x, int64_t xsn, int64_t xsh, int64_t xsw,
-                          const float *scale, const float *shift, const float *k1,
-                          float *grad, int64_t gsn, int64_t gsh, int64_t gsw,
-                          double *sums, float *scratch, int nthreads) {
-    int64_t cp = (int64_t)cdiv(C, 16) * 16;
-    int64_t row_len = (int64_t)(w + 2) * K;
-    int team = nthreads;
-    /* scratch: per thread float s1[cp], s2[cp] (row partials) + double totals 2 * cp */
-#pragma omp parallel num_threads(team)
-    {
-        int64_t lo, hi;
-        share((int64_t)n * h, &lo, &hi);
-        float *s1 = scratch + (int64_t)omp_get_thread_num() * 6 * cp;
-        float *s2 = s1 + cp;
-        double *tot = (double *)(s2 + cp);
-        memset(tot, 0, sizeof(double) * 2 * cp);
-        for (int64_t r = lo; r < hi; r++) {
-            int img = (int)(r / h), iy = (int)(r % h);
-            const float *grows[3];
-            for (int ky = 0; ky < 3; ky++)
-                grows[ky] = gyp + ((int64_t)img * (h + 2) + iy - ky + 2) * row_len;
-            const float *xr = x + img * xsn + iy * xsh;
-            float *gr = grad + img * gsn + iy * gsh;
-            memset(s1, 0, sizeof(float) * 2 * cp);
-            /* segments of pixels whose output-gradient neighbourhood stays in L1 while every
-             * block of 64 channels goes over them */
-            for (int ix0 = 0; ix0 < w; ix0 += DATA_SEG) {
-                int ix1 = ix0 + DATA_SEG < w ? ix0 + DATA_SEG : w;
-                int cb = 0;
-                for (; cb + 16 * DATA_V <= cp; cb += 16 * DATA_V)
-                    bwd_data_block(DATA_V, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2);
-                switch ((cp - cb) / 16) {
-                    case 3: bwd_data_block(3, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
-                    case 2: bwd_data_block(2, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
-                    case 1: bwd_data_block(1, K, grows, ix0, ix1, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
-                    default: break;
-                }
-            }
-            for (int64_t c = 0; c < C; c++) { tot[c] += s1[c]; tot[cp + c] += s2[c]; }
-        }
-    }
-    for (int64_t c = 0; c < C; c++) {
-        sums[c] = 0; sums[C + c] = 0;
-        for (int t = 0; t < team; t++) {
-            const double *tot = (const double *)(scratch + (int64_t)t * 6 * cp + 2 * cp);
-            sums[c] += tot[c];
-            sums[C + c] += tot[cp + c];
-        }
-    }
-}
-
-int64_t nerve_bwd_data_scratch_floats(int C, int nthreads) {
-    return (int64_t)nthreads * 6 * cdiv(C, 16) * 16 + 16;
-}
-
 #ifndef SEG
-#define SEG 32
+#define SEG 30   /* pixels per segment of the backward (5 groups of DATA_P = 6) */
 #endif
 
 /* dw[c][j] += sum over SEG pixels of t[px][c] * G[px][j] for CB channels from c. */
@@ -502,35 +439,53 @@ static void bwd_weight_segment(const int NV, const float *tbuf, int64_t tstride,
     for (; c < C; c++) bwd_weight_channels(1, NV, tbuf, tstride, gbuf, np, dw, c);
 }
 
-int64_t nerve_bwd_weight_scratch_floats(int C, int K, int nthreads) {
-    int64_t nv16 = (int64_t)cdiv(9 * K, 16) * 16;
-    int64_t cp = (int64_t)cdiv(C, 16) * 16;
-    return (int64_t)nthreads * (C * nv16 + SEG * cp + SEG * nv16) + 16;
+/* per thread: weight-gradient accumulators, SEG pixels of relu(scale x + shift) and of
+ * output-gradient neighbourhoods, row sums (float) and totals (double) */
+static inline int64_t bwd_thread_floats(int C, int K) {
+    int64_t nv16 = (int64_t)cdiv(9 * K, 16) * 16, cp = (int64_t)cdiv(C, 16) * 16;
+    return C * nv16 + SEG * cp + SEG * nv16 + 2 * cp + 4 * cp;
 }
 
-/* dw[c][j] = sum over all pixels of relu(scale x + shift)[c] * G[j] (tap columns j, padded to
- * NV * 16): the weight gradient of the convolution in tap-column layout. */
-void nerve_dense_bwd_weight(const float *gyp, int n, int h, int w, int K, int C,
-                            const float *x, int64_t xsn, int64_t xsh, int64_t xsw,
-                            const float *scale, const float *shift, float *dw, float *scratch,
-                            int nthreads) {
+int64_t nerve_dense_bwd_scratch_floats(int C, int K, int nthreads) {
+    return (int64_t)nthreads * bwd_thread_floats(C, K);
+}
+
+/* One dense layer's backward in one pass over its input x, from gyp (the zero-padded output
+ * gradient, [n][h+2][w+2][K]), per pixel segment:
+ *   dw[c][j] = sum over pixels of relu(scale x + shift)[c] * G[j]   (tap columns j, NV * 16)
+ *   grad[c] += k1[c] * d[c] where scale x + shift > 0,  d[c] = sum_j G[j] wt[j][c]
+ *   sums[c] = sum of the masked d, sums[C + c] = sum of masked d * x (double)
+ * G: the 9K output-gradient values of the pixel's 3 x 3 neighbourhood in tap-column order;
+ * wt: [9K][cp] (cp = C rounded up to 16, zero-padded). */
+void nerve_dense_bwd(const float *gyp, int n, int h, int w, int K, int C,
+                     const float *x, int64_t xsn, int64_t xsh, int64_t xsw,
+                     const float *scale, const float *shift, const float *k1, const float *wt,
+                     float *grad, int64_t gsn, int64_t gsh, int64_t gsw,
+                     float *dw, double *sums, float *scratch, int nthreads) {
     const int NV = cdiv(9 * K, 16);
     int64_t nv16 = (int64_t)NV * 16;
     int64_t cp = (int64_t)cdiv(C, 16) * 16;
     int64_t row_len = (int64_t)(w + 2) * K;
-    int64_t per_thread = C * nv16 + SEG * cp + SEG * nv16;
+    int64_t per_thread = bwd_thread_floats(C, K);
     const int seg = 3 * K;
 #pragma omp parallel num_threads(nthreads)
     {
         int64_t lo, hi;
         share((int64_t)n * h, &lo, &hi);
-        float *mine = scratch + (int64_t)omp_get_thread_num() * per_thread;
-        mine = (float *)(((uintptr_t)mine + 63) & ~(uintptr_t)63);
-        float *acc = mine, *tbuf = mine + C * nv16, *gbuf = tbuf + SEG * cp;
+        float *acc = scratch + (int64_t)omp_get_thread_num() * per_thread;
+        float *tbuf = acc + C * nv16, *gbuf = tbuf + SEG * cp;
+        float *s1 = gbuf + SEG * nv16, *s2 = s1 + cp;
+        double *tot = (double *)(s2 + cp);
         memset(acc, 0, sizeof(float) * C * nv16);
+        memset(tot, 0, sizeof(double) * 2 * cp);
         for (int64_t r = lo; r < hi; r++) {
             int img = (int)(r / h), iy = (int)(r % h);
             const float *xr = x + img * xsn + iy * xsh;
+            float *gr = grad + img * gsn + iy * gsh;
+            const float *grows[3];
+            for (int ky = 0; ky < 3; ky++)
+                grows[ky] = gyp + ((int64_t)img * (h + 2) + iy - ky + 2) * row_len;
+            memset(s1, 0, sizeof(float) * 2 * cp);
             for (int x0 = 0; x0 < w; x0 += SEG) {
                 int np = w - x0 < SEG ? w - x0 : SEG;
                 for (int px = 0; px < np; px++) {
@@ -544,8 +499,7 @@ void nerve_dense_bwd_weight(const float *gyp, int n, int h, int w, int K, int C,
                     float *gp = gbuf + px * nv16;
                     for (int v = 0; v < NV; v++) _mm512_store_ps(gp + 16 * v, _mm512_setzero_ps());
                     for (int ky = 0; ky < 3; ky++) {
-                        const float *src = gyp + ((int64_t)img * (h + 2) + iy - ky + 2) * row_len
-                                           + (int64_t)(x0 + px) * K;
+                        const float *src = grows[ky] + (int64_t)(x0 + px) * K;
                         for (int t = 0; t < seg; t += 16) {
                             __mmask16 m = lanes(seg - t);
                             _mm512_mask_storeu_ps(gp + ky * seg + t, m, _mm512_maskz_loadu_ps(m, src + t));
@@ -554,18 +508,33 @@ void nerve_dense_bwd_weight(const float *gyp, int n, int h, int w, int K, int C,
                 }
                 if (NV == 7) bwd_weight_segment(7, tbuf, cp, gbuf, np, acc, C);
                 else bwd_weight_segment(9, tbuf, cp, gbuf, np, acc, C);
+                int cb = 0;
+                for (; cb + 16 * DATA_V <= cp; cb += 16 * DATA_V)
+                    bwd_data_block(DATA_V, K, grows, x0, x0 + np, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2);
+                switch ((cp - cb) / 16) {
+                    case 3: bwd_data_block(3, K, grows, x0, x0 + np, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                    case 2: bwd_data_block(2, K, grows, x0, x0 + np, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                    case 1: bwd_data_block(1, K, grows, x0, x0 + np, wt, cp, cb, C, xr, xsw, gr, gsw, scale, shift, k1, s1, s2); break;
+                    default: break;
+                }
             }
+            for (int64_t c = 0; c < C; c++) { tot[c] += s1[c]; tot[cp + c] += s2[c]; }
         }
     }
-    /* sum the threads' accumulators */
     for (int64_t i = 0; i < C * nv16; i++) {
-        float s = 0;
-        for (int t = 0; t < nthreads; t++) {
-            float *mine = scratch + (int64_t)t * per_thread;
-            mine = (float *)(((uintptr_t)mine + 63) & ~(uintptr_t)63);
-            s += mine[i];
+        float t = 0;
+        for (int th = 0; th < nthreads; th++) t += scratch[(int64_t)th * per_thread + i];
+        dw[i] = t;
+    }
+    for (int64_t c = 0; c < C; c++) {
+        double a = 0, b = 0;
+        for (int th = 0; th < nthreads; th++) {
+            const double *tot = (const double *)(scratch + (int64_t)th * per_thread + C * nv16 + SEG * cp + SEG * nv16 + 2 * cp);
+            a += tot[c];
+            b += tot[cp + c];
         }
-        dw[i] = s;
+        sums[c] = a;
+        sums[C + c] = b;
     }
 }
 
