@@ -105,6 +105,8 @@ def _declare(lib) -> None:
         "nerve_dense_fwd": ([ptr, i64, i64, i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, ptr,
                              ptr, i64, i64, i64, ptr, ptr, i32], None),
         "nerve_keep_mask": ([i64, i32, ptr, ptr], None),
+        "nerve_first_conv": ([ptr, i32, i32, i32, i32, ptr, ptr, ptr, i64, i64, i64, i32], None),
+        "nerve_first_conv_bwd": ([ptr, i32, i32, i32, i32, ptr, i64, i64, i64, ptr, ptr, i32], None),
         "nerve_channel_sums": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, i32], None),
         "nerve_bn_relu": ([ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr, ptr, i64, i64, i64, i32], None),
         "nerve_affine_combine_": ([ptr, i64, i64, i64, ptr, i64, i64, i64, i32, i32, i32, i32, ptr, ptr,
@@ -373,3 +375,24 @@ def batch_var_mean(x: torch.Tensor):
     mean = sums[:c] / count
     var = (sums[c:] / count - mean.square()).clamp_min_(0)
     return var.to(x.dtype), mean.to(x.dtype)
+
+
+def first_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
+    """out (N, K, H, W channels-last) = conv2d(x, weight, bias, padding=1) for a one-channel x."""
+    n, _, h, w = x.shape
+    k = weight.shape[0]
+    wk = weight.detach().reshape(k, 9).t().contiguous()
+    _lib().nerve_first_conv(_ptr(x.contiguous()), n, h, w, k, _ptr(wk), _ptr(_contiguous(bias)),
+                            _ptr(out), *_nhwc_strides(out), _threads())
+    return out
+
+
+def first_conv_backward(x: torch.Tensor, grad_out: torch.Tensor):
+    """Weight (K, 1, 3, 3) and bias gradients of `first_conv` (x needs none)."""
+    n, _, h, w = x.shape
+    k = grad_out.shape[1]
+    grad_w = torch.empty(9 * k, dtype=torch.float64)
+    grad_b = torch.empty(k, dtype=torch.float64)
+    _lib().nerve_first_conv_bwd(_ptr(x.contiguous()), n, h, w, k, _ptr(grad_out),
+                                *_nhwc_strides(grad_out), _ptr(grad_w), _ptr(grad_b), _threads())
+    return grad_w.view(3, 3, k).permute(2, 0, 1).reshape(k, 1, 3, 3).to(x.dtype), grad_b.to(x.dtype)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnunet_nerve.network_blocks import (Workspace, conv_channels_last, dense_block, fast_path_applies,
+from nnunet_nerve.network_blocks import (Workspace, dense_block, fast_path_applies, first_conv,
                                          pointwise_conv, transition_down)
 
 
@@ -193,7 +193,7 @@ class FCDenseNet(nn.Module):
                    "name": f"level{i}"}
                   for i, (up, block) in enumerate(zip(reversed(self.transitions_up),
                                                       reversed(self.up_blocks)))]
-        x = conv_channels_last(self.first_conv, x)
+        x = first_conv(self.first_conv, ws, x)
         skips = []
         for block, down, level in zip(self.down_blocks, self.transitions_down, levels):
             x = dense_block(block, ws, [x], keep_input=True, level=level)

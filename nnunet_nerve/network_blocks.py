@@ -106,6 +106,37 @@ def as_channels_last(x: torch.Tensor) -> torch.Tensor:
     return torch.empty((n, h, w, c), dtype=x.dtype, device=x.device).permute(0, 3, 1, 2).copy_(x)
 
 
+class FirstConvFunction(torch.autograd.Function):
+    """The one-input-channel first convolution through fused_kernels.first_conv, its output
+    in the workspace (the down block copies it into its buffer at once), its backward reading
+    the block's strided stack gradient directly (the input image needs no gradient)."""
+
+    @staticmethod
+    def forward(ctx, conv, workspace, x, weight, bias):
+        n, _, h, w = x.shape
+        ctx.save_for_backward(x)
+        ctx.has_bias = bias is not None
+        out = workspace.channels_last("first_conv", n, conv.out_channels, h, w, x)
+        return fused_kernels.first_conv(x, weight, bias, out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        grad_out = grad_out if grad_out.stride(1) == 1 else as_channels_last(grad_out)
+        grad_w, grad_b = fused_kernels.first_conv_backward(x, grad_out)
+        return None, None, None, grad_w, grad_b if ctx.has_bias else None
+
+
+def first_conv(conv: torch.nn.Conv2d, workspace: Workspace, x: torch.Tensor) -> torch.Tensor:
+    """conv(x), channels-last: through the fused kernels for one input channel (an image
+    that needs no gradient), else `conv_channels_last`."""
+    if (conv.in_channels == 1 and conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+            and conv.stride == (1, 1) and conv.groups == 1 and not x.requires_grad
+            and fused_kernels.applies(x, None)):
+        return FirstConvFunction.apply(conv, workspace, x, conv.weight, conv.bias)
+    return conv_channels_last(conv, x)
+
+
 def conv_channels_last(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(x) computed and returned in channels-last layout (half the time of oneDNN's NCHW
     kernel for the one-channel first convolution, and no transposing copy afterwards)."""

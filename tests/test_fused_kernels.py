@@ -256,3 +256,18 @@ def test_batch_var_mean_one_pass():
     ref_var, ref_mean = torch.var_mean(x.double(), dim=(0, 2, 3), correction=0)
     torch.testing.assert_close(mean, ref_mean.float(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(var, ref_var.float(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w", [(7, 9), (1, 4)])
+def test_first_conv_and_its_backward(h, w):
+    x = torch.randn(3, 1, h, w)
+    weight, bias = torch.randn(48, 1, 3, 3), torch.randn(48)
+    out = torch.empty(3, h, w, 60).permute(0, 3, 1, 2)[:, 5:53]
+    torch.testing.assert_close(fk.first_conv(x, weight, bias, out), F.conv2d(x, weight, bias, padding=1),
+                               rtol=1e-5, atol=1e-5)
+    gy = torch.randn(3, h, w, 60).permute(0, 3, 1, 2)[:, 5:53]
+    ww, bb = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    (F.conv2d(x, ww, bb, padding=1) * gy).sum().backward()
+    grad_w, grad_b = fk.first_conv_backward(x, gy)
+    torch.testing.assert_close(grad_w, ww.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_b, bb.grad, rtol=1e-5, atol=1e-5)

@@ -782,3 +782,85 @@ void nerve_channel_sums(const float *x, int64_t sn, int64_t sh, int64_t sw, int 
     free(tot);
     free(row);
 }
+
+/* ---------------------------------------------------------------- first convolution */
+
+/* out[img, y, x, k] = b[k] + sum_{ky,kx} w[ky][kx][k] * in[img, y + ky - 1, x + kx - 1]
+ * (3x3, zero padding, ONE input channel, contiguous (n, h, w) input; out channels-last
+ * strides; w laid out [3][3][K]). */
+void nerve_first_conv(const float *in, int n, int h, int w, int K, const float *wk, const float *b,
+                      float *out, int64_t osn, int64_t osh, int64_t osw, int nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t r = 0; r < (int64_t)n * h; r++) {
+        int img = (int)(r / h), y = (int)(r % h);
+        for (int x = 0; x < w; x++) {
+            float *op = out + img * osn + y * osh + x * osw;
+            for (int k = 0; k < K; k += 16) {
+                __mmask16 m = lanes(K - k);
+                __m512 acc = b ? _mm512_maskz_loadu_ps(m, b + k) : _mm512_setzero_ps();
+                for (int ky = 0; ky < 3; ky++) {
+                    int yy = y + ky - 1;
+                    if (yy < 0 || yy >= h) continue;
+                    for (int kx = 0; kx < 3; kx++) {
+                        int xx = x + kx - 1;
+                        if (xx < 0 || xx >= w) continue;
+                        __m512 v = _mm512_set1_ps(in[((int64_t)img * h + yy) * w + xx]);
+                        acc = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, wk + (ky * 3 + kx) * K + k), acc);
+                    }
+                }
+                _mm512_mask_storeu_ps(op + k, m, acc);
+            }
+        }
+    }
+}
+
+/* The weight and bias gradient of nerve_first_conv: dw[ky][kx][k] = sum g[img, y, x, k] *
+ * in[img, y + ky - 1, x + kx - 1], db[k] = sum g (double; g channels-last strides). */
+void nerve_first_conv_bwd(const float *in, int n, int h, int w, int K, const float *g, int64_t gsn,
+                          int64_t gsh, int64_t gsw, double *dw, double *db, int nthreads) {
+    int team = nthreads > 64 ? 64 : nthreads;
+    int64_t kp = (int64_t)cdiv(K, 16) * 16;
+    double *tot = (double *)calloc((size_t)team * 10 * kp, sizeof(double));
+    float *row = (float *)aligned_alloc(64, (size_t)team * 10 * kp * sizeof(float));
+#pragma omp parallel num_threads(team)
+    {
+        int me = omp_get_thread_num();
+        double *mt = tot + (int64_t)me * 10 * kp;
+        float *acc = row + (int64_t)me * 10 * kp;
+        int64_t lo, hi;
+        share((int64_t)n * h, &lo, &hi);
+        for (int64_t r = lo; r < hi; r++) {
+            int img = (int)(r / h), y = (int)(r % h);
+            memset(acc, 0, sizeof(float) * 10 * kp);
+            for (int x = 0; x < w; x++) {
+                const float *gp = g + img * gsn + y * gsh + x * gsw;
+                for (int k = 0; k < K; k += 16) {
+                    __mmask16 m = lanes(K - k);
+                    __m512 gv = _mm512_maskz_loadu_ps(m, gp + k);
+                    for (int ky = 0; ky < 3; ky++) {
+                        int yy = y + ky - 1;
+                        if (yy < 0 || yy >= h) continue;
+                        for (int kx = 0; kx < 3; kx++) {
+                            int xx = x + kx - 1;
+                            if (xx < 0 || xx >= w) continue;
+                            float *a = acc + (ky * 3 + kx) * kp + k;
+                            __m512 v = _mm512_set1_ps(in[((int64_t)img * h + yy) * w + xx]);
+                            _mm512_store_ps(a, _mm512_fmadd_ps(v, gv, _mm512_load_ps(a)));
+                        }
+                    }
+                    float *a = acc + 9 * kp + k;
+                    _mm512_store_ps(a, _mm512_add_ps(gv, _mm512_load_ps(a)));
+                }
+            }
+            for (int64_t i = 0; i < 10 * kp; i++) mt[i] += acc[i];
+        }
+    }
+    for (int t = 0; t < 10; t++)
+        for (int k = 0; k < K; k++) {
+            double s = 0;
+            for (int th = 0; th < team; th++) s += tot[(int64_t)th * 10 * kp + t * kp + k];
+            if (t < 9) dw[t * K + k] = s; else db[k] = s;
+        }
+    free(tot);
+    free(row);
+}
