@@ -701,7 +701,8 @@ void nerve_affine_combine_(float *g, int64_t gsn, int64_t gsh, int64_t gsw, cons
 }
 
 /* ReLU backward of relu(scale * x + shift) in place: g = g where scale * x + shift > 0, else 0;
- * sums[c] = sum of the new g, sums[C + c] = sum of g * x (double). */
+ * sums[c] = sum of the new g, sums[C + c] = sum of g * x (double). With g NULL: the sums of x
+ * and of x^2 (scale and shift unused). */
 void nerve_relu_grad_sums_(float *g, int64_t gsn, int64_t gsh, int64_t gsw, const float *x,
                            int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int C,
                            const float *scale, const float *shift, double *sums, int nthreads) {
@@ -720,16 +721,18 @@ void nerve_relu_grad_sums_(float *g, int64_t gsn, int64_t gsh, int64_t gsw, cons
             int img = (int)(r / h), y = (int)(r % h);
             memset(s1, 0, sizeof(float) * 2 * cp);
             for (int x0 = 0; x0 < w; x0++) {
-                float *gp = g + img * gsn + y * gsh + x0 * gsw;
+                float *gp = g ? g + img * gsn + y * gsh + x0 * gsw : NULL;
                 const float *xp = x + img * sn + y * sh + x0 * sw;
                 for (int c = 0; c < C; c += 16) {
                     __mmask16 m = lanes(C - c);
-                    __m512 xv = _mm512_maskz_loadu_ps(m, xp + c);
-                    __mmask16 on = _mm512_mask_cmp_ps_mask(m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scale + c), xv,
-                                                                              _mm512_maskz_loadu_ps(m, shift + c)),
-                                                           _mm512_setzero_ps(), _CMP_GT_OQ);
-                    __m512 d = _mm512_maskz_loadu_ps(on, gp + c);
-                    _mm512_mask_storeu_ps(gp + c, m, d);
+                    __m512 xv = _mm512_maskz_loadu_ps(m, xp + c), d = xv;
+                    if (g) {
+                        __mmask16 on = _mm512_mask_cmp_ps_mask(
+                            m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scale + c), xv, _mm512_maskz_loadu_ps(m, shift + c)),
+                            _mm512_setzero_ps(), _CMP_GT_OQ);
+                        d = _mm512_maskz_loadu_ps(on, gp + c);
+                        _mm512_mask_storeu_ps(gp + c, m, d);
+                    }
                     _mm512_store_ps(s1 + c, _mm512_add_ps(_mm512_load_ps(s1 + c), d));
                     _mm512_store_ps(s2 + c, _mm512_fmadd_ps(d, xv, _mm512_load_ps(s2 + c)));
                 }
@@ -749,38 +752,7 @@ void nerve_relu_grad_sums_(float *g, int64_t gsn, int64_t gsh, int64_t gsw, cons
 /* sums[c] = sum of x over (img, y, x), sums[C + c] = sum of x^2 (double; one pass). */
 void nerve_channel_sums(const float *x, int64_t sn, int64_t sh, int64_t sw, int n, int h, int w, int C,
                         double *sums, int nthreads) {
-    int team = nthreads > 64 ? 64 : nthreads;
-    int64_t cp = (int64_t)cdiv(C, 16) * 16;
-    double *tot = (double *)calloc((size_t)team * 2 * cp, sizeof(double));
-    float *row = (float *)aligned_alloc(64, (size_t)team * 2 * cp * sizeof(float));
-#pragma omp parallel num_threads(team)
-    {
-        int me = omp_get_thread_num();
-        double *mt = tot + (int64_t)me * 2 * cp;
-        float *s1 = row + (int64_t)me * 2 * cp, *s2 = s1 + cp;
-        int64_t lo, hi;
-        share((int64_t)n * h, &lo, &hi);
-        for (int64_t r = lo; r < hi; r++) {
-            int img = (int)(r / h), y = (int)(r % h);
-            memset(s1, 0, sizeof(float) * 2 * cp);
-            for (int x0 = 0; x0 < w; x0++) {
-                const float *xp = x + img * sn + y * sh + x0 * sw;
-                for (int c = 0; c < C; c += 16) {
-                    __m512 v = _mm512_maskz_loadu_ps(lanes(C - c), xp + c);
-                    _mm512_store_ps(s1 + c, _mm512_add_ps(_mm512_load_ps(s1 + c), v));
-                    _mm512_store_ps(s2 + c, _mm512_fmadd_ps(v, v, _mm512_load_ps(s2 + c)));
-                }
-            }
-            for (int64_t c = 0; c < C; c++) { mt[c] += s1[c]; mt[cp + c] += s2[c]; }
-        }
-    }
-    for (int64_t c = 0; c < C; c++) {
-        double a = 0, b = 0;
-        for (int t = 0; t < team; t++) { a += tot[(int64_t)t * 2 * cp + c]; b += tot[(int64_t)t * 2 * cp + cp + c]; }
-        sums[c] = a; sums[C + c] = b;
-    }
-    free(tot);
-    free(row);
+    nerve_relu_grad_sums_(NULL, 0, 0, 0, x, sn, sh, sw, n, h, w, C, NULL, NULL, sums, nthreads);
 }
 
 /* ---------------------------------------------------------------- first convolution */
