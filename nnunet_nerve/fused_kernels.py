@@ -1,11 +1,15 @@
 """The fused dense-layer kernels (nnunet_nerve/csrc/dense_layer_avx512.c): build, load, call.
 
 A dense layer, y = dropout(conv3x3(relu(scale * x + shift))) with C input and K output maps,
-runs here as three C functions instead of a batch-norm pass over the stack plus oneDNN's
+runs here as three C calls instead of batch-norm passes over the stack around oneDNN's
 convolution: the forward (batch norm + ReLU applied on the fly, bias, border response,
-dropout, batch statistics of y), the input gradient (ReLU mask, batch-norm scale and the
-accumulation into the stack gradient fused, with the per-channel sums batch norm's backward
-needs) and the weight gradient (batch norm + ReLU recomputed on the fly).
+dropout, batch statistics of y), the zero-padded output gradient (dropout mask and pending
+batch-statistics terms applied), and the backward in one pass over x (weight gradient with
+batch norm + ReLU recomputed on the fly; input gradient with the ReLU mask, batch-norm scale,
+accumulation into the stack gradient and the per-channel sums batch norm's backward needs).
+Dropout masks are never stored (`HashDropout`). Smaller kernels serve the transition down
+(BN + ReLU, pool with winners, unpool, ReLU backward with sums), the first convolution, the
+classifier's backward and batch statistics.
 
 The C file is compiled with the system C compiler (`$CC`, else `cc`) at first use into
 `$NNUNET_NERVE_CACHE` (default `~/.cache/nnunet_nerve`), keyed by a hash of the source and

@@ -13,8 +13,9 @@
  * Column layout shared by all kernels ("tap columns"): j = ky * 3K + kr * K + k, with
  * kr = 2 - kx, padded with zeros to NV * 16 columns. With this order the 3K columns of one
  * kernel row ky of input pixel (iy, ix) land on the 3K contiguous floats of output row
- * iy - ky + 1 starting at output pixel ix - 1 (kr = 0: ix + 1... reversed, see below):
- * output pixel ox = ix + kr - 1 receives tap kx = 2 - kr.
+ * iy - ky + 1 that start at output pixel ix - 1: output pixel ox = ix + kr - 1 receives
+ * tap kx = 2 - kr. The backward reads the same 3K floats of the padded output gradient as
+ * the pixel's neighbourhood.
  *
  * Built by nnunet_nerve/fused_kernels.py with the system C compiler at first use; every
  * function returns nothing and checks nothing: the Python side validates shapes.
