@@ -541,6 +541,19 @@ void nerve_dense_bwd(const float *gyp, int n, int h, int w, int K, int C,
 
 /* ---------------------------------------------------------------- transition down, classifier */
 
+/* the statements run for every 2x2 window (img, i, j) of an h x w map and every 16 channels
+ * from c (lanes m) */
+#define FOR_WINDOWS_CHANNELS(n, h, w, C, ...)                                              \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                     \
+    for (int64_t r = 0; r < (int64_t)(n) * ((h) / 2); r++) {                                \
+        int img = (int)(r / ((h) / 2)), i = (int)(r % ((h) / 2));                           \
+        for (int j = 0; j < (w) / 2; j++)                                                   \
+            for (int c = 0; c < (C); c += 16) {                                             \
+                __mmask16 m = lanes((C) - c);                                               \
+                __VA_ARGS__                                                                 \
+            }                                                                               \
+    }
+
 /* 2x2 max-pool (stride 2) of z * keep (dropout of `seeds`, NULL: none), channels-last:
  * out[img, i, j, c] = max over the window, win[img][i][j][c] = position in the window (0: (0, 0),
  * 1: (0, 1), 2: (1, 0), 3: (1, 1)) of its first maximum in that order, as max_pool2d picks it. */
@@ -549,28 +562,21 @@ void nerve_pool_(const float *z, int64_t sn, int64_t sh, int64_t sw, int n, int 
                  uint8_t *win, int nthreads) {
     dropout_t drop = dropout_of(seeds);
     int ho = h / 2, wo = w / 2;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t r = 0; r < (int64_t)n * ho; r++) {
-        int img = (int)(r / ho), i = (int)(r % ho);
-        for (int j = 0; j < wo; j++) {
-            for (int c = 0; c < C; c += 16) {
-                __mmask16 m = lanes(C - c);
-                __m512 v[4];
-                for (int k = 0; k < 4; k++) {
-                    int y = 2 * i + (k >> 1), x = 2 * j + (k & 1);
-                    v[k] = _mm512_maskz_loadu_ps(m, z + img * sn + y * sh + x * sw + c);
-                    if (drop.on)
-                        v[k] = _mm512_maskz_mov_ps(kept(drop, (((int64_t)img * h + y) * w + x) * C + c), v[k]);
-                }
-                __m512 mx = _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]));
-                __m512i wi = _mm512_set1_epi32(3);
-                for (int k = 2; k >= 0; k--)
-                    wi = _mm512_mask_mov_epi32(wi, _mm512_cmp_ps_mask(v[k], mx, _CMP_EQ_OQ), _mm512_set1_epi32(k));
-                _mm512_mask_storeu_ps(out + img * osn + i * osh + j * osw + c, m, mx);
-                _mm_mask_storeu_epi8(win + (((int64_t)img * ho + i) * wo + j) * C + c, m, _mm512_cvtepi32_epi8(wi));
-            }
+    FOR_WINDOWS_CHANNELS(n, h, w, C, {
+        __m512 v[4];
+        for (int k = 0; k < 4; k++) {
+            int y = 2 * i + (k >> 1), x = 2 * j + (k & 1);
+            v[k] = _mm512_maskz_loadu_ps(m, z + img * sn + y * sh + x * sw + c);
+            if (drop.on)
+                v[k] = _mm512_maskz_mov_ps(kept(drop, (((int64_t)img * h + y) * w + x) * C + c), v[k]);
         }
-    }
+        __m512 mx = _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]));
+        __m512i wi = _mm512_set1_epi32(3);
+        for (int k = 2; k >= 0; k--)
+            wi = _mm512_mask_mov_epi32(wi, _mm512_cmp_ps_mask(v[k], mx, _CMP_EQ_OQ), _mm512_set1_epi32(k));
+        _mm512_mask_storeu_ps(out + img * osn + i * osh + j * osw + c, m, mx);
+        _mm_mask_storeu_epi8(win + (((int64_t)img * ho + i) * wo + j) * C + c, m, _mm512_cvtepi32_epi8(wi));
+    })
 }
 
 /* The backward of nerve_pool_: g[img, y, x, c] = keep * (the window's gradient at its winner,
@@ -580,23 +586,16 @@ void nerve_unpool_(const float *gout, int64_t sn, int64_t sh, int64_t sw, const 
                    int64_t gsh, int64_t gsw, int nthreads) {
     dropout_t drop = dropout_of(seeds);
     int ho = h / 2, wo = w / 2;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t r = 0; r < (int64_t)n * ho; r++) {
-        int img = (int)(r / ho), i = (int)(r % ho);
-        for (int j = 0; j < wo; j++) {
-            for (int c = 0; c < C; c += 16) {
-                __mmask16 m = lanes(C - c);
-                __m512 go = _mm512_maskz_loadu_ps(m, gout + img * sn + i * sh + j * sw + c);
-                __m512i wi = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, win + (((int64_t)img * ho + i) * wo + j) * C + c));
-                for (int k = 0; k < 4; k++) {
-                    int y = 2 * i + (k >> 1), x = 2 * j + (k & 1);
-                    __mmask16 at = _mm512_cmpeq_epi32_mask(wi, _mm512_set1_epi32(k));
-                    if (drop.on) at &= kept(drop, (((int64_t)img * h + y) * w + x) * C + c);
-                    _mm512_mask_storeu_ps(g + img * gsn + y * gsh + x * gsw + c, m, _mm512_maskz_mov_ps(at, go));
-                }
-            }
+    FOR_WINDOWS_CHANNELS(n, h, w, C, {
+        __m512 go = _mm512_maskz_loadu_ps(m, gout + img * sn + i * sh + j * sw + c);
+        __m512i wi = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, win + (((int64_t)img * ho + i) * wo + j) * C + c));
+        for (int k = 0; k < 4; k++) {
+            int y = 2 * i + (k >> 1), x = 2 * j + (k & 1);
+            __mmask16 at = _mm512_cmpeq_epi32_mask(wi, _mm512_set1_epi32(k));
+            if (drop.on) at &= kept(drop, (((int64_t)img * h + y) * w + x) * C + c);
+            _mm512_mask_storeu_ps(g + img * gsn + y * gsh + x * gsw + c, m, _mm512_maskz_mov_ps(at, go));
         }
-    }
+    })
 }
 
 /* Backward of a 1x1 convolution with K <= 16 outputs (the classifier): gy is NCHW contiguous
