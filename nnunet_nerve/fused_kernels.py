@@ -375,10 +375,15 @@ def batch_var_mean(x: torch.Tensor):
     n, c, h, w = x.shape
     sums = torch.empty(2 * c, dtype=torch.float64)
     _lib().nerve_channel_sums(_ptr(x), *_nhwc_strides(x), n, h, w, c, _ptr(sums), _threads())
-    count = n * h * w
-    mean = sums[:c] / count
-    var = (sums[c:] / count - mean.square()).clamp_min_(0)
-    return var.to(x.dtype), mean.to(x.dtype)
+    return var_mean_from_sums(sums[:c], sums[c:], n * h * w, x.dtype)
+
+
+def var_mean_from_sums(total: torch.Tensor, total_sq: torch.Tensor, count: int, dtype):
+    """Biased variance and mean per channel from float64 sums of x and x^2 over count values
+    (variance = E[x^2] - mean^2 in float64, clamped at 0)."""
+    mean = total / count
+    var = (total_sq / count - mean.square()).clamp_min_(0)
+    return var.to(dtype), mean.to(dtype)
 
 
 def first_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):

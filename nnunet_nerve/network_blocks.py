@@ -468,9 +468,8 @@ class DenseBlockFunction(torch.autograd.Function):
                     *relu_affine_as_clamp(scale, shift), weight, bias, h, w)
                 sums = layer_forward(buf[:, :c], dropout, buf[:, c:c + g], fused_scratch, batch_stats)
                 if batch_stats:
-                    mean_new = sums[0] / count
-                    variances[c:c + g] = (sums[1] / count - mean_new.square()).clamp_min_(0)
-                    means[c:c + g] = mean_new
+                    variances[c:c + g], means[c:c + g] = fused_kernels.var_mean_from_sums(
+                        *sums, count, buf.dtype)
                 chunks = ()
             else:
                 bn_relu_conv = BnReluConv(scale, shift, weight, bias, h, w)
