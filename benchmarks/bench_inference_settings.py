@@ -12,7 +12,7 @@ patch of overlap; 1.0 no overlap) and test-time mirroring off and on, the real
 number of scans, and the same command with ``--continue_prediction`` (every output exists: it
 only starts up and loads the model) gives the fixed start-up, so "net s per scan" is
 (wall - start-up) / scans. Each setting's predictions are scored against the Auto-GT with the
-package's own ``nnunet_nerve.metrics.dice`` and ``hd95`` (masks read with
+package's own ``nnunet_nerve.metrics.dice`` and ``hd95_surface`` (masks read with
 ``nnunet_nerve.evaluation.load_binary_mask``), and compared voxel by voxel with the default's.
 
 Mirroring on: FCDenseNetTrainer (and so FCDenseNetTrainer_demo) allows no test-time mirroring
@@ -164,7 +164,7 @@ def score_folder(pred_dir: Path, labels: dict, reference_dir: "Path | None" = No
         ref = sitk.GetArrayFromImage(grid) != 0
         pred = load_binary_mask(Path(pred_dir) / f"{case}{FILE_ENDING}", grid, case, "prediction")
         spacing = imageio.spacing_zyx(grid)
-        row = {"dice": metrics.dice(pred, ref), "hd95": metrics.hd95(pred, ref, spacing)}
+        row = {"dice": metrics.dice(pred, ref), "hd95": metrics.hd95_surface(pred, ref, spacing)}
         if reference_dir is not None:
             other = load_binary_mask(Path(reference_dir) / f"{case}{FILE_ENDING}", grid, case, "prediction")
             row["agreement"] = metrics.dice(pred, other)

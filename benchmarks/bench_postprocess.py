@@ -31,7 +31,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from nnunet_nerve.metrics import dice, hd95
+from nnunet_nerve.metrics import dice, hd95_surface
 from nnunet_nerve.postprocess import postprocess_nerve
 
 SPACING = (4.0, 0.52, 0.52)
@@ -143,7 +143,7 @@ def run(cases: int, seed: int) -> dict:
             t0 = time.perf_counter()
             out = fn(pred)
             seconds[name] += time.perf_counter() - t0
-            row[name] = {"dice": dice(out, truth), "hd95": hd95(out, truth, SPACING)}
+            row[name] = {"dice": dice(out, truth), "hd95": hd95_surface(out, truth, SPACING)}
         rows.append(row)
     return {"cases": rows, "seconds": seconds, "seed": seed, "spacing": SPACING, "shape": SHAPE}
 

@@ -41,7 +41,8 @@ def _print(message: str) -> None:
 
 
 def dataset_json(registry: Registry, raters: list, method: str) -> dict:
-    """nnU-Net's dataset.json keys plus the ``nnunet_nerve`` provenance block."""
+    """nnU-Net's dataset.json keys plus the ``nnunet_nerve`` provenance block; ``raters`` keeps
+    the registry's order (raters.tsv, else sorted), the order of every evaluation output."""
     return {
         "channel_names": {"0": "T2"},
         "labels": {"background": 0, "nerve": 1},
@@ -51,7 +52,8 @@ def dataset_json(registry: Registry, raters: list, method: str) -> dict:
         "description": "Axial T2w thigh MRN; labelsTr is the raters' consensus, raters/<R>/ each rater's own mask.",
         PROVENANCE_KEY: {
             "consensus": method,
-            "raters": sorted(raters),
+            "raters": list(raters),
+            "rater_order": registry.rater_order,
             "version": __version__,
             "registry": str(registry.root),
         },
@@ -121,8 +123,8 @@ def convert_registry(registry_root: "str | os.PathLike", dataset_id: int, name: 
     raters = registry.raters
     splits = nnunet_splits({p.participant_id: p.cohort for p in registry.participants}, n_folds, seed) \
         if n_folds else None
-    log(f"converting {len(cases)} subjects ({len(raters)} raters: {', '.join(raters)}; consensus {consensus_method}) "
-        f"to {target}")
+    log(f"converting {len(cases)} subjects ({len(raters)} raters, {registry.rater_order} order: {', '.join(raters)}; "
+        f"consensus {consensus_method}) to {target}")
     with atomic_directory(target, overwrite=overwrite, what="dataset") as tmp:
         for sub in ["imagesTr", "labelsTr"] + [f"{RATERS_FOLDER}/{r}" for r in raters]:
             (tmp / sub).mkdir(parents=True)

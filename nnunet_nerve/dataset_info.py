@@ -6,7 +6,10 @@ A dataset converted from a registry (``nnunet-nerve convert``) is
 - ``imagesTr/<case>_0000.nii.gz`` the T2 image, ``labelsTr/<case>.nii.gz`` the consensus (uint8 0/1);
 - ``raters/<rater>/<case>.nii.gz`` every rater's own mask (uint8 0/1, on the image grid);
 - ``participants.tsv`` (``participant_id  cohort  location`` then any further columns);
-- ``dataset.json`` with nnU-Net's keys plus ``"nnunet_nerve": {"consensus", "raters", "version", "registry"}``.
+- ``dataset.json`` with nnU-Net's keys plus ``"nnunet_nerve": {"consensus", "raters", "rater_order", "version",
+  "registry"}``; ``raters`` lists the rater ids in the order every output reports them
+  (``rater_order``: ``raters.tsv`` when the registry's raters.tsv gave it, ``sorted`` otherwise;
+  datasets converted before raters.tsv existed have no ``rater_order`` and sorted raters).
 
 Evaluation needs nothing but this folder; ``load_dataset_info`` reads it.
 """
@@ -29,7 +32,13 @@ FILE_ENDING = ".nii.gz"
 CHANNEL_SUFFIX = "_0000"
 RATERS_FOLDER = "raters"
 PARTICIPANTS_FILE = "participants.tsv"
+#: A registry's optional list of raters, in the order comparisons are reported (column ``rater_id``).
+RATERS_FILE = "raters.tsv"
+RATER_ID_COLUMN = "rater_id"
 PROVENANCE_KEY = "nnunet_nerve"
+#: Values of the provenance's ``rater_order``: the registry's raters.tsv, or sorted rater ids.
+RATER_ORDER_TABLE = RATERS_FILE
+RATER_ORDER_SORTED = "sorted"
 
 _DATASET_NAME = re.compile(r"^Dataset(\d{3})_(.+)$")
 
@@ -54,9 +63,15 @@ class DatasetInfo:
     name: str
     cases: tuple            # participant ids, sorted
     participants: dict      # case -> Participant
-    raters: tuple           # rater ids, sorted
+    raters: tuple           # rater ids in reporting order (dataset.json's provenance)
     consensus_method: str   # "majority" | "staple" (from dataset.json's provenance)
     dataset_json: dict
+    rater_order: str = RATER_ORDER_SORTED   # where the order came from: "raters.tsv" | "sorted"
+
+    @property
+    def rater_order_note(self) -> str:
+        """Where the rater order comes from, for reports."""
+        return "order of the registry's raters.tsv" if self.rater_order == RATER_ORDER_TABLE else "sorted"
 
     @property
     def dataset_name(self) -> str:
@@ -148,11 +163,12 @@ def find_dataset_dir(id_or_path: "str | int | os.PathLike") -> Path:
     raise NerveError(f"{text}: not a dataset folder, a dataset id or a Dataset<ID>_<NAME> name")
 
 
-def read_participants(path: "str | os.PathLike") -> list:
-    """Read a participants.tsv into Participant rows (file order).
+def read_tsv(path: "str | os.PathLike", required: tuple) -> list:
+    """The rows of a tab-separated file with a header, as dicts of stripped values (file order).
 
-    The header must start with ``participant_id``, ``cohort``, ``location`` in any order
-    among its columns; further columns go to ``Participant.extra``. Values are stripped.
+    The header must hold every column of ``required`` (any order, others allowed); blank
+    lines are skipped; a leading BOM (spreadsheet exports) is ignored. NerveError naming the
+    file: missing, empty, a required column absent, a line with another number of fields.
     """
     path = Path(path)
     if not path.is_file():
@@ -161,16 +177,27 @@ def read_participants(path: "str | os.PathLike") -> list:
         reader = csv.reader(f, delimiter="\t")
         rows = [r for r in reader if any(cell.strip() for cell in r)]
     if not rows:
-        raise NerveError(f"{path}: empty file, expected a header with {', '.join(REQUIRED_COLUMNS)}")
+        raise NerveError(f"{path}: empty file, expected a header with {', '.join(required)}")
     header = [h.strip() for h in rows[0]]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise NerveError(f"{path}: header lacks column(s) {', '.join(missing)}")
     out = []
     for line_no, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise NerveError(f"{path}: line {line_no} has {len(row)} fields, the header has {len(header)}")
-        values = dict(zip(header, (cell.strip() for cell in row)))
+        out.append(dict(zip(header, (cell.strip() for cell in row))))
+    return out
+
+
+def read_participants(path: "str | os.PathLike") -> list:
+    """Read a participants.tsv into Participant rows (file order).
+
+    The header must hold ``participant_id``, ``cohort``, ``location`` in any order among its
+    columns; further columns go to ``Participant.extra``. Values are stripped (``read_tsv``).
+    """
+    out = []
+    for values in read_tsv(path, REQUIRED_COLUMNS):
         extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
         out.append(Participant(values["participant_id"], values["cohort"], values["location"], extra))
     return out
@@ -186,22 +213,29 @@ def participants_header(participants: list) -> list:
     return list(REQUIRED_COLUMNS) + extra
 
 
-def write_participants(path: "str | os.PathLike", participants: list) -> None:
-    """Write rows as participants.tsv (tab-separated, header first, required columns first)."""
-    header = participants_header(participants)
+def write_tsv(path: "str | os.PathLike", header: list, rows: list) -> None:
+    """Write dict rows as a tab-separated file: the header, then each row's values in header
+    order (a missing value as empty text)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerow(header)
-        for p in participants:
-            values = {"participant_id": p.participant_id, "cohort": p.cohort, "location": p.location, **p.extra}
+        for values in rows:
             writer.writerow([values.get(h, "") for h in header])
+
+
+def write_participants(path: "str | os.PathLike", participants: list) -> None:
+    """Write rows as participants.tsv (tab-separated, header first, required columns first)."""
+    write_tsv(path, participants_header(participants),
+              [{"participant_id": p.participant_id, "cohort": p.cohort, "location": p.location, **p.extra}
+               for p in participants])
 
 
 def load_dataset_info(dataset_dir: "str | int | os.PathLike") -> DatasetInfo:
     """Read a converted dataset folder (see module docstring); ``dataset_dir`` as for find_dataset_dir.
 
-    Checks that dataset.json carries the provenance block, that participants.tsv lists
-    exactly the cases in labelsTr, and that every rater has a mask for every case.
+    Checks that dataset.json carries the provenance block with a list of distinct rater ids,
+    that participants.tsv lists exactly the cases in labelsTr, and that every rater has a mask
+    for every case. The raters keep the provenance's order (the order of every report).
     """
     folder = find_dataset_dir(dataset_dir)
     m = _DATASET_NAME.match(folder.name)
@@ -212,7 +246,12 @@ def load_dataset_info(dataset_dir: "str | int | os.PathLike") -> DatasetInfo:
     provenance = dataset_json.get(PROVENANCE_KEY)
     if not isinstance(provenance, dict):
         raise NerveError(f"{json_path}: no '{PROVENANCE_KEY}' block; was this dataset made by `nnunet-nerve convert`?")
-    raters = tuple(sorted(provenance.get("raters", [])))
+    raters = provenance.get("raters", [])
+    if not isinstance(raters, list) or not all(isinstance(r, str) and r for r in raters):
+        raise NerveError(f"{json_path}: '{PROVENANCE_KEY}.raters' must be a list of rater ids")
+    repeated = sorted({r for r in raters if raters.count(r) > 1})
+    if repeated:
+        raise NerveError(f"{json_path}: '{PROVENANCE_KEY}.raters' lists rater(s) {', '.join(repeated)} more than once")
     participants = read_participants(folder / PARTICIPANTS_FILE)
     by_case = {p.participant_id: p for p in participants}
     label_cases = sorted(p.name[: -len(FILE_ENDING)] for p in (folder / "labelsTr").glob("*" + FILE_ENDING))
@@ -222,8 +261,9 @@ def load_dataset_info(dataset_dir: "str | int | os.PathLike") -> DatasetInfo:
     for case in sorted(set(by_case) - set(label_cases)):
         problems.append(f"{folder / PARTICIPANTS_FILE}: case {case} has no consensus in labelsTr")
     info = DatasetInfo(folder=folder, dataset_id=int(m.group(1)), name=m.group(2), cases=tuple(sorted(by_case)),
-                       participants=by_case, raters=raters,
-                       consensus_method=str(provenance.get("consensus", "")), dataset_json=dataset_json)
+                       participants=by_case, raters=tuple(raters),
+                       consensus_method=str(provenance.get("consensus", "")), dataset_json=dataset_json,
+                       rater_order=str(provenance.get("rater_order", RATER_ORDER_SORTED)))
     for case in info.cases:
         for rater, path in info.rater_paths(case).items():
             if not path.is_file():

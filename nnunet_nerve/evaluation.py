@@ -1,9 +1,12 @@
 """The paper's evaluation (Balsiger et al. 2018, Table 1): every comparison per case, their
 summaries per cohort and thigh location, and the statistical tests.
 
-Comparisons, named as the paper names them with the dataset's rater ids (sorted):
+Comparisons, named as the paper names them with the dataset's rater ids, **in the dataset's
+rater order** (``DatasetInfo.raters``: the registry's raters.tsv, most experienced first in the
+paper, else sorted):
 
-* ``OS-BW``: a pair of raters (kind ``rater-pair``), each unordered pair once;
+* ``OS-BW``: a pair of raters (kind ``rater-pair``), each unordered pair once, the earlier
+  rater first (raters OS, BW, LG give OS-BW, OS-LG, BW-LG);
 * ``OS-GT``: a rater against the consensus (``rater-consensus``);
 * ``Auto-OS``: a prediction against a rater (``auto-rater``);
 * ``Auto-GT``: a prediction against the consensus (``auto-consensus``);
@@ -14,6 +17,10 @@ The first mask of a comparison name is passed as ``pred``, the second as ``ref``
 metrics are symmetric). Rater rows do not depend on a prediction; their ``method`` is
 empty. The evaluator computes and returns plain rows (lists of dicts); the writers in
 ``evaluation_report`` write them.
+
+Every row holds both HD95 definitions (``hd95_mm``: the paper's, EvaluateSegmentation's;
+``hd95_surface_mm``: surface-based); ``Evaluation.hd95`` says which one Table 1, Figure 2 and
+the statistics shown in table1.md use (``HD95_DEFINITIONS``).
 
 Summaries: mean and population SD (``numpy.std``, ddof=0) over the finite values; an
 infinite distance (one mask empty, the other not) is counted in ``<metric>_n_inf`` and left
@@ -39,6 +46,7 @@ from scipy import stats
 from nnunet_nerve import imageio, metrics
 from nnunet_nerve.dataset_info import FILE_ENDING, LOCATIONS, DatasetInfo
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.metric_columns import DEFAULT_HD95, HD95_DEFINITIONS, METRICS
 
 AUTO = "Auto"
 CONSENSUS = "GT"
@@ -49,12 +57,6 @@ KIND_AUTO_RATER = "auto-rater"
 KIND_AUTO_CONSENSUS = "auto-consensus"
 KIND_POOLED = "pooled-rater-pairs"
 AUTO_GT = f"{AUTO}-{CONSENSUS}"
-
-#: Metric columns of a row, in output order: (key, label for tables).
-METRICS = (("dice", "Dice"), ("hd95_mm", "HD95 (mm)"), ("vs", "VS"), ("hd_mm", "HD (mm)"), ("assd_mm", "ASSD (mm)"))
-#: The paper's three metrics (Table 1, Figure 2).
-PAPER_METRICS = ("dice", "hd95_mm", "vs")
-METRIC_LABELS = dict(METRICS)
 COHORT_ORDER = ("volunteer", "patient")
 ALPHA = 0.05
 
@@ -73,17 +75,30 @@ class PredictionSet:
     timing_source: str = ""
 
 
+def paper_metrics(hd95: str = DEFAULT_HD95) -> tuple:
+    """The paper's three metrics (Table 1, Figure 2): Dice, the chosen HD95's row key, VS."""
+    if hd95 not in HD95_DEFINITIONS:
+        raise NerveError(f"HD95 definition {hd95!r}: expected one of {', '.join(HD95_DEFINITIONS)}")
+    return ("dice", HD95_DEFINITIONS[hd95], "vs")
+
+
 @dataclass
 class Evaluation:
-    """The per-case rows of every comparison, and what they were computed from."""
+    """The per-case rows of every comparison, what they were computed from, and which HD95
+    definition (a key of ``HD95_DEFINITIONS``) the reports show."""
 
     dataset: DatasetInfo
     methods: list
     rows: list = field(default_factory=list)
+    hd95: str = DEFAULT_HD95
 
     @property
     def method_names(self) -> list:
         return [m.name for m in self.methods]
+
+    @property
+    def paper_metrics(self) -> tuple:
+        return paper_metrics(self.hd95)
 
 
 def comparison_name(first: str, second: str) -> str:
@@ -91,16 +106,17 @@ def comparison_name(first: str, second: str) -> str:
 
 
 def rater_pairs(raters) -> list:
-    """Every unordered pair of rater ids, in sorted order: (a, b) with a < b."""
-    return list(itertools.combinations(sorted(raters), 2))
+    """Every unordered pair of rater ids in the given order: (a, b) with a before b
+    (OS, BW, LG -> (OS, BW), (OS, LG), (BW, LG))."""
+    return list(itertools.combinations(raters, 2))
 
 
 def case_comparisons(consensus: np.ndarray, raters: dict, predictions: dict, spacing) -> list:
     """Every comparison of one case as rows {method, comparison, kind, <metrics>}.
 
-    ``raters`` maps rater id -> mask, ``predictions`` method name -> mask (a method
-    without a prediction for this case is simply absent); ``spacing`` in the arrays' axis
-    order (z, y, x), mm.
+    ``raters`` maps rater id -> mask in the rater order, ``predictions`` method name -> mask
+    (a method without a prediction for this case is simply absent); ``spacing`` in the
+    arrays' axis order (z, y, x), mm.
     """
     rows = []
 
@@ -110,12 +126,12 @@ def case_comparisons(consensus: np.ndarray, raters: dict, predictions: dict, spa
 
     for a, b in rater_pairs(raters):
         add("", a, b, KIND_RATER_PAIR, raters[a], raters[b])
-    for r in sorted(raters):
+    for r in raters:
         add("", r, CONSENSUS, KIND_RATER_CONSENSUS, raters[r], consensus)
     for method, pred in predictions.items():
-        add(method, AUTO, CONSENSUS, KIND_AUTO_CONSENSUS, pred, consensus)
-        for r in sorted(raters):
+        for r in raters:
             add(method, AUTO, r, KIND_AUTO_RATER, pred, raters[r])
+        add(method, AUTO, CONSENSUS, KIND_AUTO_CONSENSUS, pred, consensus)
     return rows
 
 
@@ -167,16 +183,19 @@ def load_binary_mask(path, grid: sitk.Image, case: str, what: str) -> np.ndarray
     return array != 0
 
 
-def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str], None] = lambda s: None) -> Evaluation:
+def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str], None] = lambda s: None,
+             hd95: str = DEFAULT_HD95) -> Evaluation:
     """Compute every comparison for every case of ``info``; returns the per-case rows.
 
-    Row keys: case, cohort, location, method, comparison, kind, dice, hd95_mm, hd_mm,
-    assd_mm, vs.
+    Row keys: case, cohort, location, method, comparison, kind, dice, hd95_mm,
+    hd95_surface_mm, hd_mm, assd_mm, vs. ``hd95`` (a key of ``HD95_DEFINITIONS``) is the
+    definition the reports show; both are computed.
     """
     names = [p.name for p in prediction_sets]
     if len(set(names)) != len(names):
         raise NerveError(f"method names must differ, got {', '.join(names)}; name them with --name")
-    evaluation = Evaluation(dataset=info, methods=list(prediction_sets))
+    paper_metrics(hd95)  # refuses an unknown definition before any work
+    evaluation = Evaluation(dataset=info, methods=list(prediction_sets), hd95=hd95)
     for i, case in enumerate(info.cases, start=1):
         progress(f"[{i}/{len(info.cases)}] {case}")
         grid = imageio.read_image(info.consensus_path(case))
@@ -192,16 +211,15 @@ def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str],
 # ---------------------------------------------------------------- summaries and tests
 
 def comparison_order(raters, method_names) -> list:
-    """(method, comparison) in the paper's layout: Auto-GT, Auto-<rater> per method, then
-    <rater>-GT, the rater pairs and R-R."""
-    order = []
-    for m in method_names:
-        order.append((m, AUTO_GT))
-        order += [(m, comparison_name(AUTO, r)) for r in sorted(raters)]
-    order += [("", comparison_name(r, CONSENSUS)) for r in sorted(raters)]
-    order += [("", comparison_name(a, b)) for a, b in rater_pairs(raters)]
+    """(method, comparison) in the paper's Table 1 layout, raters in the given order: the rater
+    pairs, <rater>-GT, R-R, then per method Auto-<rater> and Auto-GT."""
+    order = [("", comparison_name(a, b)) for a, b in rater_pairs(raters)]
+    order += [("", comparison_name(r, CONSENSUS)) for r in raters]
     if rater_pairs(raters):
         order.append(("", POOLED_RATERS))
+    for m in method_names:
+        order += [(m, comparison_name(AUTO, r)) for r in raters]
+        order.append((m, AUTO_GT))
     return order
 
 

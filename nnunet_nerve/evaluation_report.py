@@ -6,16 +6,19 @@ end (``atomic.atomic_directory``): an interrupted run leaves nothing, an existin
 kept unless ``overwrite``. Files written:
 
 * ``per_case.csv``: one row per case, method and comparison (columns ``PER_CASE_COLUMNS``);
-  distances in mm, ``inf`` where one mask is empty.
+  distances in mm, ``inf`` where one mask is empty; ``hd95_mm`` is the paper's HD95
+  (EvaluateSegmentation's), ``hd95_surface_mm`` the surface-based one.
 * ``table1.csv``: mean, SD (ddof=0) and n per method, comparison, cohort and location
   (``all`` = whole cohort; patients also per thigh location); ``<metric>_n_inf`` counts the
   infinite values left out of mean and SD.
-* ``table1.md``: the same in the paper's layout, the methods side by side, the tests, what
-  was left out, the prediction times, and footnotes for every infinite value left out.
+* ``table1.md``: the same in the paper's layout (rows in the paper's order, raters in the
+  dataset's order; means to the paper's precision), the methods side by side, the tests,
+  what was left out, the prediction times, footnotes for every infinite value left out and,
+  with ``paper_reference``, the published values beside ours (``paper_reference``).
 * ``statistics.csv``: Mann-Whitney U (Auto-GT vs R-R) and, with several methods, Wilcoxon
   signed-rank (Auto-GT, method vs method) per cohort and metric.
-* ``figure2.png``: boxplots of Dice, HD95 and VS for Auto-GT (per method) and R-R, cohorts
-  side by side.
+* ``figure2.png``: boxplots of Dice, HD95 (``Evaluation.hd95``'s definition) and VS for
+  Auto-GT (per method) and R-R, cohorts side by side.
 * ``timing.csv``: seconds per scan per method from nnU-Net's logs (header only when none).
 """
 from __future__ import annotations
@@ -27,26 +30,54 @@ from typing import Callable
 
 import numpy as np
 
+from nnunet_nerve import paper_reference as published
 from nnunet_nerve.atomic import atomic_directory
-from nnunet_nerve.evaluation import (ALPHA, AUTO_GT, METRIC_LABELS, METRICS, PAPER_METRICS, POOLED_RATERS,
-                                     Evaluation, cohorts_present, describe, select, statistics_rows,
-                                     summary_rows)
+from nnunet_nerve.evaluation import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present, describe,
+                                     select, statistics_rows, summary_rows)
+from nnunet_nerve.metric_columns import HD95_DEFINITIONS, METRIC_LABELS, METRICS
 
-PER_CASE_COLUMNS = ("case", "cohort", "location", "method", "comparison", "kind",
-                    "dice", "hd95_mm", "vs", "hd_mm", "assd_mm")
+PER_CASE_COLUMNS = ("case", "cohort", "location", "method", "comparison", "kind") + tuple(key for key, _ in METRICS)
 TABLE1_COLUMNS = ("method", "comparison", "cohort", "location", "n") + tuple(
     f"{key}_{stat}" for key, _ in METRICS for stat in ("mean", "sd", "n_inf"))
 STATISTICS_COLUMNS = ("test", "metric", "cohort", "group_a", "group_b", "n_a", "n_b", "n_inf_a", "n_inf_b",
                       "statistic", "p_value", "note")
 TIMING_COLUMNS = ("method", "case", "seconds", "source")
 COHORT_TITLES = {"volunteer": "Volunteers", "patient": "Patients"}
-#: Decimals in the tables: ratios as the paper (0.859), distances in mm with two.
-DECIMALS = {"dice": 3, "vs": 3, "hd95_mm": 2, "hd_mm": 2, "assd_mm": 2}
+#: Ratios are shown with three decimals, as the paper shows them (0.859 ± 0.061).
+RATIO_METRICS = ("dice", "vs")
+#: Distances: the mean to this many significant digits, the SD to the mean's decimals, as the
+#: paper shows them (13.9 ± 26.6 mm).
+DISTANCE_SIGNIFICANT_DIGITS = 3
+#: What each HD95 definition is, in one line for table1.md.
+HD95_DESCRIPTIONS = {
+    "evaluatesegmentation": "the paper's: EvaluateSegmentation's HDRFDST@0.95@ (every voxel that differs, "
+                            "to the nearest voxel of the other mask, both directions pooled, no interpolation)",
+    "surface": "surface-based: the larger directed 95th percentile of surface-voxel distances (not the paper's)",
+}
+
+
+def decimals(key: str, mean: float) -> int:
+    """Decimals of a table cell: 3 for ratios; for distances enough for three significant
+    digits of the mean (13.9, 0.521, 126), at least 0."""
+    if key in RATIO_METRICS:
+        return 3
+    if not math.isfinite(mean) or mean == 0:
+        return DISTANCE_SIGNIFICANT_DIGITS
+    return max(0, DISTANCE_SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(mean))))
+
+
+def format_mean_sd(key: str, mean: float, sd: float) -> str:
+    """``mean ± SD`` at the paper's precision (``decimals``); ``n/a`` for a NaN mean."""
+    if math.isnan(mean):
+        return "n/a"
+    d = decimals(key, mean)
+    return f"{mean:.{d}f} ± {sd:.{d}f}"
 
 
 def write_report(evaluation: Evaluation, out, overwrite: bool = False,
-                 progress: Callable[[str], None] = lambda s: None) -> Path:
-    """Write every output file of the module docstring to ``out`` (atomically)."""
+                 progress: Callable[[str], None] = lambda s: None, paper_reference: bool = False) -> Path:
+    """Write every output file of the module docstring to ``out`` (atomically); with
+    ``paper_reference`` table1.md also shows the published values beside ours."""
     summaries = summary_rows(evaluation)
     statistics = statistics_rows(evaluation)
     with atomic_directory(out, overwrite=overwrite, what="evaluation output folder") as tmp:
@@ -56,7 +87,8 @@ def write_report(evaluation: Evaluation, out, overwrite: bool = False,
         write_csv(tmp / "timing.csv", TIMING_COLUMNS,
                   [{"method": m.name, "case": case, "seconds": seconds, "source": m.timing_source}
                    for m in evaluation.methods for case, seconds in m.timing])
-        (tmp / "table1.md").write_text(table1_markdown(evaluation, summaries, statistics), encoding="utf-8")
+        (tmp / "table1.md").write_text(table1_markdown(evaluation, summaries, statistics, paper_reference),
+                                       encoding="utf-8")
         progress("drawing figure2.png")
         draw_boxplots(evaluation, tmp / "figure2.png")
     return Path(out)
@@ -75,8 +107,7 @@ def write_csv(path: Path, columns, rows) -> None:
 def mean_sd(entry: dict, key: str, footnotes: list) -> str:
     """``mean ± SD`` of a summary entry, with a footnote mark when infinite values were left out."""
     mean, sd, n_inf = entry[f"{key}_mean"], entry[f"{key}_sd"], entry[f"{key}_n_inf"]
-    d = DECIMALS[key]
-    text = "n/a" if math.isnan(mean) else f"{mean:.{d}f} ± {sd:.{d}f}"
+    text = format_mean_sd(key, mean, sd)
     if n_inf:
         note = (f"{n_inf} of {entry['n']} {METRIC_LABELS[key]} values of {_label(entry)} "
                 f"({entry['cohort']}{'' if entry['location'] == 'all' else ', ' + entry['location']}) "
@@ -120,31 +151,37 @@ def _p(value: float) -> str:
     return f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
 
 
-def table1_markdown(evaluation: Evaluation, summaries: list, statistics: list) -> str:
+def table1_markdown(evaluation: Evaluation, summaries: list, statistics: list, paper_reference: bool = False) -> str:
     info = evaluation.dataset
+    paper_metrics = evaluation.paper_metrics
+    other_distances = tuple(k for k in HD95_DEFINITIONS.values() if k not in paper_metrics) + ("hd_mm", "assd_mm")
     footnotes: list = []
     lines = [f"# Evaluation of {info.dataset_name}", "",
-             f"Consensus (GT): {info.consensus_method or 'as in labelsTr'}; raters: {', '.join(info.raters)}; "
-             f"cases: {len(info.cases)}.", ""]
+             f"Consensus (GT): {info.consensus_method or 'as in labelsTr'}; raters ({info.rater_order_note}): "
+             f"{', '.join(info.raters)}; cases: {len(info.cases)}.", ""]
     for m in evaluation.methods:
         lines.append(f"- **{m.name}**: {len(m.paths)} case(s) from `{m.source}`")
     cohorts = cohorts_present(evaluation.rows)
     cohort_groups = [(c, "all") for c in cohorts]
     lines += ["", "## Table 1: mean ± SD per cohort (paper layout)", "",
-              "Dice and VS are ratios, HD95 in mm. R-R pools every pair of raters (n = cases x pairs).", ""]
+              "Dice and VS are ratios, HD95 in mm. R-R pools every pair of raters (n = cases x pairs). "
+              f"HD95 here is {HD95_DESCRIPTIONS[evaluation.hd95]}.", ""]
     lines += _grouped_table([s for s in summaries if s["location"] == "all"], cohort_groups,
-                            lambda g: COHORT_TITLES.get(g[0], g[0]), PAPER_METRICS, footnotes)
+                            lambda g: COHORT_TITLES.get(g[0], g[0]), paper_metrics, footnotes)
     location_groups = [(s["cohort"], s["location"]) for s in summaries if s["location"] != "all"]
     location_groups = list(dict.fromkeys(location_groups))
     if location_groups:
         lines += ["", f"## {COHORT_TITLES.get(location_groups[0][0], location_groups[0][0])} by thigh location", ""]
         lines += _grouped_table([s for s in summaries if s["location"] != "all"], location_groups,
-                                lambda g: g[1], PAPER_METRICS, footnotes)
+                                lambda g: g[1], paper_metrics, footnotes)
     if len(evaluation.methods) > 1:
         lines += ["", "## Methods side by side (Auto-GT)", ""] + _side_by_side(evaluation, statistics, footnotes)
-    lines += ["", "## Surface distances: maximum Hausdorff and ASSD", ""]
+    if paper_reference:
+        lines += ["", "## Published values beside ours (Balsiger et al. 2018)", ""]
+        lines += _paper_reference_lines(evaluation, footnotes)
+    lines += ["", "## Other distances: " + ", ".join(METRIC_LABELS[k] for k in other_distances), ""]
     lines += _grouped_table([s for s in summaries if s["location"] == "all"], cohort_groups,
-                            lambda g: COHORT_TITLES.get(g[0], g[0]), ("hd_mm", "assd_mm"), footnotes)
+                            lambda g: COHORT_TITLES.get(g[0], g[0]), other_distances, footnotes)
     lines += ["", f"## Statistics (two-sided, α = {ALPHA})", "",
               "Mann-Whitney U: Auto-GT against R-R (unpaired), as in the paper."
               + (" Wilcoxon signed-rank: Auto-GT of one method against another, paired by case." if len(
@@ -153,14 +190,14 @@ def table1_markdown(evaluation: Evaluation, summaries: list, statistics: list) -
               "| Test | Cohort | Metric | Group A | Group B | n A | n B | Statistic | p | p < α |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for s in statistics:
-        if s["metric"] not in PAPER_METRICS:
+        if s["metric"] not in paper_metrics:
             continue
         significant = "n/a" if math.isnan(s["p_value"]) else ("yes" if s["p_value"] < ALPHA else "no")
         stat = "n/a" if math.isnan(s["statistic"]) else f"{s['statistic']:.1f}"
         lines.append(f"| {s['test']} | {s['cohort']} | {METRIC_LABELS[s['metric']]} | {s['group_a']} | {s['group_b']} "
                      f"| {s['n_a']} | {s['n_b']} | {stat} | {_p(s['p_value'])} | {significant} |"
                      + (f" {s['note']}" if s["note"] else ""))
-    lines += ["", "(HD and ASSD tests are in statistics.csv.)", "", "## Left out", ""]
+    lines += ["", "(The tests of the other distances are in statistics.csv.)", "", "## Left out", ""]
     left = [f"- {m.name}: {note}" for m in evaluation.methods for note in m.left_out]
     lines += left or ["Nothing: every case has a prediction from every method."]
     lines += ["", "## Prediction time per scan", ""] + _timing_lines(evaluation)
@@ -178,17 +215,50 @@ def _side_by_side(evaluation: Evaluation, statistics: list, footnotes: list) -> 
         f"Wilcoxon p {a} vs {b}" for a, b in pairs]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cohort in cohorts_present(evaluation.rows):
-        for key in PAPER_METRICS:
+        for key in evaluation.paper_metrics:
             cells = [COHORT_TITLES.get(cohort, cohort), METRIC_LABELS[key]]
             for method, comparison in [(n, AUTO_GT) for n in names] + [("", POOLED_RATERS)]:
-                values = [r[key] for r in select(evaluation.rows, method, comparison, cohort)]
-                d = describe(values)
-                entry = {"method": method, "comparison": comparison, "cohort": cohort, "location": "all",
-                         "n": d["n"], f"{key}_mean": d["mean"], f"{key}_sd": d["sd"], f"{key}_n_inf": d["n_inf"]}
-                cells.append(mean_sd(entry, key, footnotes) + f" (n={d['n']})")
+                cells.append(_described_cell(evaluation, method, comparison, cohort, key, footnotes))
             cells += [_p(wilcoxon.get((f"{AUTO_GT} ({a})", f"{AUTO_GT} ({b})", cohort, key), math.nan))
                       for a, b in pairs]
             lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _described_cell(evaluation: Evaluation, method: str, comparison: str, cohort: str, key: str,
+                    footnotes: list) -> str:
+    """``mean ± SD (n=..)`` of one comparison's values in a cohort, footnoted as in Table 1."""
+    d = describe([r[key] for r in select(evaluation.rows, method, comparison, cohort)])
+    entry = {"method": method, "comparison": comparison, "cohort": cohort, "location": "all",
+             "n": d["n"], f"{key}_mean": d["mean"], f"{key}_sd": d["sd"], f"{key}_n_inf": d["n_inf"]}
+    return mean_sd(entry, key, footnotes) + f" (n={d['n']})"
+
+
+def _paper_reference_lines(evaluation: Evaluation, footnotes: list) -> list:
+    """The published values (``paper_reference.PUBLISHED``) next to ours, same comparison,
+    cohort and metric, clearly labelled, with their source."""
+    lines = [published.CAVEAT, ""]
+    if evaluation.hd95 != "evaluatesegmentation":
+        lines += ["**Not comparable for HD95**: the published HD95 is EvaluateSegmentation's; this table uses "
+                  "the surface HD95 (`--hd95 surface`). Run without `--hd95 surface` to compare HD95.", ""]
+    names = evaluation.method_names
+    header = ["Cohort", "Comparison", "Metric", "Published (paper)"] + [f"Ours: {n}" if n else "Ours" for n in names]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cohorts = cohorts_present(evaluation.rows)
+    sources = []
+    for value in published.PUBLISHED:
+        if value.cohort not in cohorts:
+            continue
+        key = {"hd95": HD95_DEFINITIONS[evaluation.hd95]}.get(value.metric, value.metric)
+        if value.source not in sources:
+            sources.append(value.source)
+        cells = [COHORT_TITLES.get(value.cohort, value.cohort), value.comparison, METRIC_LABELS[key],
+                 f"{format_mean_sd(key, value.mean, value.sd)} (n={value.n}) [{sources.index(value.source) + 1}]"]
+        rater_row = not value.comparison.startswith(AUTO)  # the same for every method
+        ours = [_described_cell(evaluation, "" if rater_row else n, value.comparison, value.cohort, key, footnotes)
+                for n in names]
+        lines.append("| " + " | ".join(cells + ours) + " |")
+    lines += [""] + [f"[{i}] {source}" for i, source in enumerate(sources, start=1)]
     return lines
 
 
@@ -209,8 +279,9 @@ def _timing_lines(evaluation: Evaluation) -> list:
 # ---------------------------------------------------------------- Figure 2
 
 def draw_boxplots(evaluation: Evaluation, path: Path) -> None:
-    """One panel per paper metric; per cohort a box for Auto-GT of each method and for R-R.
-    Infinite HD95 values cannot be drawn; they are left out and counted in the panel title."""
+    """One panel per paper metric (HD95: ``evaluation.hd95``'s definition); per cohort a box for
+    Auto-GT of each method and for R-R. Infinite HD95 values cannot be drawn; they are left
+    out and counted in the panel title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,8 +292,9 @@ def draw_boxplots(evaluation: Evaluation, path: Path) -> None:
               for n in evaluation.method_names] + [("", POOLED_RATERS, POOLED_RATERS)]
     cohorts = cohorts_present(evaluation.rows)
     colours = plt.get_cmap("tab10").colors
-    fig, axes = plt.subplots(1, len(PAPER_METRICS), figsize=(4.5 * len(PAPER_METRICS), 4.2), squeeze=False)
-    for ax, key in zip(axes[0], PAPER_METRICS):
+    paper_metrics = evaluation.paper_metrics
+    fig, axes = plt.subplots(1, len(paper_metrics), figsize=(4.5 * len(paper_metrics), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], paper_metrics):
         n_inf = 0
         width = 0.8 / len(series)
         for c_index, cohort in enumerate(cohorts):

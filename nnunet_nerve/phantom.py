@@ -14,6 +14,8 @@ motion ghosting along the phase-encoding (anterior-posterior) direction.
 Three raters (``OS``, ``BW``, ``AB``) outline the true nerve with their own bias and a
 boundary jitter of about a pixel, and some miss the small peroneal branch on some slices,
 so that inter-rater Dice is about 0.8-0.9 and the majority vote is close to the truth.
+raters.tsv lists them in that order (``experience_rank`` 1 = most experienced), the order in
+which the paper reports its raters (OS, BW, LG).
 
 Everything is deterministic for (seed, subject index) and vectorised per slice. The
 phantom exercises the pipelines; it is no evidence of accuracy on real scans.
@@ -31,9 +33,10 @@ import SimpleITK as sitk
 
 from nnunet_nerve import __version__
 from nnunet_nerve.atomic import atomic_directory
-from nnunet_nerve.dataset_info import PARTICIPANTS_FILE, Participant, write_participants
-from nnunet_nerve.registry import image_path, mask_path
+from nnunet_nerve.dataset_info import PARTICIPANTS_FILE, RATERS_FILE, Participant, write_participants
+from nnunet_nerve.registry import RaterRow, image_path, mask_path, write_rater_table
 
+#: The phantom's raters, most experienced first (the order of its raters.tsv).
 RATERS = ("OS", "BW", "AB")
 #: Thigh length (mm from the knee joint line to the hip) on which stack positions are placed.
 THIGH_LENGTH_MM = 420.0
@@ -424,6 +427,8 @@ def write_phantom_registry(out: "str | os.PathLike", volunteers: int = 10, patie
         rows = [Participant(s.participant_id, s.cohort, s.location,
                             {"age": str(s.age), "sex": s.sex, "lesion": s.lesion}) for s in subjects]
         write_participants(tmp / PARTICIPANTS_FILE, rows)
+        write_rater_table(tmp / RATERS_FILE, [RaterRow(r, {"experience_rank": str(i)})
+                                              for i, r in enumerate(RATERS, start=1)])
         description = {
             "Name": "nnunet-nerve synthetic thigh MR neurography phantom",
             "BIDSVersion": "1.9.0",

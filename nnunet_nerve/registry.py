@@ -3,6 +3,8 @@
 Layout (see docs/registry.md)::
 
     <registry>/participants.tsv            participant_id, cohort, location (+ any further columns)
+    <registry>/raters.tsv                  optional: rater_id (+ any further columns), one row per rater,
+                                           in the order comparisons are reported (most experienced first)
     <registry>/sub-<id>/anat/sub-<id>_T2w.nii.gz      the image (.nii.gz, .nii, .mha or .nrrd)
     <registry>/sub-<id>/anat/sub-<id>_T2w/            ... or a folder holding one DICOM series
     <registry>/derivatives/labels/sub-<id>/anat/sub-<id>_T2w_desc-rater<R>_mask.nii.gz
@@ -16,7 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnunet_nerve.dataset_info import PARTICIPANTS_FILE, Participant, read_participants
+from nnunet_nerve.dataset_info import (PARTICIPANTS_FILE, RATER_ID_COLUMN, RATER_ORDER_SORTED, RATER_ORDER_TABLE,
+                                       RATERS_FILE, Participant, read_participants, read_tsv, write_tsv)
 from nnunet_nerve.imageio import IMAGE_SUFFIXES
 
 LABELS_FOLDER = Path("derivatives") / "labels"
@@ -46,13 +49,24 @@ class SubjectFiles:
         return self.images[0] if len(self.images) == 1 else None
 
 
+@dataclass(frozen=True)
+class RaterRow:
+    """One row of raters.tsv: the rater id (the ``<R>`` of ``desc-rater<R>_mask``) and every
+    further column (experience, ...) as text."""
+
+    rater_id: str
+    extra: dict = field(default_factory=dict)
+
+
 @dataclass
 class Registry:
-    """A registry folder: its participants.tsv rows (file order) and the files per subject id."""
+    """A registry folder: its participants.tsv rows (file order), the files per subject id, and
+    its raters.tsv rows (file order; None when the registry has no raters.tsv)."""
 
     root: Path
     participants: list
     files: dict  # subject id -> SubjectFiles, for every id listed or found on disk
+    rater_table: "list | None" = None
 
     @property
     def participant_ids(self) -> list:
@@ -62,10 +76,23 @@ class Registry:
         return next(p for p in self.participants if p.participant_id == pid)
 
     @property
-    def raters(self) -> list:
+    def mask_raters(self) -> list:
         """Every rater id that has a mask for any listed subject, sorted."""
         listed = set(self.participant_ids)
         return sorted({r for pid, f in self.files.items() if pid in listed for r in f.masks})
+
+    @property
+    def raters(self) -> list:
+        """The rater ids in reporting order: raters.tsv's rows (first occurrence) when the
+        registry has one, else ``mask_raters`` (sorted). Validation checks that both agree."""
+        if self.rater_table is None:
+            return self.mask_raters
+        return list(dict.fromkeys(r.rater_id for r in self.rater_table))
+
+    @property
+    def rater_order(self) -> str:
+        """Where ``raters``' order comes from: ``raters.tsv`` or ``sorted``."""
+        return RATER_ORDER_SORTED if self.rater_table is None else RATER_ORDER_TABLE
 
 
 def image_suffix(name: str) -> "str | None":
@@ -117,13 +144,30 @@ def subject_folders(root: Path) -> list:
     return sorted(ids)
 
 
-def scan_registry(root: "str | os.PathLike") -> Registry:
-    """Read participants.tsv and find the image and the masks of every listed or present subject.
+def read_rater_table(path: "str | os.PathLike") -> list:
+    """raters.tsv as RaterRow rows in file order (column ``rater_id``, then any others).
+    NerveError naming the file when it cannot be read as such (``read_tsv``); the ids
+    themselves are checked by ``registry_validation``."""
+    return [RaterRow(values[RATER_ID_COLUMN], {k: v for k, v in values.items() if k != RATER_ID_COLUMN})
+            for values in read_tsv(path, (RATER_ID_COLUMN,))]
 
-    NerveError only when participants.tsv itself cannot be read (missing, no header columns).
+
+def write_rater_table(path: "str | os.PathLike", rows: list) -> None:
+    """Write RaterRow rows as raters.tsv: ``rater_id`` then the further columns in first-seen order."""
+    extra = list(dict.fromkeys(k for r in rows for k in r.extra))
+    write_tsv(path, [RATER_ID_COLUMN] + extra, [{RATER_ID_COLUMN: r.rater_id, **r.extra} for r in rows])
+
+
+def scan_registry(root: "str | os.PathLike") -> Registry:
+    """Read participants.tsv (and raters.tsv when present) and find the image and the masks of
+    every listed or present subject.
+
+    NerveError only when participants.tsv or raters.tsv cannot be read (missing participants,
+    no header columns, a line with another number of fields).
     """
     root = Path(root).expanduser().resolve()
     participants = read_participants(root / PARTICIPANTS_FILE)
+    rater_table = read_rater_table(root / RATERS_FILE) if (root / RATERS_FILE).exists() else None
     ids = set(subject_folders(root)) | {p.participant_id for p in participants}
     files = {}
     for pid in sorted(ids):
@@ -132,7 +176,7 @@ def scan_registry(root: "str | os.PathLike") -> Registry:
             continue
         masks, stray = mask_files(root, pid)
         files[pid] = SubjectFiles(pid, image_candidates(root, pid), masks, stray)
-    return Registry(root, participants, files)
+    return Registry(root, participants, files, rater_table)
 
 
 def image_path(root: Path, pid: str, suffix: str = ".nii.gz") -> Path:

@@ -5,6 +5,8 @@ the file. The rules (docs/registry.md):
 
 - participants.tsv: cohort is volunteer|patient, location distal|medial|proximal|n/a;
   ids are unique and safe (``sub-`` then letters, digits, ``-``, as BIDS requires);
+- raters.tsv (optional): at least one rater, ids unique, letters and digits; every listed
+  rater has masks, and every rater with masks is listed;
 - every listed subject has exactly one image (a file ``sub-<id>_T2w`` + .nii.gz/.nii/.mha/.nrrd
   or a folder ``sub-<id>_T2w/`` holding exactly one DICOM series) and a mask of every rater
   that appears in the registry; no files of unlisted subjects; no mask-like file with a
@@ -24,10 +26,10 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_nerve.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE
+from nnunet_nerve.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE, RATERS_FILE
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.imageio import grid_mismatch, read_image
-from nnunet_nerve.registry import LABELS_FOLDER, SAFE_ID, Registry, mask_path, scan_registry
+from nnunet_nerve.registry import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
 
 
 def participant_problems(registry: Registry) -> list:
@@ -53,11 +55,40 @@ def participant_problems(registry: Registry) -> list:
     return problems
 
 
+def rater_problems(registry: Registry) -> list:
+    """Problems of raters.tsv (none without one): no rows, unsafe or repeated ids, a listed
+    rater without any mask, masks of a rater it does not list (one line per rater)."""
+    if registry.rater_table is None:
+        return []
+    tsv = registry.root / RATERS_FILE
+    ids = [r.rater_id for r in registry.rater_table]
+    problems = [] if ids else [f"{tsv}: lists no raters; list one rater_id per line or remove the file"]
+    for rater, n in sorted(Counter(ids).items()):
+        if n > 1:
+            problems.append(f"{tsv}: rater {rater} listed {n} times")
+    for rater in dict.fromkeys(ids):
+        if not RATER_ID.match(rater):
+            problems.append(f"{tsv}: rater id {rater!r} is not letters and digits (the <R> of "
+                            "sub-<id>_T2w_desc-rater<R>_mask.nii.gz)")
+        elif rater not in registry.mask_raters:
+            problems.append(f"{tsv}: rater {rater} is listed but no subject has a mask "
+                            f"sub-<id>_T2w_desc-rater{rater}_mask.nii.gz")
+    listed = set(registry.participant_ids)
+    for rater in registry.mask_raters:
+        if rater not in ids:
+            paths = [f.masks[rater] for pid, f in sorted(registry.files.items()) if pid in listed and rater in f.masks]
+            problems.append(f"{tsv}: rater {rater} is not listed but has {len(paths)} mask(s), e.g. {paths[0]}; "
+                            "add the rater to raters.tsv or remove the masks")
+    return problems
+
+
 def layout_problems(registry: Registry) -> list:
-    """Missing, ambiguous, stray and unlisted files (no image is read)."""
+    """Missing, ambiguous, stray and unlisted files (no image is read). Every subject needs a
+    mask of every rater in ``registry.raters`` that has masks at all (a listed rater without
+    any mask, or masks of an unlisted rater, are ``rater_problems``: one line each)."""
     problems = []
     listed = set(registry.participant_ids)
-    raters = registry.raters
+    raters = [r for r in registry.raters if r in registry.mask_raters]
     for pid, files in sorted(registry.files.items()):
         if pid not in listed:
             where = [p for p in (registry.root / pid, registry.root / LABELS_FOLDER / pid) if p.exists()]
@@ -133,7 +164,7 @@ def mask_problems(pid: str, rater: str, path: Path, image: "sitk.Image | None") 
 
 def registry_problems(registry: Registry, log: "Callable[[str], None] | None" = None) -> list:
     """Every problem of a scanned registry, one line each naming the subject and the file."""
-    problems = participant_problems(registry) + layout_problems(registry)
+    problems = participant_problems(registry) + rater_problems(registry) + layout_problems(registry)
     listed = [pid for pid in dict.fromkeys(registry.participant_ids) if SAFE_ID.match(pid)]
     for i, pid in enumerate(listed, start=1):
         files = registry.files[pid]

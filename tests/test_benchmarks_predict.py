@@ -133,7 +133,7 @@ def test_score_folder_and_table_on_files(tmp_path):
     assert base == {c: {"dice": 1.0, "hd95": 0.0, "agreement": 1.0} for c in "ab"}
     expected_b = metrics.dice(shifted, ref)
     assert other["b"]["dice"] == pytest.approx(expected_b) and other["b"]["agreement"] == pytest.approx(expected_b)
-    assert other["b"]["hd95"] == pytest.approx(metrics.hd95(shifted, ref, (4.0, 1.25, 1.25)))
+    assert other["b"]["hd95"] == pytest.approx(metrics.hd95_surface(shifted, ref, (4.0, 1.25, 1.25)))
 
     default, worse = bis.Setting(0.5, "off"), bis.Setting(1.0, "on")
     rows = [bis.summarise(default, base, [10.0, 12.0], [4.0, 4.0], 2, 12),

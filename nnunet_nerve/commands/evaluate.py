@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from nnunet_nerve.metric_columns import DEFAULT_HD95, HD95_DEFINITIONS
+
 _PARAGRAPHS = (
     "Compare predictions with the consensus and with every rater of a dataset converted by "
     "`nnunet-nerve convert`, as Balsiger et al. (2018) do: Dice, HD95 (mm), volumetric similarity "
@@ -15,13 +17,18 @@ _PARAGRAPHS = (
     "nnU-Net's cross-validation results (-tr: every fold's validation/ folder of "
     "$nnUNet_results/Dataset<ID>_<NAME>/<trainer>__<plans>__<configuration>/, folds from "
     "splits_final.json).",
+    "HD95 is the paper's by default: EvaluateSegmentation's HDRFDST@0.95@ (every voxel that differs, to the "
+    "nearest voxel of the other mask, both directions pooled; per_case.csv column hd95_mm); the surface-based "
+    "HD95 is column hd95_surface_mm, and --hd95 surface shows it in the table, figure and tests instead. Raters "
+    "are reported in the dataset's order (the registry's raters.tsv, else sorted).",
     "Writes per_case.csv, table1.csv, table1.md, statistics.csv, figure2.png and timing.csv to --out "
     "(atomically; an existing --out is kept unless --overwrite). Definitions: docs/evaluation.md.",
 )
 _EXAMPLES = ("examples:\n"
              "  nnunet-nerve evaluate -d 42 --pred preds/ --out eval/\n"
              "  nnunet-nerve evaluate -d 42 --pred a/ --name FCDenseNet --pred b/ --name nnU-Net --out eval/\n"
-             "  nnunet-nerve evaluate -d 42 -tr FCDenseNetTrainer -tr nnUNetTrainer -c 2d --out eval/")
+             "  nnunet-nerve evaluate -d 42 -tr FCDenseNetTrainer -tr nnUNetTrainer -c 2d --out eval/\n"
+             "  nnunet-nerve evaluate -d 42 -tr FCDenseNetTrainer --paper-reference --out eval/")
 
 
 def add_parsers(sub) -> None:
@@ -40,6 +47,12 @@ def add_parsers(sub) -> None:
     p.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration of -tr (default: 2d)")
     p.add_argument("-p", "--plans", default="nnUNetPlans", help="nnU-Net plans identifier of -tr (default: nnUNetPlans)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--hd95", choices=tuple(HD95_DEFINITIONS), default=DEFAULT_HD95,
+                   help="which HD95 table1.md, figure2.png and the tests in table1.md show: evaluatesegmentation "
+                        "(the paper's, default) or surface; per_case.csv and statistics.csv always hold both")
+    p.add_argument("--paper-reference", action="store_true",
+                   help="also show in table1.md the values Balsiger et al. (2018) published, beside ours, "
+                        "with their source")
     p.add_argument("--allow-missing", action="store_true",
                    help="evaluate the cases that have predictions; the table lists what was left out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -68,8 +81,10 @@ def _evaluate(args) -> int:
     methods += [gather_trainer_predictions(info, tr, args.plans, args.configuration, args.allow_missing)
                 for tr in args.trainer]
     print(f"evaluating {len(info.cases)} case(s) of {info.dataset_name}: "
-          f"{', '.join(m.name for m in methods)} against consensus and raters {', '.join(info.raters)}", flush=True)
-    evaluation = evaluate(info, methods, progress=lambda s: print(s, flush=True))
-    out = write_report(evaluation, args.out, overwrite=args.overwrite, progress=lambda s: print(s, flush=True))
+          f"{', '.join(m.name for m in methods)} against consensus and raters {', '.join(info.raters)} "
+          f"({info.rater_order_note}); HD95: {args.hd95}", flush=True)
+    evaluation = evaluate(info, methods, progress=lambda s: print(s, flush=True), hd95=args.hd95)
+    out = write_report(evaluation, args.out, overwrite=args.overwrite, progress=lambda s: print(s, flush=True),
+                       paper_reference=args.paper_reference)
     print(f"wrote {out}/table1.md (and per_case.csv, table1.csv, statistics.csv, figure2.png, timing.csv)")
     return 0

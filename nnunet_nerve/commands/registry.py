@@ -61,8 +61,9 @@ def _check(args) -> int:
 
     registry = check_registry(args.registry)
     cohorts = [p.cohort for p in registry.participants]
+    order = "" if registry.rater_table is None else " (order of raters.tsv)"
     print(f"{registry.root}: ok, {len(cohorts)} subjects ({cohorts.count('volunteer')} volunteers, "
-          f"{cohorts.count('patient')} patients), raters {', '.join(registry.raters)}")
+          f"{cohorts.count('patient')} patients), raters {', '.join(registry.raters)}{order}")
     return 0
 
 
