@@ -66,10 +66,10 @@ def test_conversion_voxel_by_voxel(phantom, nnunet_env, tmp_path):
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["channel_names"] == {"0": "T2"} and meta["labels"] == {"background": 0, "nerve": 1}
     assert meta["numTraining"] == 8 and meta["file_ending"] == ".nii.gz"
-    assert meta["nnunet_nerve"] == {"consensus": "majority", "raters": sorted(RATERS), "version": __version__,
-                                    "registry": str(phantom.resolve())}
+    assert meta["nnunet_nerve"] == {"consensus": "majority", "raters": list(RATERS), "rater_order": "raters.tsv",
+                                    "version": __version__, "registry": str(phantom.resolve())}
     info = load_dataset_info(42)
-    assert info.cases == tuple(cases) and info.raters == tuple(sorted(RATERS))
+    assert info.cases == tuple(cases) and info.raters == RATERS == ("OS", "BW", "AB")  # the phantom's raters.tsv
     assert [info.cohort(c) for c in cases] == ["volunteer"] * 4 + ["patient"] * 4
     splits = json.loads((tmp_path / "nnUNet_preprocessed" / "Dataset042_Phantom" / "splits_final.json").read_text())
     assert len(splits) == 4
@@ -141,6 +141,33 @@ def test_bad_registry_writes_nothing(phantom, nnunet_env, tmp_path):
     assert errors[0].startswith("error: sub-001: ") and "unknown cohort 'healthy'" in errors[0]
     assert errors[1].startswith(f"error: sub-002: {mask_path(bad, 'sub-002', 'BW')}: missing")
     assert _tree(tmp_path / "nnUNet_raw") == [] and _tree(tmp_path / "nnUNet_preprocessed") == []
+
+
+def test_raters_tsv_must_match_the_masks(phantom, nnunet_env, tmp_path):
+    """A rater listed in raters.tsv without masks, and masks of a rater it does not list: one
+    error line each naming the rater, exit 2, nothing written."""
+    bad = tmp_path / "bad"
+    shutil.copytree(phantom, bad)
+    (bad / "raters.tsv").write_text("rater_id\nOS\nLG\nBW\n")
+    proc = run([script("nnunet-nerve"), "convert", str(bad), "-d", "46"], env=nnunet_env, check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    tsv = bad.resolve() / "raters.tsv"
+    assert errors[:2] == [f"error: {tsv}: rater LG is listed but no subject has a mask "
+                          "sub-<id>_T2w_desc-raterLG_mask.nii.gz",
+                          f"error: {tsv}: rater AB is not listed but has 8 mask(s), e.g. "
+                          f"{mask_path(bad.resolve(), 'sub-001', 'AB')}; add the rater to raters.tsv or remove the masks"]
+    assert len(errors) == 3 and "2 problem(s)" in errors[2]
+    assert _tree(tmp_path / "nnUNet_raw") == [] and _tree(tmp_path / "nnUNet_preprocessed") == []
+
+
+def test_dataset_json_with_a_repeated_rater_is_refused(phantom, nnunet_env, tmp_path):
+    out = convert_registry(phantom, 53, name="Twice", n_folds=0, log=None)
+    meta = json.loads((out / "dataset.json").read_text())
+    meta["nnunet_nerve"]["raters"] = ["OS", "BW", "OS"]
+    (out / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(NerveError, match="lists rater\\(s\\) OS more than once"):
+        load_dataset_info(out)
 
 
 def test_too_few_subjects_for_the_folds(phantom, nnunet_env, tmp_path):

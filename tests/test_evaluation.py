@@ -17,6 +17,7 @@ from medpy.metric import binary as medpy_binary
 from scipy import stats
 
 from conftest import run, script
+from evaluatesegmentation_reference import paper_hd95_brute_force
 
 SPACING_XYZ = (0.52, 0.52, 4.0)
 SHAPE_ZYX = (6, 30, 36)
@@ -27,7 +28,7 @@ CASES = {
     "sub-004": ("patient", "distal"), "sub-005": ("patient", "medial"), "sub-006": ("patient", "proximal"),
     "sub-007": ("patient", "proximal"),
 }
-METRIC_KEYS = ("dice", "hd95_mm", "vs", "hd_mm", "assd_mm")
+METRIC_KEYS = ("dice", "hd95_mm", "vs", "hd95_surface_mm", "hd_mm", "assd_mm")
 medpy_surface_distances = vars(medpy_binary)["__surface_distances"]
 
 
@@ -102,15 +103,17 @@ def file_spacing_zyx(path: Path) -> tuple:
 
 
 def reference_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple) -> dict:
-    """The metrics computed by medpy (surface with its default face connectivity)."""
+    """The metrics computed by medpy (surface with its default face connectivity), and the
+    paper's HD95 by brute force from its definition (evaluatesegmentation_reference)."""
     if not pred.any() or not ref.any():
         inf = math.inf if pred.any() != ref.any() else 0.0
-        return {"dice": medpy_binary.dc(pred, ref), "hd95_mm": inf, "hd_mm": inf, "assd_mm": inf,
-                "vs": 0.0 if pred.any() != ref.any() else 1.0}
+        return {"dice": medpy_binary.dc(pred, ref), "hd95_mm": inf, "hd95_surface_mm": inf, "hd_mm": inf,
+                "assd_mm": inf, "vs": 0.0 if pred.any() != ref.any() else 1.0}
     d1 = medpy_surface_distances(pred, ref, spacing, 1)
     d2 = medpy_surface_distances(ref, pred, spacing, 1)
     a, b = int(pred.sum()), int(ref.sum())
-    return {"dice": medpy_binary.dc(pred, ref), "hd95_mm": max(np.percentile(d1, 95), np.percentile(d2, 95)),
+    return {"dice": medpy_binary.dc(pred, ref), "hd95_mm": paper_hd95_brute_force(pred, ref, spacing),
+            "hd95_surface_mm": max(np.percentile(d1, 95), np.percentile(d2, 95)),
             "hd_mm": medpy_binary.hd(pred, ref, spacing), "assd_mm": medpy_binary.assd(pred, ref, spacing),
             "vs": 1 - abs(a - b) / (a + b)}
 
@@ -329,33 +332,98 @@ def test_evaluate_trainers_from_nnunet_results(dataset, tmp_path, nnunet_env):
     assert {r["case"] for r in timing if r["method"] == "nnUNetTrainer"} == set(CASES) - {"sub-002", "sub-005"}
 
 
-def test_phantom_registry_converted_then_evaluated(tmp_path, nnunet_env):
-    """The real chain: `phantom` -> `convert` -> `evaluate -d ID`, with rater OS's own masks
-    as the "prediction": Auto-OS must be perfect and Auto-GT / Auto-AB must equal OS-GT / AB-OS."""
+def md_section_rows(md: str, title: str) -> list:
+    """The (method, comparison) of each row of the Markdown table under heading ``title``."""
+    section = md.split(title, 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    return [(m.strip(), c.strip()) for m, c in rows[1:]]  # without the header
+
+
+def test_rater_order_of_raters_tsv_through_convert_and_evaluate(tmp_path, nnunet_env):
+    """The real chain: `phantom` -> raters.tsv in an order that is neither sorted nor the
+    phantom's -> `check` -> `convert` -> `evaluate -d ID`, with rater OS's own masks as the
+    "prediction". Every output names and orders the raters as raters.tsv does (BW, OS, AB:
+    pairs BW-OS, BW-AB, OS-AB), and Auto-OS is perfect while Auto-GT / Auto-AB / Auto-BW
+    equal OS-GT / OS-AB / BW-OS."""
     import shutil
 
     registry = tmp_path / "registry"
     run([script("nnunet-nerve"), "phantom", str(registry), "--volunteers", "2", "--patients", "3", "--seed", "1"],
         env=nnunet_env)
+    assert (registry / "raters.tsv").read_text().splitlines()[:2] == ["rater_id\texperience_rank", "OS\t1"]
+    order = ("BW", "OS", "AB")
+    (registry / "raters.tsv").write_text("rater_id\tyears\n" + "".join(f"{r}\t{9 - i}\n" for i, r in enumerate(order)))
+    check = run([script("nnunet-nerve"), "check", str(registry)], env=nnunet_env)
+    assert check.stdout.strip().endswith("raters BW, OS, AB (order of raters.tsv)")
     run([script("nnunet-nerve"), "convert", str(registry), "-d", "43", "--name", "Phantom"], env=nnunet_env)
     dataset = Path(nnunet_env["nnUNet_raw"]) / "Dataset043_Phantom"
+    provenance = json.loads((dataset / "dataset.json").read_text())["nnunet_nerve"]
+    assert provenance["raters"] == list(order) and provenance["rater_order"] == "raters.tsv"
     preds = tmp_path / "preds"
     shutil.copytree(dataset / "raters" / "OS", preds)
     out = tmp_path / "eval"
     run([script("nnunet-nerve"), "evaluate", "-d", "43", "--pred", str(preds), "--name", "rater-OS",
          "--out", str(out)], env=nnunet_env)
     rows = read_csv(out / "per_case.csv")
-    by = {(r["case"], r["comparison"]): r for r in rows}
     cases = sorted({r["case"] for r in rows})
     assert len(cases) == 5
+    expected_order = ["BW-OS", "BW-AB", "OS-AB", "BW-GT", "OS-GT", "AB-GT", "Auto-BW", "Auto-OS", "Auto-AB", "Auto-GT"]
+    for case in cases:
+        assert [r["comparison"] for r in rows if r["case"] == case] == expected_order
+    by = {(r["case"], r["comparison"]): r for r in rows}
     for case in cases:
         assert float(by[case, "Auto-OS"]["dice"]) == 1.0 and float(by[case, "Auto-OS"]["hd95_mm"]) == 0.0
-        for auto, rater in (("Auto-GT", "OS-GT"), ("Auto-AB", "AB-OS"), ("Auto-BW", "BW-OS")):
+        for auto, rater in (("Auto-GT", "OS-GT"), ("Auto-AB", "OS-AB"), ("Auto-BW", "BW-OS")):
             for key in METRIC_KEYS:
                 assert float(by[case, auto][key]) == float(by[case, rater][key]), (case, auto, key)
         label = dataset / "labelsTr" / f"{case}.nii.gz"
         ref = reference_metrics(read_mask(preds / f"{case}.nii.gz"), read_mask(label), file_spacing_zyx(label))
         for key in METRIC_KEYS:
             assert float(by[case, "Auto-GT"][key]) == pytest.approx(ref[key], rel=1e-9)
+    table_order = expected_order[:6] + ["R-R"] + expected_order[6:]
+    table = read_csv(out / "table1.csv")
+    for cohort, location in {(t["cohort"], t["location"]) for t in table}:
+        assert [t["comparison"] for t in table if (t["cohort"], t["location"]) == (cohort, location)] == table_order
     md = (out / "table1.md").read_text()
-    assert "Dataset043_Phantom" in md and "| raters | R-R |" in md
+    assert "raters (order of the registry's raters.tsv): BW, OS, AB" in md
+    assert [c for _, c in md_section_rows(md, "## Table 1")] == table_order
+    assert [m for m, _ in md_section_rows(md, "## Table 1")] == ["raters"] * 7 + ["rater-OS"] * 4
+    assert "OS-BW" not in md and "AB-OS" not in md
+
+
+def test_hd95_choice_and_the_published_values(dataset, tmp_path, nnunet_env):
+    """Table 1 shows the paper's HD95 by default and the surface HD95 with --hd95 surface, each
+    to the paper's precision (three significant digits, numpy's positional formatting here);
+    --paper-reference puts the abstract's values (typed here from the article's abstract)
+    beside ours."""
+    preds = write_predictions(dataset, tmp_path / "fcd", seed=1)
+    cli = [script("nnunet-nerve"), "evaluate", "--dataset", str(dataset), "--pred", str(preds), "--name", "FCD"]
+    run(cli + ["--out", str(tmp_path / "paper"), "--paper-reference"], env=nnunet_env)
+    run(cli + ["--out", str(tmp_path / "surface"), "--hd95", "surface", "--paper-reference"], env=nnunet_env)
+
+    def cell(key, values):
+        values = np.array(values, dtype=float)
+        mean = np.format_float_positional(values.mean(), precision=3, unique=False, fractional=False, trim="k")
+        decimals = len(mean.split(".")[1]) if "." in mean else 0
+        return f"{mean.rstrip('.')} ± {values.std():.{decimals}f}"
+
+    for folder, key in (("paper", "hd95_mm"), ("surface", "hd95_surface_mm")):
+        rows = read_csv(tmp_path / folder / "per_case.csv")
+        md = (tmp_path / folder / "table1.md").read_text()
+        auto_gt = [float(r[key]) for r in rows if r["comparison"] == "Auto-GT" and r["cohort"] == "volunteer"]
+        dice = [float(r["dice"]) for r in rows if r["comparison"] == "Auto-GT" and r["cohort"] == "volunteer"]
+        table = md.split("## Table 1", 1)[1].split("\n## ", 1)[0]
+        line = next(ln for ln in table.splitlines() if ln.startswith("| FCD | Auto-GT |"))
+        assert f"| {cell(key, auto_gt)} |" in line and f"| {np.mean(dice):.3f} ± {np.std(dice):.3f} |" in line
+        published = md.split("## Published values beside ours", 1)[1].split("\n## ", 1)[0]
+        volunteers_hd95 = next(ln for ln in published.splitlines() if ln.startswith("| Volunteers | Auto-GT | HD95"))
+        assert "13.9 ± 26.6 (n=10)" in volunteers_hd95 and f"{cell(key, auto_gt)} (n={len(auto_gt)})" in volunteers_hd95
+        for text in ("0.859 ± 0.061 (n=10)", "0.930 ± 0.054 (n=10)", "0.719 ± 0.128 (n=42)", "12.4 ± 12.1 (n=42)",
+                     "0.897 ± 0.109 (n=42)", "doi:10.3389/fneur.2018.00777"):
+            assert text in published, text
+        assert ("Not comparable for HD95" in published) == (folder == "surface")
+        assert ("HD95 here is surface-based" in md) == (folder == "surface")
+        assert "HD95 surface (mm)" in md.split("## Other distances", 1)[1] or folder == "surface"
+
+    proc = run(cli + ["--out", str(tmp_path / "bad"), "--hd95", "median"], env=nnunet_env, check=False)
+    assert proc.returncode == 2 and "invalid choice: 'median'" in proc.stderr and not (tmp_path / "bad").exists()

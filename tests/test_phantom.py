@@ -35,7 +35,8 @@ def test_registry_layout_geometry_and_validity(tmp_path):
     out = P.write_phantom_registry(tmp_path / "reg", volunteers=2, patients=3, seed=4, log=None)
     registry = check_registry(out)
     assert registry.participant_ids == ["sub-001", "sub-002", "sub-003", "sub-004", "sub-005"]
-    assert registry.raters == sorted(P.RATERS)
+    assert registry.raters == list(P.RATERS) == ["OS", "BW", "AB"]  # raters.tsv: most experienced first
+    assert (out / "raters.tsv").read_text() == "rater_id\texperience_rank\nOS\t1\nBW\t2\nAB\t3\n"
     rows = read_participants(out / "participants.tsv")
     assert [r.cohort for r in rows] == ["volunteer"] * 2 + ["patient"] * 3
     assert all(r.location in ("distal", "medial") for r in rows[:2])

@@ -269,3 +269,52 @@ def test_spreadsheet_export_with_bom_and_crlf(tmp_path):
     registry = check_registry(root)
     assert registry.participant_ids == ["sub-001", "sub-002"]
     assert registry.participant("sub-002").extra == {"age": "44"}
+
+
+# ---------------------------------------------------------------- raters.tsv (the reporting order)
+
+def write_raters(root: Path, ids, header="rater_id\texperience") -> None:
+    (root / "raters.tsv").write_text(header + "\n" + "".join(f"{r}\t{i}\n" for i, r in enumerate(ids)))
+
+
+def test_raters_tsv_gives_the_order(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    write_raters(root, ["OS", "BW", "AB"])
+    registry = check_registry(root)
+    assert registry.raters == ["OS", "BW", "AB"] and registry.rater_order == "raters.tsv"
+    assert [r.extra for r in registry.rater_table] == [{"experience": "0"}, {"experience": "1"}, {"experience": "2"}]
+    (root / "raters.tsv").unlink()
+    registry = check_registry(root)
+    assert registry.raters == ["AB", "BW", "OS"] and registry.rater_order == "sorted"
+
+
+def test_raters_tsv_listed_rater_without_masks_and_masks_of_an_unlisted_rater(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    write_raters(root, ["OS", "LG", "BW"])  # lists LG, who segmented nothing; omits AB, who segmented all
+    problems = problems_of(root)
+    tsv = root.resolve() / "raters.tsv"
+    assert problems == [
+        f"{tsv}: rater LG is listed but no subject has a mask sub-<id>_T2w_desc-raterLG_mask.nii.gz",
+        f"{tsv}: rater AB is not listed but has 3 mask(s), e.g. {mask_path(root.resolve(), 'sub-001', 'AB')}; "
+        "add the rater to raters.tsv or remove the masks"]
+
+
+def test_raters_tsv_repeated_unsafe_and_empty(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    write_raters(root, ["OS", "BW", "AB", "OS", "O-S"])
+    problems = problems_of(root)
+    assert any("rater OS listed 2 times" in p for p in problems)
+    assert any("rater id 'O-S' is not letters and digits" in p for p in problems)
+    assert len(problems) == 2
+    write_raters(root, [])
+    problems = problems_of(root)
+    assert problems[0].endswith("raters.tsv: lists no raters; list one rater_id per line or remove the file")
+    assert [p.split(": ")[1].split(" is ")[0] for p in problems[1:]] == ["rater AB", "rater BW", "rater OS"]
+
+
+def test_raters_tsv_without_the_rater_id_column_is_one_error_line(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    write_raters(root, ["OS", "BW", "AB"], header="rater\texperience")
+    proc = run([script("nnunet-nerve"), "check", str(root)], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {root.resolve() / 'raters.tsv'}: header lacks column(s) rater_id"]
