@@ -82,6 +82,10 @@ def paper_metrics(hd95: str = DEFAULT_HD95) -> tuple:
     return ("dice", HD95_DEFINITIONS[hd95], "vs")
 
 
+#: The paper's three metrics with the paper's HD95: dice, hd95_mm, vs.
+PAPER_METRICS = paper_metrics()
+
+
 @dataclass
 class Evaluation:
     """The per-case rows of every comparison, what they were computed from, and which HD95
