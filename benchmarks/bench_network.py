@@ -24,8 +24,11 @@ give the median over rounds and the ratios U-Net / network (time) and U-Net / ne
   and input in channels-last memory format), fcdensenet_compile and
   fcdensenet_plain_compile (torch.compile, Inductor's C++ backend; the first iteration
   compiles and is reported apart), fcdensenet_compile_freezing (the same with
-  torch._inductor.config.freezing: weights folded into the graph, inference only), and
-  unet_compile (nnU-Net's U-Net compiled the same way, for a like-for-like look).
+  torch._inductor.config.freezing: weights folded into the graph, inference only),
+  unet_compile (nnU-Net's U-Net compiled the same way, for a like-for-like look), and
+  fcdensenet_thp / unet_thp (the environment variable THP_MEM_ALLOC_ENABLE=1: PyTorch
+  allocates large CPU tensors on transparent huge pages, so a fresh tensor costs 512 times
+  fewer page faults).
 - Inference: forward in eval mode under torch.inference_mode (as nnUNetv2_predict runs
   it). Training step: zero_grad, forward, cross-entropy (each deep-supervision output of
   the U-Net against the subsampled target, nnU-Net's weights), backward, Adam step.
@@ -51,6 +54,9 @@ import sys
 import time
 
 MODES = ("inference", "train")
+#: PyTorch's switch for 2 MiB-aligned CPU allocations with madvise(MADV_HUGEPAGE): large fresh
+#: tensors are then faulted in by huge pages, not 4 KiB pages
+THP = {"THP_MEM_ALLOC_ENABLE": "1"}
 
 
 class Option:
@@ -58,11 +64,12 @@ class Option:
 
     def __init__(self, base: str, description: str, memory_efficient: bool = True,
                  buffered_inference: bool = True, channels_last: bool = False,
-                 compile: bool = False, freezing: bool = False, modes=MODES):
+                 compile: bool = False, freezing: bool = False, modes=MODES, env: dict | None = None):
         self.base, self.description = base, description
         self.memory_efficient, self.buffered_inference = memory_efficient, buffered_inference
         self.channels_last, self.compile, self.freezing = channels_last, compile, freezing
         self.modes = modes
+        self.env = env or {}
 
 
 OPTIONS = {
@@ -81,6 +88,8 @@ OPTIONS = {
     "fcdensenet_compile_freezing": Option("fcdensenet", "torch.compile with Inductor freezing",
                                           compile=True, freezing=True, modes=("inference",)),
     "unet_compile": Option("unet", "nnU-Net's U-Net under torch.compile", compile=True),
+    "fcdensenet_thp": Option("fcdensenet", "FCDenseNet() with THP_MEM_ALLOC_ENABLE=1", env=THP),
+    "unet_thp": Option("unet", "nnU-Net's U-Net with THP_MEM_ALLOC_ENABLE=1", env=THP),
 }
 #: measured when --networks is not given
 DEFAULT_NETWORKS = ("unet", "fcdensenet")
@@ -290,7 +299,8 @@ def run_child(args, network: str, mode: str) -> dict:
            "--mode", mode, "--batch", str(args.batch), "--size", str(args.size),
            "--threads", str(args.threads), "--iterations", str(args.iterations),
            "--warmup", str(args.warmup)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               **OPTIONS[network].env)
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"error: {network} {mode} measurement failed:\n{result.stderr[-2000:]}")

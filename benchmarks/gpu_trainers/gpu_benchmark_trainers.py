@@ -14,8 +14,9 @@ whether AMP and compile were on. checkpoint_final.pth is written as usual, so th
 nnUNetv2_predict can load the model.
 
 Tiny runs (bench_gpu.py --tiny, on a CPU) set NNUNET_NERVE_BENCH_ITERATIONS ("train,val" of
-the timed epoch, extrapolated to the full epoch) and, for FC-DenseNet,
-NNUNET_NERVE_BENCH_PATCH ("64x64") and NNUNET_NERVE_BENCH_BATCH.
+the timed epoch, extrapolated to the full epoch), NNUNET_NERVE_BENCH_WARMUP (the same for the
+warm-up epoch) and, for FC-DenseNet, NNUNET_NERVE_BENCH_PATCH ("64x64") and
+NNUNET_NERVE_BENCH_BATCH.
 """
 from __future__ import annotations
 
@@ -43,8 +44,10 @@ def _pair(variable: str):
 class GPUBenchmarkMixin:
     """Two epochs (warm-up, timed) and gpu_benchmark.json; see the module docstring."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    # nnUNetTrainer.__init__ records its caller's arguments by name: the signature must be spelt out
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 2
         self.marks: dict[str, float] = {}
 
@@ -62,7 +65,7 @@ class GPUBenchmarkMixin:
 
     def on_epoch_start(self):
         timed = self.current_epoch == self.num_epochs - 1
-        counts = self.timed_epoch() if timed else WARMUP_EPOCH
+        counts = self.timed_epoch() if timed else _pair("NNUNET_NERVE_BENCH_WARMUP") or WARMUP_EPOCH
         self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = counts
         if timed and self.device.type == "cuda":
             self.peak_before_timed_epoch = torch.cuda.max_memory_allocated(self.device)
@@ -146,8 +149,9 @@ class FCDenseNetTrainerGPUBenchmark(GPUBenchmarkMixin, FCDenseNetTrainer_planned
 class nnUNetTrainerGPUBenchmark(GPUBenchmarkMixin, nnUNetTrainer):
     """nnU-Net's default trainer, its own plans, epoch length, AMP and compile."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.schedule_epoch = (self.num_iterations_per_epoch, self.num_val_iterations_per_epoch)
 
     def full_epoch(self):
