@@ -15,6 +15,9 @@ In eval mode dropout is the identity and each batch norm a fixed affine map per 
   A fresh tensor of a layer's input size per layer (the plain path's batch-norm output, its
   concatenation) costs a page-faulting allocation each time; here the scratch is touched
   once per call.
+- The dense layers' 3x3 convolutions run with their output channels padded with zero
+  filters to a multiple of 8 (12 -> 16), the extra maps discarded: oneDNN blocks output
+  channels by the vector width, and a 16-map convolution took less time than a 12-map one.
 
 Nothing is kept between calls.
 """
@@ -35,14 +38,23 @@ def eval_scale_shift(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tenso
     return scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
 
 
+#: images per pass of the loops below: one image keeps the scratch small (a whole batch of 8
+#: was no faster, docs/performance.md)
+IMAGES_PER_CHUNK = 1
+
+
+def chunks(n: int):
+    return ((i, min(i + IMAGES_PER_CHUNK, n)) for i in range(0, n, IMAGES_PER_CHUNK))
+
+
 class Scratch:
-    """One flat tensor handed out as channels-last (1, C, H, W) views of its beginning."""
+    """One flat tensor handed out as channels-last (k, C, H, W) views of its beginning."""
 
     def __init__(self, numel: int, like: torch.Tensor):
-        self.flat = torch.empty(numel, dtype=like.dtype, device=like.device)
+        self.flat = torch.empty(numel * min(IMAGES_PER_CHUNK, like.shape[0]), dtype=like.dtype, device=like.device)
 
-    def image(self, channels: int, height: int, width: int) -> torch.Tensor:
-        return self.flat[:channels * height * width].view(1, height, width, channels).permute(0, 3, 1, 2)
+    def images(self, k: int, channels: int, height: int, width: int) -> torch.Tensor:
+        return self.flat[:k * channels * height * width].view(k, height, width, channels).permute(0, 3, 1, 2)
 
 
 def channels_last_buffer(n: int, channels: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
@@ -53,16 +65,29 @@ def channels_last_buffer(n: int, channels: int, height: int, width: int, like: t
 def bn_relu_then(norm, module, x: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
     """out[i] = module(relu(norm(x[i]))) for every image i, in eval mode, through `scratch`."""
     scale, shift = eval_scale_shift(norm)
-    for i in range(x.shape[0]):
-        activated = scratch.image(*x.shape[1:])
-        torch.addcmul(shift, x[i:i + 1], scale, out=activated).relu_()
-        out[i:i + 1].copy_(module(activated))
+    for i, j in chunks(x.shape[0]):
+        activated = scratch.images(j - i, *x.shape[1:])
+        torch.addcmul(shift, x[i:j], scale, out=activated).relu_()
+        out[i:j].copy_(module(activated))
 
 
 def per_image(module, x: torch.Tensor, out: torch.Tensor) -> None:
     """out[i] = module(x[i]) for every image i."""
-    for i in range(x.shape[0]):
-        out[i:i + 1].copy_(module(x[i:i + 1]))
+    for i, j in chunks(x.shape[0]):
+        out[i:j].copy_(module(x[i:j]))
+
+
+def output_channels_padded(conv: nn.Conv2d, multiple: int = 8):
+    """conv with its output channels padded with zero filters up to a multiple of `multiple`
+    (a callable returning all of them; the caller keeps the first conv.out_channels). oneDNN
+    blocks output channels by the vector width: a 12-map 3x3 convolution ran at half the
+    FLOP rate of a 16-map one on AVX2 (docs/performance.md), so 16 maps cost less time."""
+    extra = -conv.out_channels % multiple
+    if extra == 0:
+        return conv
+    weight = torch.cat([conv.weight, conv.weight.new_zeros((extra, *conv.weight.shape[1:]))])
+    bias = None if conv.bias is None else torch.cat([conv.bias, conv.bias.new_zeros(extra)])
+    return lambda x: nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def dense_block(block, buffer: torch.Tensor, start: int, scratch: Scratch) -> int:
@@ -71,7 +96,9 @@ def dense_block(block, buffer: torch.Tensor, start: int, scratch: Scratch) -> in
     channels = start
     for layer in block.layers:
         grown = channels + layer.conv.out_channels
-        bn_relu_then(layer.norm, layer.conv, buffer[:, :channels], buffer[:, channels:grown], scratch)
+        conv = output_channels_padded(layer.conv)
+        bn_relu_then(layer.norm, lambda a: conv(a)[:, :layer.conv.out_channels], buffer[:, :channels],
+                     buffer[:, channels:grown], scratch)
         channels = grown
     return channels
 
@@ -100,7 +127,10 @@ def forward(net, x: torch.Tensor) -> torch.Tensor:
     new_maps = buffers[n_pool][:, channels:end]
     for level, up, block in zip(reversed(range(n_pool)), net.transitions_up, net.up_blocks):
         upsampled = skips[level] + up.out_channels
-        per_image(up, new_maps, buffers[level][:, skips[level]:upsampled])
+        # a channels-last copy: oneDNN's transposed convolution takes a strided view (a
+        # channel range of the buffer) through a slow reference kernel
+        per_image(lambda maps: up(maps.contiguous(memory_format=torch.channels_last)), new_maps,
+                  buffers[level][:, skips[level]:upsampled])
         end = dense_block(block, buffers[level], upsampled, scratch)
         new_maps = buffers[level][:, upsampled:end]
     output = torch.empty((n, net.final_conv.out_channels, height, width), dtype=x.dtype, device=x.device)
