@@ -11,7 +11,8 @@ In eval mode dropout is the identity and each batch norm a fixed affine map per 
   connection is never copied. The bottleneck has its own buffer.
 - A layer's batch norm + ReLU is relu(scale x + shift) with scale = gamma / sqrt(running_var
   + eps) and shift = beta - running_mean scale (the eval-mode definition of BatchNorm2d),
-  written image by image into one scratch tensor that every layer reuses, then convolved.
+  written into one scratch tensor that every layer reuses (a few images at a time), then
+  convolved.
   A fresh tensor of a layer's input size per layer (the plain path's batch-norm output, its
   concatenation) costs a page-faulting allocation each time; here the scratch is touched
   once per call.
@@ -38,20 +39,24 @@ def eval_scale_shift(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tenso
     return scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
 
 
-#: images per pass of the loops below: one image keeps the scratch small (a whole batch of 8
-#: was no faster, docs/performance.md)
-IMAGES_PER_CHUNK = 1
-
-
-def chunks(n: int):
-    return ((i, min(i + IMAGES_PER_CHUNK, n)) for i in range(0, n, IMAGES_PER_CHUNK))
+#: elements of the scratch tensor (64 Mi: 256 MiB of float32): the loops below take as many
+#: images per pass as fit (a whole batch of 8 x 320 x 320 at the widest layer would need 590
+#: MiB; fewer, larger passes synchronise the threads less often than image by image)
+SCRATCH_ELEMENTS = 64 * 2 ** 20
 
 
 class Scratch:
-    """One flat tensor handed out as channels-last (k, C, H, W) views of its beginning."""
+    """One flat tensor for `images` images of up to `image_numel` elements each, handed out
+    as channels-last (k, C, H, W) views of its beginning."""
 
-    def __init__(self, numel: int, like: torch.Tensor):
-        self.flat = torch.empty(numel * min(IMAGES_PER_CHUNK, like.shape[0]), dtype=like.dtype, device=like.device)
+    def __init__(self, image_numel: int, like: torch.Tensor):
+        self.images_per_pass = max(1, min(like.shape[0], SCRATCH_ELEMENTS // image_numel))
+        self.flat = torch.empty(self.images_per_pass * image_numel, dtype=like.dtype, device=like.device)
+
+    def passes(self, n: int):
+        """(start, stop) image ranges covering a batch of n."""
+        step = self.images_per_pass
+        return ((i, min(i + step, n)) for i in range(0, n, step))
 
     def images(self, k: int, channels: int, height: int, width: int) -> torch.Tensor:
         return self.flat[:k * channels * height * width].view(k, height, width, channels).permute(0, 3, 1, 2)
@@ -65,15 +70,15 @@ def channels_last_buffer(n: int, channels: int, height: int, width: int, like: t
 def bn_relu_then(norm, module, x: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
     """out[i] = module(relu(norm(x[i]))) for every image i, in eval mode, through `scratch`."""
     scale, shift = eval_scale_shift(norm)
-    for i, j in chunks(x.shape[0]):
+    for i, j in scratch.passes(x.shape[0]):
         activated = scratch.images(j - i, *x.shape[1:])
         torch.addcmul(shift, x[i:j], scale, out=activated).relu_()
         out[i:j].copy_(module(activated))
 
 
-def per_image(module, x: torch.Tensor, out: torch.Tensor) -> None:
-    """out[i] = module(x[i]) for every image i."""
-    for i, j in chunks(x.shape[0]):
+def per_image(module, x: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
+    """out[i] = module(x[i]) for every image i, as many images per pass as `scratch` takes."""
+    for i, j in scratch.passes(x.shape[0]):
         out[i:j].copy_(module(x[i:j]))
 
 
@@ -116,7 +121,7 @@ def forward(net, x: torch.Tensor) -> torch.Tensor:
     buffers = [channels_last_buffer(n, c, h, w, x) for c, (h, w) in zip(totals, sides)]
 
     channels = net.first_conv.out_channels
-    per_image(net.first_conv, x, buffers[0][:, :channels])
+    per_image(net.first_conv, x, buffers[0][:, :channels], scratch)
     skips = []
     for level, (block, down) in enumerate(zip(net.down_blocks, net.transitions_down)):
         channels = dense_block(block, buffers[level], channels, scratch)
@@ -130,9 +135,9 @@ def forward(net, x: torch.Tensor) -> torch.Tensor:
         # a channels-last copy: oneDNN's transposed convolution takes a strided view (a
         # channel range of the buffer) through a slow reference kernel
         per_image(lambda maps: up(maps.contiguous(memory_format=torch.channels_last)), new_maps,
-                  buffers[level][:, skips[level]:upsampled])
+                  buffers[level][:, skips[level]:upsampled], scratch)
         end = dense_block(block, buffers[level], upsampled, scratch)
         new_maps = buffers[level][:, upsampled:end]
     output = torch.empty((n, net.final_conv.out_channels, height, width), dtype=x.dtype, device=x.device)
-    per_image(net.final_conv, buffers[0], output)
+    per_image(net.final_conv, buffers[0], output, scratch)
     return output
