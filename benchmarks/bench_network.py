@@ -1,33 +1,45 @@
-"""FCDenseNet against nnU-Net's default 2D U-Net, side by side on this CPU.
+"""FCDenseNet against nnU-Net's default 2D U-Net, side by side on this CPU, and the standard
+means of making it faster or leaner, each measured as an option in the same run.
 
 Every measurement (network x {inference, training step}) runs in its own child process, so
 that its peak resident set size (the child's VmHWM: everything the process touched, Python
 and torch included) is that measurement's alone. Times are wall-clock and,
 because this machine is shared with other jobs, also the child's CPU time (user + system of
-all its threads); CPU-time ratios are the steadier ones when the machine is busy. Rounds alternate the two
-networks so that a machine shared with other jobs slows both alike; the table gives the
-median over rounds and the ratios U-Net / FCDenseNet (time) and U-Net / FCDenseNet (memory):
-above 1 means FCDenseNet is faster / leaner.
+all its threads); CPU-time ratios are the steadier ones when the machine is busy. Rounds
+alternate the networks so that a machine shared with other jobs slows all alike; the tables
+give the median over rounds and the ratios U-Net / network (time) and U-Net / network
+(memory): above 1 means the network is faster / leaner than the U-Net.
 
-- U-Net: dynamic_network_architectures' PlainConvUNet with the arguments nnU-Net's default
+- unet: dynamic_network_architectures' PlainConvUNet with the arguments nnU-Net's default
   planner writes for a 2D 320 x 320 patch (7 stages, 32..512 features, 3x3 convs, instance
   norm, leaky ReLU, deep supervision as nnUNetTrainer trains it), built through nnU-Net's
-  own get_network_from_plans.
-- FCDenseNet: nnunet_nerve.FCDenseNet() with the paper's defaults, the module
-  FCDenseNetTrainer builds.
-- Inference: forward in eval mode under torch.no_grad. Training step: zero_grad, forward,
-  cross-entropy (each deep-supervision output of the U-Net against the subsampled target,
-  nnU-Net's weights), backward, Adam step.
+  own get_network_from_plans, run as nnU-Net runs it on a CPU (eager, NCHW).
+- fcdensenet: nnunet_nerve.FCDenseNet() with the paper's defaults, the module
+  FCDenseNetTrainer builds: checkpointed dense layers in training, each dense block written
+  into one buffer at inference.
+- The options (--networks), all the same function with the same parameters:
+  fcdensenet_plain (memory_efficient=False, buffered_inference=False: one concatenation
+  per layer, everything kept for backward), fcdensenet_checkpoint_only (checkpointing, no
+  inference buffer), fcdensenet_channels_last and fcdensenet_plain_channels_last (module
+  and input in channels-last memory format), fcdensenet_compile and
+  fcdensenet_plain_compile (torch.compile, Inductor's C++ backend; the first iteration
+  compiles and is reported apart), fcdensenet_compile_freezing (the same with
+  torch._inductor.config.freezing: weights folded into the graph, inference only),
+  unet_compile (nnU-Net's U-Net compiled the same way, for a like-for-like look), and
+  fcdensenet_thp / unet_thp (the environment variable THP_MEM_ALLOC_ENABLE=1: PyTorch
+  allocates large CPU tensors on transparent huge pages, so a fresh tensor costs 512 times
+  fewer page faults).
+- Inference: forward in eval mode under torch.inference_mode (as nnUNetv2_predict runs
+  it). Training step: zero_grad, forward, cross-entropy (each deep-supervision output of
+  the U-Net against the subsampled target, nnU-Net's weights), backward, Adam step.
 - FLOPs: 2 x multiply-accumulates of every (transposed) convolution, counted with forward
   hooks on the real modules; a training step is counted as 3 x the forward FLOPs.
 - Peak: cores x fp32 FLOP per cycle x clock, from lscpu / /proc/cpuinfo (see `cpu_peak`),
   and the FMA throughput the cores sustain, measured by benchmarks/fma_peak.c when a C
   compiler is present; percentages are of the larger.
-- --networks fcdensenet_pytorch: FCDenseNet with its fused C kernels switched off
-  (NNUNET_NERVE_FUSED_KERNELS=0: the PyTorch lean path); fcdensenet_straightforward: one
-  torch.cat per layer.
 
     .venv/bin/python benchmarks/bench_network.py                 # batch 8, 320 x 320, 2 threads
+    .venv/bin/python benchmarks/bench_network.py --networks unet,fcdensenet,fcdensenet_plain,fcdensenet_compile
     .venv/bin/python benchmarks/bench_network.py --batch 2 --rounds 1 --iterations 1   # quick
 """
 from __future__ import annotations
@@ -41,14 +53,46 @@ import subprocess
 import sys
 import time
 
-NETWORKS = ("unet", "fcdensenet")
-# the same FCDenseNet forced onto its one-torch.cat-per-layer path, or onto its lean CPU
-# path without the fused C kernels, to show what each buys; measured only when asked for
-# with --networks
-STRAIGHTFORWARD = "fcdensenet_straightforward"
-PYTORCH_LEAN = "fcdensenet_pytorch"
-VARIANTS = (STRAIGHTFORWARD, PYTORCH_LEAN)
 MODES = ("inference", "train")
+#: PyTorch's switch for 2 MiB-aligned CPU allocations with madvise(MADV_HUGEPAGE): large fresh
+#: tensors are then faulted in by huge pages, not 4 KiB pages
+THP = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
+class Option:
+    """How one measured network is built and run."""
+
+    def __init__(self, base: str, description: str, memory_efficient: bool = True,
+                 buffered_inference: bool = True, channels_last: bool = False,
+                 compile: bool = False, freezing: bool = False, modes=MODES, env: dict | None = None):
+        self.base, self.description = base, description
+        self.memory_efficient, self.buffered_inference = memory_efficient, buffered_inference
+        self.channels_last, self.compile, self.freezing = channels_last, compile, freezing
+        self.modes = modes
+        self.env = env or {}
+
+
+OPTIONS = {
+    "unet": Option("unet", "nnU-Net's default 2D U-Net (eager, NCHW)"),
+    "fcdensenet": Option("fcdensenet", "FCDenseNet() as FCDenseNetTrainer builds it"),
+    "fcdensenet_plain": Option("fcdensenet", "no checkpointing, no inference buffer",
+                               memory_efficient=False, buffered_inference=False),
+    "fcdensenet_checkpoint_only": Option("fcdensenet", "checkpointing, no inference buffer",
+                                         buffered_inference=False),
+    "fcdensenet_channels_last": Option("fcdensenet", "FCDenseNet(), channels-last", channels_last=True),
+    "fcdensenet_plain_channels_last": Option("fcdensenet", "plain, channels-last", memory_efficient=False,
+                                             buffered_inference=False, channels_last=True),
+    "fcdensenet_compile": Option("fcdensenet", "FCDenseNet() under torch.compile", compile=True),
+    "fcdensenet_plain_compile": Option("fcdensenet", "plain, under torch.compile", memory_efficient=False,
+                                       compile=True),
+    "fcdensenet_compile_freezing": Option("fcdensenet", "torch.compile with Inductor freezing",
+                                          compile=True, freezing=True, modes=("inference",)),
+    "unet_compile": Option("unet", "nnU-Net's U-Net under torch.compile", compile=True),
+    "fcdensenet_thp": Option("fcdensenet", "FCDenseNet() with THP_MEM_ALLOC_ENABLE=1", env=THP),
+    "unet_thp": Option("unet", "nnU-Net's U-Net with THP_MEM_ALLOC_ENABLE=1", env=THP),
+}
+#: measured when --networks is not given
+DEFAULT_NETWORKS = ("unet", "fcdensenet")
 
 
 def nnunet_default_2d_unet(in_channels: int = 1, num_classes: int = 2):
@@ -79,13 +123,13 @@ def nnunet_default_2d_unet(in_channels: int = 1, num_classes: int = 2):
 
 
 def build(name: str):
-    if name == "unet":
+    """The module for option `name` (uncompiled, NCHW)."""
+    option = OPTIONS[name]
+    if option.base == "unet":
         return nnunet_default_2d_unet()
     from nnunet_nerve import FCDenseNet
-    net = FCDenseNet()
-    if name == STRAIGHTFORWARD:
-        net.forward = net.forward_straightforward
-    return net
+    return FCDenseNet(memory_efficient=option.memory_efficient,
+                      buffered_inference=option.buffered_inference)
 
 
 def forward_flops(net, shape) -> float:
@@ -109,11 +153,10 @@ def forward_flops(net, shape) -> float:
     handles = [m.register_forward_hook(hook) for m in net.modules()
                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     net.eval()
-    # FCDenseNet's lean CPU path calls the convolutions functionally: count on the
-    # straightforward path, which runs the same convolutions through the modules
-    forward = getattr(net, "forward_straightforward", net)
+    if hasattr(net, "buffered_inference"):   # its inference path calls some convolutions functionally
+        net.buffered_inference = False
     with torch.no_grad():
-        forward(torch.zeros(shape))
+        net(torch.zeros(shape))
     for h in handles:
         h.remove()
     return total[0]
@@ -181,57 +224,64 @@ def measured_fma_peak(threads: int) -> float | None:
         return float(run.stdout.split()[0]) if run.returncode == 0 else None
 
 
+def deep_supervision_loss(output, target, size: int):
+    """nnU-Net's deep-supervision weighting of cross-entropy (last output weighted 0), or
+    plain cross-entropy for a single output."""
+    from torch import nn
+
+    if isinstance(output, (list, tuple)):
+        weights = [1 / 2 ** i for i in range(len(output))]
+        weights[-1] = 0
+        total = sum(weights)
+        loss = 0
+        for w, out in zip(weights, output):
+            if w:
+                step = size // out.shape[-1]
+                loss = loss + w / total * nn.functional.cross_entropy(out, target[:, ::step, ::step])
+        return loss
+    return nn.functional.cross_entropy(output, target)
+
+
 def child(args) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
     import torch
-    from torch import nn
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    option = OPTIONS[args.network]
     net = build(args.network)
     shape = (args.batch, 1, args.size, args.size)
     x = torch.randn(shape)
     target = torch.randint(0, 2, (args.batch, args.size, args.size))
+    if option.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    run = net
+    if option.compile:
+        import torch._inductor.config as inductor_config
+        inductor_config.freezing = option.freezing
+        run = torch.compile(net)
     times, cpu_times = [], []
     if args.mode == "inference":
         net.eval()
-        with torch.no_grad():
+        with torch.inference_mode():
             for i in range(args.warmup + args.iterations):
                 start, cpu = time.perf_counter(), time.process_time()
-                net(x)
+                run(x)
                 times.append(time.perf_counter() - start)
                 cpu_times.append(time.process_time() - cpu)
     else:
         net.train()
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-
-        def loss_of(output):
-            if isinstance(output, (list, tuple)):   # deep supervision, nnU-Net's weights
-                weights = [1 / 2 ** i for i in range(len(output))]
-                weights[-1] = 0
-                total = sum(weights)
-                loss = 0
-                for w, out in zip(weights, output):
-                    if w:
-                        step = args.size // out.shape[-1]
-                        loss = loss + w / total * nn.functional.cross_entropy(
-                            out, target[:, ::step, ::step])
-                return loss
-            return nn.functional.cross_entropy(output, target)
-
         for i in range(args.warmup + args.iterations):
             start, cpu = time.perf_counter(), time.process_time()
             optimizer.zero_grad(set_to_none=True)
-            loss_of(net(x)).backward()
+            deep_supervision_loss(run(x), target, args.size).backward()
             optimizer.step()
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu)
-    fused = None
-    if args.network in ("fcdensenet", PYTORCH_LEAN):
-        from nnunet_nerve import fused_kernels
-        fused = fused_kernels.unavailable_reason() is None
     print(json.dumps({"times": times[args.warmup:], "cpu_times": cpu_times[args.warmup:],
-                      "peak_rss_gib": peak_rss_kib() / 2 ** 20, "fused_kernels": fused}))
+                      "warmup_times": times[:args.warmup], "peak_rss_gib": peak_rss_kib() / 2 ** 20}))
 
 
 def peak_rss_kib() -> int:
@@ -251,13 +301,46 @@ def run_child(args, network: str, mode: str) -> dict:
            "--mode", mode, "--batch", str(args.batch), "--size", str(args.size),
            "--threads", str(args.threads), "--iterations", str(args.iterations),
            "--warmup", str(args.warmup)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    if network == PYTORCH_LEAN:
-        env["NNUNET_NERVE_FUSED_KERNELS"] = "0"
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               **OPTIONS[network].env)
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"error: {network} {mode} measurement failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def load_average() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def table(mode: str, networks, samples, cpu_samples, memory, flops, batch, reference_peak) -> list[str]:
+    """One row per network: medians per slice, GFLOP/s, peak, and U-Net / network ratios."""
+    factor = 1.0 if mode == "inference" else 3.0
+    label = "inference (eval, inference_mode)" if mode == "inference" else "training step"
+    lines = [f"{label}: s/slice and CPU s/slice (medians), GFLOP/s (% of peak), peak RSS GiB; "
+             "U-Net / network for time, CPU time and peak (above 1: faster / leaner than the U-Net)",
+             f"{'network':32s}{'s/slice':>9s}{'CPU s':>9s}{'GFLOP/s':>14s}{'peak GiB':>10s}"
+             f"{'time':>8s}{'CPU':>8s}{'memory':>8s}"]
+    unet = "unet" if "unet" in networks else None
+    for name in networks:
+        if not samples[(name, mode)]:
+            continue
+        t = statistics.median(samples[(name, mode)])
+        c = statistics.median(cpu_samples[(name, mode)])
+        m = max(memory[(name, mode)])
+        g = factor * flops[name] / t / 1e9
+        ratios = ""
+        if unet:
+            tu = statistics.median(samples[(unet, mode)])
+            cu = statistics.median(cpu_samples[(unet, mode)])
+            mu = max(memory[(unet, mode)])
+            ratios = f"{tu / t:7.2f}x{cu / c:7.2f}x{mu / m:7.2f}x"
+        lines.append(f"{name:32s}{t / batch:9.3f}{c / batch:9.3f}{g:8.1f} ({100 * g / reference_peak:2.0f}%)"
+                     f"{m:10.2f}{ratios}")
+    return lines
 
 
 def main(argv=None) -> None:
@@ -266,31 +349,38 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=320, help="square patch side (pixels)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2,
-                        help="alternating rounds of all four measurements (median reported)")
+                        help="alternating rounds of all measurements (median reported)")
     parser.add_argument("--iterations", type=int, default=2, help="timed iterations per child")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per child")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed iterations per child (compiled options compile in the first)")
     parser.add_argument("--modes", default="inference,train")
-    parser.add_argument("--networks", default=",".join(NETWORKS),
-                        help=f"comma-separated, from {', '.join(NETWORKS + VARIANTS)}; "
-                             "the ratio table needs unet and fcdensenet")
+    parser.add_argument("--networks", default=",".join(DEFAULT_NETWORKS),
+                        help=f"comma-separated, from {', '.join(OPTIONS)}")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--network", choices=NETWORKS + VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--network", choices=tuple(OPTIONS), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args)
         return
+    unknown = [n for n in args.networks.split(",") if n and n not in OPTIONS]
+    modes = [m for m in args.modes.split(",") if m]
+    if unknown or not set(modes) <= set(MODES):
+        parser.error(f"unknown network or mode: {', '.join(unknown + [m for m in modes if m not in MODES])}")
+    if args.warmup < 1 and any(
+            OPTIONS[n].compile for n in args.networks.split(",") if n in OPTIONS):
+        parser.error("compiled options need --warmup 1 or more (the first iteration compiles)")
 
     import torch
 
-    modes = [m for m in args.modes.split(",") if m]
-    networks = tuple(n for n in NETWORKS + VARIANTS if n in args.networks.split(","))
+    networks = tuple(n for n in OPTIONS if n in args.networks.split(","))
     peak = cpu_peak(args.threads)
     shape = (args.batch, 1, args.size, args.size)
     flops = {name: forward_flops(build(name), shape) for name in networks}
     print(f"torch {torch.__version__}, {peak['model']}, {args.threads} threads; batch "
           f"{args.batch} x 1 x {args.size} x {args.size}; {args.rounds} rounds x "
-          f"{args.iterations} timed iterations (+{args.warmup} warm-up), medians")
+          f"{args.iterations} timed iterations (+{args.warmup} warm-up), medians; "
+          f"load average at start {load_average()}")
     print(f"theoretical fp32 peak {peak['peak_gflops']:.0f} GFLOP/s = {args.threads} cores x "
           f"{peak['flop_per_cycle']} FLOP/cycle ({peak['simd']}) x {peak['mhz']:.0f} MHz "
           f"({peak['clock_source']})")
@@ -298,10 +388,9 @@ def main(argv=None) -> None:
     if peak["measured_gflops"]:
         reference_peak = max(reference_peak, peak["measured_gflops"])
         print(f"measured FMA throughput {peak['measured_gflops']:.0f} GFLOP/s on {args.threads} "
-              f"threads (benchmarks/fma_peak.c; the cores run above the reported clock); "
-              f"percentages below are of {reference_peak:.0f}")
+              f"threads (benchmarks/fma_peak.c); percentages below are of {reference_peak:.0f}")
     for name in networks:
-        print(f"{name}: {flops[name] / args.batch / 1e9:.1f} GFLOP per slice (forward)")
+        print(f"{name}: {OPTIONS[name].description}; {flops[name] / args.batch / 1e9:.1f} GFLOP per slice (forward)")
     samples = {(n, m): [] for n in networks for m in modes}
     cpu_samples = {(n, m): [] for n in networks for m in modes}
     memory = {(n, m): [] for n in networks for m in modes}
@@ -309,35 +398,23 @@ def main(argv=None) -> None:
         for mode in modes:
             order = networks if r % 2 == 0 else tuple(reversed(networks))
             for name in order:
+                if mode not in OPTIONS[name].modes:
+                    continue
                 out = run_child(args, name, mode)
                 samples[(name, mode)].extend(out["times"])
                 cpu_samples[(name, mode)].extend(out["cpu_times"])
                 memory[(name, mode)].append(out["peak_rss_gib"])
-                kernels = {True: ", fused kernels", False: ", PyTorch path"}.get(out["fused_kernels"], "")
-                print(f"  round {r + 1}: {name:10s} {mode:9s} "
+                warm = ""
+                if OPTIONS[name].compile and out["warmup_times"]:
+                    warm = f", first (compiling) iteration {out['warmup_times'][0]:.1f} s"
+                print(f"  round {r + 1}: {name} {mode} "
                       f"{', '.join(f'{t:.2f}' for t in out['times'])} s/batch "
                       f"(CPU {', '.join(f'{t:.2f}' for t in out['cpu_times'])} s), "
-                      f"peak RSS {out['peak_rss_gib']:.2f} GiB{kernels}", flush=True)
-    if not set(NETWORKS) <= set(networks):
-        return
-    print()
-    print(f"{'':26s}{'U-Net':>12s}{'FCDenseNet':>12s}{'ratio':>8s}")
+                      f"peak RSS {out['peak_rss_gib']:.2f} GiB{warm}; load {load_average()}", flush=True)
     for mode in modes:
-        factor = 1.0 if mode == "inference" else 3.0
-        t = {n: statistics.median(samples[(n, mode)]) for n in NETWORKS}
-        g = {n: factor * flops[n] / t[n] / 1e9 for n in NETWORKS}
-        m = {n: max(memory[(n, mode)]) for n in NETWORKS}
-        label = "inference" if mode == "inference" else "training step"
-        print(f"{label + ' s/slice':26s}{t['unet'] / args.batch:12.3f}"
-              f"{t['fcdensenet'] / args.batch:12.3f}{t['unet'] / t['fcdensenet']:8.2f}x")
-        c = {n: statistics.median(cpu_samples[(n, mode)]) for n in NETWORKS}
-        print(f"{label + ' CPU s/slice':26s}{c['unet'] / args.batch:12.3f}"
-              f"{c['fcdensenet'] / args.batch:12.3f}{c['unet'] / c['fcdensenet']:8.2f}x")
-        print(f"{label + ' GFLOP/s':26s}{g['unet']:12.1f}{g['fcdensenet']:12.1f}"
-              f"   ({100 * g['unet'] / reference_peak:.0f}% and "
-              f"{100 * g['fcdensenet'] / reference_peak:.0f}% of peak)")
-        print(f"{label + ' peak GiB':26s}{m['unet']:12.2f}{m['fcdensenet']:12.2f}"
-              f"{m['unet'] / m['fcdensenet']:8.2f}x")
+        print()
+        print("\n".join(table(mode, networks, samples, cpu_samples, memory, flops, args.batch,
+                               reference_peak)))
 
 
 if __name__ == "__main__":

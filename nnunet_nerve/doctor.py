@@ -95,21 +95,9 @@ def check_gpu() -> Check:
     return Check("GPU", None, f"CUDA check failed: {_last_line(out)}")
 
 
-def check_fused_kernels(environ=os.environ) -> Check:
-    """Whether FCDenseNet's fused CPU kernels build and load here (information: without them
-    the PyTorch path computes the same, more slowly)."""
-    code = ("from nnunet_nerve import fused_kernels as f; r = f.unavailable_reason();"
-            "print('FUSED ' + (r or 'ok ' + str(f.library_path())))")
-    ok, out = _python(code, env=dict(environ))
-    if ok and "FUSED ok " in out:
-        return Check("fused CPU kernels", None, "built: " + out.split("FUSED ok ", 1)[1].strip())
-    detail = out.split("FUSED ", 1)[1].strip() if ok and "FUSED " in out else _last_line(out)
-    return Check("fused CPU kernels", None, f"not used ({detail}); FCDenseNet runs its slower PyTorch CPU path")
-
-
 def run_all(environ=os.environ) -> list[Check]:
     return [*check_nnunet_paths(environ), check_ext_trainer(environ), check_torch_pair(),
-            check_trainer_lookup(environ), check_gpu(), check_fused_kernels(environ)]
+            check_trainer_lookup(environ), check_gpu()]
 
 
 def training_can_work(checks: list[Check]) -> bool:

@@ -2,23 +2,15 @@
 and running the real console scripts (nnunet-nerve, nnUNetv2_*) in subprocesses."""
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# the fused CPU kernels are compiled once per test session into a temp folder (not the
-# user's ~/.cache), and the nnU-Net subprocesses started by the tests find them there
-if "NNUNET_NERVE_CACHE" not in os.environ:
-    os.environ["NNUNET_NERVE_CACHE"] = tempfile.mkdtemp(prefix="nnunet_nerve_kernels_")
-    atexit.register(shutil.rmtree, os.environ["NNUNET_NERVE_CACHE"], ignore_errors=True)
 SHARED_DATA = REPO.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
 

@@ -1,8 +1,11 @@
-"""Straightforward reference FC-DenseNet (one torch.cat per layer) for checking the fast one.
+"""Straightforward reference FC-DenseNet (one torch.cat per layer), and the helpers the
+network tests compare with it.
 
 Same modules, same state_dict keys and the same definitions as nnunet_nerve.network's
-docstring; written as plainly as possible so that its outputs and gradients are the
-ground truth the optimised implementation is compared with.
+docstring, written independently as plainly as possible (nn.Sequential of BN, ReLU, conv,
+dropout): its outputs, gradients, running statistics and dropout draws are the ground truth
+nnunet_nerve.FCDenseNet is compared with, in training (plain and checkpointed) and at
+inference.
 """
 from __future__ import annotations
 
@@ -83,3 +86,71 @@ class ReferenceFCDenseNet(nn.Module):
         for up, block, skip in zip(self.transitions_up, self.up_blocks, reversed(skips)):
             x = block(torch.cat([skip, up(x)], dim=1))
         return self.final_conv(x)
+
+
+# ----------------------------------------------------------------------------- comparison helpers
+
+#: a small configuration with every structural option different from the paper's
+SMALL = dict(conv_bias=False, n_pool=3, growth_rate=8, layers_per_block=[2, 3, 1, 2, 3, 4, 2],
+             in_channels=2, num_classes=3, first_filters=16)
+
+
+def paired(seed: int = 0, network_kwargs: dict | None = None, **kwargs):
+    """(FCDenseNet, ReferenceFCDenseNet) with the same weights; `network_kwargs` go to
+    FCDenseNet only (memory_efficient, buffered_inference)."""
+    from nnunet_nerve import FCDenseNet
+
+    torch.manual_seed(seed)
+    net = FCDenseNet(**kwargs, **(network_kwargs or {}))
+    reference = ReferenceFCDenseNet(**kwargs)
+    assert list(net.state_dict()) == list(reference.state_dict())
+    reference.load_state_dict(net.state_dict())
+    return net, reference
+
+
+def randomise_batch_norms(module: nn.Module, seed: int = 0) -> None:
+    """Non-trivial running statistics and affine parameters: negative scales (the other side
+    of the ReLU), one switched-off channel per norm, non-zero shifts."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(t, lo, hi):
+        t.copy_(torch.rand(t.shape, generator=generator, dtype=t.dtype) * (hi - lo) + lo)
+
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                uniform(m.running_mean, -0.5, 0.5)
+                uniform(m.running_var, 0.5, 2.0)
+                uniform(m.weight, -1.5, 1.5)
+                m.weight[0] = 0.0
+                uniform(m.bias, -0.2, 0.2)
+
+
+def training_step(net: nn.Module, x: torch.Tensor, target: torch.Tensor, seed: int = 7):
+    """Seeded train-mode forward and cross-entropy backward; returns (output, input gradient,
+    generator state afterwards)."""
+    x = x.clone().requires_grad_()
+    torch.manual_seed(seed)
+    out = net.train()(x)
+    nn.functional.cross_entropy(out.float(), target).backward()
+    return out, x.grad, torch.get_rng_state()
+
+
+def assert_same_gradients(net: nn.Module, reference: nn.Module, rtol: float, atol: float):
+    """Every parameter's gradient equals the reference's: |g - g_ref| <= rtol |g_ref| + atol
+    (Frobenius norms). The biases of convolutions followed by a training-mode batch norm have
+    an exactly-zero true gradient (the norm removes any constant): both sides give rounding
+    noise there, which atol absorbs."""
+    ref_params = dict(reference.named_parameters())
+    for name, p in net.named_parameters():
+        ref = ref_params[name].grad
+        error = (p.grad - ref).norm()
+        assert error <= rtol * ref.norm() + atol, \
+            f"{name}: gradient error {error:.2e}, gradient norm {ref.norm():.2e}"
+
+
+def assert_same_buffers(net: nn.Module, reference: nn.Module, rtol: float, atol: float):
+    """Running means, variances and num_batches_tracked equal the reference's."""
+    ref_buffers = dict(reference.named_buffers())
+    for name, b in net.named_buffers():
+        torch.testing.assert_close(b, ref_buffers[name], rtol=rtol, atol=atol, msg=name)

@@ -1,9 +1,8 @@
-"""benchmarks/bench_network.py on a tiny batch (no timing assertions): every network and mode
-is measured in its own child, the ratio table is printed, the PyTorch-path variant really runs
-without the fused kernels, and the measured FMA peak is reported where a compiler exists."""
+"""benchmarks/bench_network.py on a tiny batch (no timing assertions): every option is measured
+in its own child, the ratio tables are printed with a row per option, and the options build
+the modules they name."""
 from __future__ import annotations
 
-import shutil
 import sys
 
 from conftest import REPO, run
@@ -12,26 +11,34 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_network as bn  # noqa: E402
 
 
-def test_bench_network_tiny_run(tmp_path):
+def test_bench_network_tiny_run():
+    networks = ("unet", "fcdensenet", "fcdensenet_plain")
     proc = run([sys.executable, str(REPO / "benchmarks" / "bench_network.py"), "--batch", "1",
                 "--size", "128", "--rounds", "1", "--iterations", "1", "--warmup", "0",
-                "--networks", "unet,fcdensenet,fcdensenet_pytorch"], timeout=900)
+                "--networks", ",".join(networks)], timeout=900)
     out = proc.stdout
-    for name in ("unet", "fcdensenet", "fcdensenet_pytorch"):
+    for name in networks:
         for mode in ("inference", "train"):
-            assert any(line.split()[2:4] == [name, mode] for line in out.splitlines()
-                       if line.strip().startswith("round")), (name, mode, out)
-    for row in ("inference s/slice", "training step s/slice", "training step peak GiB"):
-        assert row in out
-    if shutil.which("cc"):
-        assert "measured FMA throughput" in out
+            assert f"round 1: {name} {mode} " in out, (name, mode, out)
+    tables = out.split("\n\n")[1:]
+    assert tables[0].startswith("inference (eval, inference_mode)") and tables[1].startswith("training step")
+    for table in tables:
+        rows = {line.split()[0]: line.split() for line in table.splitlines()[2:]}
+        assert set(rows) == set(networks)
+        assert rows["unet"][-3:] == ["1.00x", "1.00x", "1.00x"]
+    assert "load average at start" in out
 
 
-def test_only_the_pytorch_variant_runs_without_the_fused_kernels(monkeypatch):
-    """Each child reports whether the fused kernels ran: off in fcdensenet_pytorch only."""
-    monkeypatch.delenv("NNUNET_NERVE_FUSED_KERNELS", raising=False)
-    args = bn.main.__globals__["argparse"].Namespace(batch=1, size=64, threads=1, iterations=1, warmup=0)
-    from nnunet_nerve import fused_kernels
-    fused_here = fused_kernels.unavailable_reason() is None
-    assert bn.run_child(args, bn.PYTORCH_LEAN, "inference")["fused_kernels"] is False
-    assert bn.run_child(args, "fcdensenet", "inference")["fused_kernels"] is fused_here
+def test_options_build_what_they_name():
+    plain, default = bn.build("fcdensenet_plain"), bn.build("fcdensenet")
+    assert not plain.memory_efficient and not plain.buffered_inference
+    assert default.memory_efficient and default.buffered_inference
+    assert type(bn.build("unet")).__name__ == "PlainConvUNet"
+    assert bn.OPTIONS["fcdensenet_compile_freezing"].modes == ("inference",)
+    assert all(o.base in ("unet", "fcdensenet") for o in bn.OPTIONS.values())
+
+
+def test_compiled_options_need_a_warm_up_iteration():
+    proc = run([sys.executable, str(REPO / "benchmarks" / "bench_network.py"), "--warmup", "0",
+                "--networks", "unet,fcdensenet_compile"], check=False, timeout=300)
+    assert proc.returncode != 0 and "need --warmup 1" in proc.stderr

@@ -35,15 +35,6 @@ def test_doctor_passes_when_set_up(nnunet_env):
     proc = run([script("nnunet-nerve"), "doctor"], env=nnunet_env)
     assert "can train FCDenseNetTrainer here" in proc.stdout
     assert "[FAIL]" not in proc.stdout
-    from nnunet_nerve import fused_kernels
-    if fused_kernels.unavailable_reason() is None:
-        assert "fused CPU kernels: built: " in proc.stdout
-
-
-def test_doctor_reports_the_fused_kernels_switched_off(nnunet_env):
-    env = dict(nnunet_env, NNUNET_NERVE_FUSED_KERNELS="0")
-    proc = run([script("nnunet-nerve"), "doctor"], env=env)
-    assert "fused CPU kernels: not used (switched off by NNUNET_NERVE_FUSED_KERNELS=0)" in proc.stdout
 
 
 def test_doctor_detects_broken_torch_torchvision_pair(nnunet_env, tmp_path):
@@ -67,7 +58,6 @@ def test_normal_install_ships_the_trainer_folder(tmp_path, nnunet_env):
     shipped = target / "nnunet_nerve" / "trainers" / "fcdensenet_trainer.py"
     assert shipped.is_file()
     assert (target / "nnunet_nerve" / "dataset_conversion" / "convert_registry.py").is_file()
-    assert (target / "nnunet_nerve" / "csrc" / "dense_layer_avx512.c").is_file()   # built at first use
     env = dict(nnunet_env, PYTHONPATH=str(target))
     # cwd outside the repository, or `python -c` would import the source tree's nnunet_nerve
     folder = run([sys.executable, "-c", "from nnunet_nerve.trainer_dir import trainer_dir; print(trainer_dir())"],

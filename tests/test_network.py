@@ -1,15 +1,22 @@
-"""FCDenseNet: the paper's counts, shapes, transposed-conv alignment, input checks, and
-equality (outputs and gradients) with the straightforward reference in tests/."""
+"""FCDenseNet: the paper's counts, shapes, transposed-conv alignment, input checks; training
+against the plain reference in tests/ under the same seed (outputs, gradients, dropout draws,
+running statistics), plain and checkpointed; and checkpoints written before the rewrite."""
 from __future__ import annotations
 
 import copy
+import json
+from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from nnunet_nerve import FCDenseNet
-from reference_fcdensenet import ReferenceFCDenseNet
+from nnunet_nerve.network import DenseLayer
+from reference_fcdensenet import SMALL, assert_same_buffers, assert_same_gradients, paired, training_step
+
+DATA = Path(__file__).parent / "data"
 
 
 def trainable(module: nn.Module) -> int:
@@ -117,6 +124,145 @@ def test_transposed_conv_can_be_nearest_neighbour():
     torch.testing.assert_close(out, nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
 
 
+# ----------------------------------------------------------------------------- training against the reference
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+@pytest.mark.parametrize("kwargs", [{}, SMALL], ids=["paper", "small"])
+def test_train_step_matches_reference_with_dropout_float64(kwargs, memory_efficient):
+    """The same seed draws the same dropout masks (p = 0.2, every layer and transition) in the
+    same order: outputs, input and parameter gradients and running statistics equal the plain
+    reference's, and the generator ends where the reference leaves it (checkpointing draws
+    nothing more)."""
+    net, reference = paired(3, dict(memory_efficient=memory_efficient), **kwargs)
+    net.double(), reference.double()
+    x = torch.randn(3, kwargs.get("in_channels", 1), 32, 48, dtype=torch.float64)
+    target = torch.randint(0, kwargs.get("num_classes", 2), (3, 32, 48))
+    out, grad_x, rng = training_step(net, x, target)
+    out_ref, grad_x_ref, rng_ref = training_step(reference, x, target)
+    torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad_x, grad_x_ref, rtol=1e-9, atol=1e-12)
+    assert_same_gradients(net, reference, rtol=1e-9, atol=1e-12)
+    assert_same_buffers(net, reference, rtol=1e-12, atol=1e-12)
+    assert torch.equal(rng, rng_ref)
+
+
+def test_train_step_dropout_masks_differ_from_another_seed():
+    """The comparison above can fail: another seed gives other masks and another output."""
+    net, reference = paired(3)
+    x = torch.randn(2, 1, 32, 32)
+    target = torch.randint(0, 2, (2, 32, 32))
+    out, _, _ = training_step(net, x, target, seed=7)
+    other, _, _ = training_step(reference, x, target, seed=8)
+    assert (out - other).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_train_step_matches_reference_float32(memory_efficient):
+    """float32, what training runs: the same operations in the same order as the reference."""
+    net, reference = paired(1, dict(memory_efficient=memory_efficient))
+    x = torch.randn(3, 1, 32, 48)
+    target = torch.randint(0, 2, (3, 32, 48))
+    out, grad_x, _ = training_step(net, x, target)
+    out_ref, grad_x_ref, _ = training_step(reference, x, target)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    assert (grad_x - grad_x_ref).norm() <= 1e-4 * grad_x_ref.norm()
+    assert_same_gradients(net, reference, rtol=1e-4, atol=1e-7)
+    assert_same_buffers(net, reference, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- checkpointing
+
+def test_checkpointed_equals_plain_over_three_steps():
+    """Outputs, gradients and parameters after three Adam steps: the recomputation in the
+    backward pass reproduces the forward exactly (same batch statistics, same maps)."""
+    torch.manual_seed(0)
+    plain = FCDenseNet(memory_efficient=False, **SMALL)
+    lean = copy.deepcopy(plain)
+    lean.memory_efficient = True
+    assert lean.memory_efficient and not plain.memory_efficient
+    optimisers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in (plain, lean)]
+    for step in range(3):
+        x = torch.randn(2, 2, 32, 32)
+        target = torch.randint(0, 3, (2, 32, 32))
+        outs = []
+        for net, optimiser in zip((plain, lean), optimisers):
+            optimiser.zero_grad()
+            out, _, _ = training_step(net, x, target, seed=step)
+            optimiser.step()
+            outs.append(out)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-6, atol=1e-6)
+    for (name, p), q in zip(plain.named_parameters(), lean.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_buffers(lean, plain, rtol=1e-6, atol=1e-7)
+    norms = [m for m in lean.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(int(m.num_batches_tracked) == 3 for m in norms)
+
+
+def test_running_statistics_updated_once_per_checkpointed_step(monkeypatch):
+    """A naive checkpoint runs each batch norm's update twice (forward and recomputation);
+    here the recomputation's is undone: running statistics and num_batches_tracked equal the
+    plain reference's after one step. Without the guard (monkeypatched away) they do not."""
+    net, reference = paired(2, dict(memory_efficient=True), dropout=0.0, **SMALL)
+    naive = copy.deepcopy(net)
+    x = torch.randn(3, 2, 32, 32)
+    target = torch.randint(0, 3, (3, 32, 32))
+    training_step(net, x, target)
+    training_step(reference, x, target)
+    assert_same_buffers(net, reference, rtol=1e-6, atol=1e-7)
+
+    monkeypatch.setattr(DenseLayer, "recomputation_contexts", lambda self: (nullcontext(), nullcontext()))
+    training_step(naive, x, target)
+    layer_norm = naive.down_blocks[0].layers[0].norm
+    assert int(layer_norm.num_batches_tracked) == 2
+    ref_norm = reference.down_blocks[0].layers[0].norm
+    assert not torch.allclose(layer_norm.running_mean, ref_norm.running_mean)
+
+
+def saved_bytes(net: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of net(x) (those
+    saved inside a checkpointed region are not kept, so they are not seen)."""
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net.train()(x)
+    return sum(storages.values())
+
+
+def test_checkpointing_keeps_far_fewer_activations():
+    """Pleiss et al.'s saving: the concatenations and batch-norm outputs of the dense layers
+    (quadratic in the block depth) are no longer kept for backward."""
+    torch.manual_seed(0)
+    plain = FCDenseNet(memory_efficient=False)
+    lean = FCDenseNet(memory_efficient=True)
+    x = torch.randn(2, 1, 64, 64)
+    kept_plain, kept_lean = saved_bytes(plain, x), saved_bytes(lean, x)
+    assert kept_lean < 0.5 * kept_plain, (kept_lean, kept_plain)
+
+
+def test_checkpointing_only_while_training_with_gradients(monkeypatch):
+    """torch.utils.checkpoint runs only where it saves something: train mode with autograd on."""
+    import nnunet_nerve.network as network
+
+    calls = []
+    real = network.checkpoint
+    monkeypatch.setattr(network, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    net = FCDenseNet(**SMALL)
+    x = torch.randn(1, 2, 16, 16)
+    with torch.no_grad():
+        net.train()(x)
+        net.eval()(x)
+    assert calls == []
+    net.train()(x)
+    assert len(calls) == sum(len(b.layers) for b in [*net.down_blocks, net.bottleneck, *net.up_blocks])
+
+
+# ----------------------------------------------------------------------------- basics and checkpoints
+
 def test_eval_mode_is_deterministic():
     torch.manual_seed(0)
     net = FCDenseNet().eval()
@@ -133,9 +279,10 @@ def test_train_mode_dropout_is_active():
         assert not torch.equal(net(x), net(x))
 
 
-def test_gradients_reach_every_parameter():
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_gradients_reach_every_parameter(memory_efficient):
     torch.manual_seed(0)
-    net = FCDenseNet()
+    net = FCDenseNet(memory_efficient=memory_efficient)
     x = torch.randn(2, 1, 32, 32)
     target = torch.randint(0, 2, (2, 32, 32))
     nn.functional.cross_entropy(net(x), target).backward()
@@ -144,106 +291,46 @@ def test_gradients_reach_every_parameter():
         assert p.grad.abs().sum() > 0, name
 
 
-def test_batch_norms_convert_to_sync_batch_norm():
-    converted = nn.SyncBatchNorm.convert_sync_batchnorm(FCDenseNet())
-    assert count(converted, nn.SyncBatchNorm) == 40
-    assert count(converted, nn.BatchNorm2d) == 0
+def test_non_contiguous_and_channels_last_inputs_train_alike():
+    """A transposed view, a strided slice and a channels-last copy of the same batch give
+    the same training step as the contiguous batch."""
+    x = torch.randn(2, 1, 48, 32)
+    target = torch.randint(0, 2, (2, 48, 32))
+    variants = {
+        "contiguous": x,
+        "transposed view": x.transpose(2, 3).contiguous().transpose(2, 3),
+        "strided slice": torch.stack([x, x], dim=1).flatten(1, 2)[:, ::2],
+        "channels-last": x.contiguous(memory_format=torch.channels_last),
+    }
+    assert not variants["transposed view"].is_contiguous()
+    assert not variants["strided slice"].is_contiguous()
+    results = {}
+    for name, batch in variants.items():
+        torch.manual_seed(0)
+        net = FCDenseNet(**{k: v for k, v in SMALL.items() if k != "in_channels"}, in_channels=1)
+        out, grad_x, _ = training_step(net, batch, target)
+        results[name] = (out, grad_x, net.first_conv.weight.grad)
+    for name, (out, grad_x, grad_w) in results.items():
+        torch.testing.assert_close(out, results["contiguous"][0], rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(grad_x, results["contiguous"][1], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(grad_w, results["contiguous"][2], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def assert_same_gradients(net: nn.Module, reference: nn.Module, rtol: float, atol: float):
-    """Every parameter's gradient equals the reference's: |g - g_ref| <= rtol |g_ref| + atol
-    (Frobenius norms). The biases of convolutions followed by a training-mode batch norm have
-    an exactly-zero true gradient (the norm removes any constant): both sides give rounding
-    noise there, which atol absorbs."""
-    ref_params = dict(reference.named_parameters())
-    for name, p in net.named_parameters():
-        ref = ref_params[name].grad
-        error = (p.grad - ref).norm()
-        assert error <= rtol * ref.norm() + atol, \
-            f"{name}: gradient error {error:.2e}, gradient norm {ref.norm():.2e}"
-
-
-def paired(seed: int = 0, **kwargs):
-    torch.manual_seed(seed)
-    net = FCDenseNet(**kwargs)
-    reference = ReferenceFCDenseNet(**kwargs)
-    assert list(net.state_dict()) == list(reference.state_dict())
-    reference.load_state_dict(net.state_dict())
-    return net, reference
-
-
-SMALL = dict(conv_bias=False, n_pool=3, growth_rate=8, layers_per_block=[2, 3, 1, 2, 3, 4, 2],
-             in_channels=2, num_classes=3, first_filters=16)
-
-
-def train_step_pair(net, reference, x, target):
-    x_net, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out, out_ref = net.train()(x_net), reference.train()(x_ref)
-    nn.functional.cross_entropy(out, target).backward()
-    nn.functional.cross_entropy(out_ref, target).backward()
-    return out, out_ref, x_net.grad, x_ref.grad
-
-
-@pytest.mark.parametrize("kwargs", [dict(dropout=0.0), dict(dropout=0.0, **SMALL)])
-def test_matches_reference_in_train_mode_float64(kwargs):
-    """Outputs, input and parameter gradients, running statistics, in float64: there the
-    lean kernels must agree with the straightforward layout to ~1e-10 (in float32, rounding
-    differences can flip a max-pool winner between near-equal values, see below)."""
-    net, reference = paired(**kwargs)
-    net.double(), reference.double()
-    x = torch.randn(4, kwargs.get("in_channels", 1), 64, 48, dtype=torch.float64)
-    target = torch.randint(0, kwargs.get("num_classes", 2), (4, 64, 48))
-    out, out_ref, grad_x, grad_x_ref = train_step_pair(net, reference, x, target)
-    torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(grad_x, grad_x_ref, rtol=1e-7, atol=1e-12)
-    assert_same_gradients(net, reference, rtol=1e-8, atol=1e-12)
-    ref_buffers = dict(reference.named_buffers())
-    for name, b in net.named_buffers():   # running stats updated once per forward
-        torch.testing.assert_close(b, ref_buffers[name], rtol=1e-9, atol=1e-12, msg=name)
-
-
-def test_matches_reference_in_train_mode_float32():
-    """float32 (what training runs): same outputs elementwise, same gradients up to rounding
-    amplified through 40 training-mode batch norms (relative error of the gradient norm)."""
-    net, reference = paired(1, dropout=0.0)
-    x = torch.randn(4, 1, 64, 48)
-    target = torch.randint(0, 2, (4, 64, 48))
-    out, out_ref, grad_x, grad_x_ref = train_step_pair(net, reference, x, target)
-    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-4)
-    assert (grad_x - grad_x_ref).norm() <= 0.05 * grad_x_ref.norm()
-    assert_same_gradients(net, reference, rtol=0.05, atol=1e-6)
-
-
-def test_matches_reference_in_eval_mode():
-    net, reference = paired(0)
-    # non-trivial running statistics and affine parameters
-    with torch.no_grad():
-        for m in reference.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(-1.5, 1.5)   # negative scales take the other clamp side
-                m.weight[0] = 0.0              # and a switched-off channel
-                m.bias.uniform_(-0.2, 0.2)
-    net.load_state_dict(reference.state_dict())
-    x = torch.randn(2, 1, 64, 48)
-    with torch.no_grad():
-        torch.testing.assert_close(net.eval()(x), reference.eval()(x), rtol=1e-4, atol=1e-4)
-
-
-def test_inference_mode_then_training_then_inference_mode():
-    """nnU-Net predicts under torch.inference_mode; the reused workspace must not leak
-    inference tensors into a later training step (or the other way round)."""
-    net = FCDenseNet()
-    x = torch.randn(2, 1, 32, 32)
-    with torch.inference_mode():
-        first = net.eval()(x)
-    loss = net.train()(x).square().mean()
-    loss.backward()
-    with torch.inference_mode():
-        again = net.eval()(x)
-    assert first.shape == again.shape == (2, 2, 32, 32)
-    assert net.first_conv.weight.grad is not None
+def test_one_thread_trains_like_the_reference():
+    """torch.set_num_threads(1): the same step as the reference (float64)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net, reference = paired(4, dict(memory_efficient=True), **SMALL)
+        net.double(), reference.double()
+        x = torch.randn(2, 2, 32, 32, dtype=torch.float64)
+        target = torch.randint(0, 3, (2, 32, 32))
+        out, grad_x, _ = training_step(net, x, target)
+        out_ref, grad_x_ref, _ = training_step(reference, x, target)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-10)
+    assert_same_gradients(net, reference, rtol=1e-9, atol=1e-12)
 
 
 def test_deepcopy_and_state_dict_round_trip():
@@ -255,179 +342,37 @@ def test_deepcopy_and_state_dict_round_trip():
         torch.testing.assert_close(clone.eval()(x), net.eval()(x))
 
 
-class SharedMasks:
-    """Dropout keep-masks drawn with torch.rand from torch's default generator, in call
-    order: seeded alike, the lean kernels and the reference draw the same masks in the same
-    order and shapes, so both drop the same units. The lean kernels draw each mask a second
-    time in the backward pass from the generator state saved before the first draw."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, shape, p, like):
-        if p <= 0:
-            return None
-        self.calls += 1
-        return torch.rand(tuple(shape)) >= p
+def test_options_leave_the_state_dict_alone():
+    keys = {name: [(k, tuple(v.shape)) for k, v in FCDenseNet(**kw).state_dict().items()]
+            for name, kw in {"default": {}, "plain": dict(memory_efficient=False, buffered_inference=False)}.items()}
+    assert keys["default"] == keys["plain"]
 
 
-class MaskDropout(nn.Module):
-    def __init__(self, p: float, masks: SharedMasks):
-        super().__init__()
-        self.p, self.masks = p, masks
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        return x * self.masks(x.shape, self.p, x) / (1 - self.p)
+def test_paper_network_state_dict_keys_unchanged_since_e870172():
+    """tests/data/fcdensenet_e870172_paper_state_dict_keys.json: FCDenseNet()'s state_dict
+    keys and shapes, in order, as the network code of commit e870172 (before the rewrite to
+    one implementation) wrote them into every trained checkpoint."""
+    recorded = json.loads((DATA / "fcdensenet_e870172_paper_state_dict_keys.json").read_text())
+    now = [[k, list(v.shape)] for k, v in FCDenseNet().state_dict().items()]
+    assert now == recorded["state_dict"]
 
 
-@pytest.mark.parametrize("one_image_chunks", [False, True])
-def test_matches_reference_with_dropout_masks(monkeypatch, one_image_chunks):
-    import nnunet_nerve.network_blocks as blocks
+@pytest.mark.parametrize("buffered_inference", [True, False])
+def test_checkpoint_written_at_e870172_loads_and_predicts_the_same(buffered_inference):
+    """tests/data/fcdensenet_e870172_small.pt: a small FCDenseNet trained three Adam steps by
+    the code of commit e870172 (its CPU training path), its state_dict, an input and that
+    code's eval-mode output; written with
 
-    if one_image_chunks:   # recompute BN + ReLU image by image, as large batches do
-        monkeypatch.setattr(blocks, "CHUNK_ELEMENTS", 1)
-    net, reference = paired(3, dropout=0.2)
-    net.double(), reference.double()
-    lean_masks = SharedMasks()
-    monkeypatch.setattr(blocks, "dropout_mask", lean_masks)
-    for module in list(reference.modules()):
-        if isinstance(getattr(module, "dropout", None), nn.Dropout):
-            module.dropout = MaskDropout(module.dropout.p, SharedMasks())
-    x = torch.randn(4, 1, 64, 48, dtype=torch.float64)
-    target = torch.randint(0, 2, (4, 64, 48))
-    x_net, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    torch.manual_seed(7)
-    nn.functional.cross_entropy(out := net.train()(x_net), target).backward()
-    after_lean = torch.get_rng_state()
-    torch.manual_seed(7)
-    nn.functional.cross_entropy(out_ref := reference.train()(x_ref), target).backward()
-    # drawn twice (forward, backward), and the generator left where the forward pass left it
-    assert lean_masks.calls == 2 * 40
-    assert torch.equal(after_lean, torch.get_rng_state())
-    torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(x_net.grad, x_ref.grad, rtol=1e-7, atol=1e-12)
-    assert_same_gradients(net, reference, rtol=1e-8, atol=1e-12)
+        net = FCDenseNet(**config); (3 steps: Adam lr 1e-2, cross-entropy, batches of 2 x 16 x 16)
+        torch.save({"commit", "config", "state_dict": net.state_dict(), "input": x,
+                    "eval_output": net.eval().forward_straightforward(x) under no_grad}, path)
 
-
-def test_lean_path_one_buffer_per_resolution(monkeypatch):
-    """Down and up block of a resolution share one buffer: [input, skip maps, upsampled,
-    up block's maps], kept in the workspace from call to call; the bottleneck has its own.
-    No other stack-sized buffers."""
-    import nnunet_nerve.network_blocks as blocks
-
-    made, kept = [], []
-    original_empty = blocks.empty_channels_last
-    original_kept = blocks.Workspace.kept_channels_last
-
-    def recording_empty(n, c, h, w, like):
-        made.append((c, h, w))
-        return original_empty(n, c, h, w, like)
-
-    def recording_kept(self, name, n, c, h, w, like, owner=None):
-        kept.append((name, c, h, w))
-        return original_kept(self, name, n, c, h, w, like, owner)
-
-    monkeypatch.setattr(blocks, "empty_channels_last", recording_empty)
-    monkeypatch.setattr(blocks.Workspace, "kept_channels_last", recording_kept)
-    net = FCDenseNet()
-    net.train()(torch.randn(2, 1, 64, 64))   # the forward pass makes the kept buffers
-    assert kept == [("level0", 192, 64, 64), ("level1", 240, 32, 32),
-                    ("level2", 288, 16, 16), ("level3", 336, 8, 8)]
-    assert made == [(288, 4, 4)]
-
-
-def test_kept_buffers_not_reused_while_a_graph_needs_them():
-    """Two training forwards before one backward (gradient accumulation): the second must not
-    overwrite the buffers the first one's backward reads; the gradients equal those of two
-    separate steps."""
-    torch.manual_seed(0)
-    net = FCDenseNet(dropout=0.0, **{k: v for k, v in SMALL.items()})
-    x1, x2 = torch.randn(2, 2, 32, 32), torch.randn(2, 2, 32, 32)
-    target = torch.randint(0, 3, (2, 32, 32))
-    loss = nn.functional.cross_entropy
-    separate = copy.deepcopy(net)
-    loss(separate.train()(x1), target).backward()
-    loss(separate(x2), target).backward()
-    (loss(net.train()(x1), target) + loss(net(x2), target)).backward()
-    ref = dict(separate.named_parameters())
-    for name, p in net.named_parameters():
-        torch.testing.assert_close(p.grad, ref[name].grad, rtol=1e-4, atol=1e-5, msg=name)
-
-
-def test_dropout_mask_keep_probability_and_layout():
-    """16-bit lanes: the keep fraction of 4 million draws lies within 5 standard deviations
-    of 1 - p (0.8, 0.5, 0.9), for every lane position of the 64-bit draws alike; the mask is
-    channels-last like the maps it multiplies."""
-    import nnunet_nerve.network_blocks as blocks
-
-    like = torch.empty(0)
-    for p in (0.2, 0.5, 0.1):
-        mask = blocks.dropout_mask((4, 16, 256, 256), p, like)
-        assert mask.dtype == torch.bool and mask.is_contiguous(memory_format=torch.channels_last)
-        lanes = mask.permute(0, 2, 3, 1).reshape(-1, 4).double()
-        sigma = ((1 - p) * p / lanes.shape[0]) ** 0.5
-        for lane in range(4):
-            assert abs(lanes[:, lane].mean().item() - (1 - p)) < 5 * sigma, (p, lane)
-    assert blocks.dropout_mask((2, 3, 4, 4), 0.0, like) is None
-
-
-def test_pool_winners_match_max_pool_indices_with_ties():
-    """The kept winner of each 2x2 window is the one F.max_pool2d picks (first maximum in
-    scan order), also where values tie; unpool_gradient routes gradients as max_pool2d's
-    backward does."""
-    import nnunet_nerve.network_blocks as blocks
-
-    z = torch.randint(0, 3, (2, 5, 8, 6)).float().contiguous(memory_format=torch.channels_last)
-    pooled, indices = nn.functional.max_pool2d(z, 2, return_indices=True)
-    winners = blocks.pool_winners(z, pooled)
-    rows, cols = indices // z.shape[3], indices % z.shape[3]
-    expected = (rows % 2) * 2 + cols % 2
-    assert torch.equal(winners.long(), expected)
-    g = torch.randn_like(pooled)
-    zz = z.clone().requires_grad_()
-    nn.functional.max_pool2d(zz, 2).backward(g)
-    out = torch.empty_like(z)
-    torch.testing.assert_close(blocks.unpool_gradient(g, winners, out), zz.grad)
-
-
-def test_matches_reference_with_batch_norm_scales_near_zero():
-    """A batch-norm scale below MIN_ABS_GAMMA_FOR_WEIGHT_SUMS switches that layer's input sums
-    from the weight-gradient identity (which divides by the scale) to explicit sums; negative
-    scales and a non-zero shift exercise the identity's other terms."""
-    net, reference = paired(5, dropout=0.0, **SMALL)
-    with torch.no_grad():
-        for i, m in enumerate(m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)):
-            m.weight.uniform_(-1.5, 1.5)
-            m.bias.uniform_(-0.3, 0.3)
-            if i % 2:
-                m.weight[0] = 0.0
-    net.load_state_dict(reference.state_dict())
-    net.double(), reference.double()
-    x = torch.randn(3, 2, 32, 32, dtype=torch.float64)
-    target = torch.randint(0, 3, (3, 32, 32))
-    out, out_ref, grad_x, grad_x_ref = train_step_pair(net, reference, x, target)
-    torch.testing.assert_close(out, out_ref, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(grad_x, grad_x_ref, rtol=1e-7, atol=1e-12)
-    assert_same_gradients(net, reference, rtol=1e-7, atol=1e-12)
-
-
-@pytest.mark.parametrize("h,w", [(1, 1), (2, 5), (3, 3), (4, 7), (16, 12)])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_bn_relu_conv3x3_matches_the_composition(h, w, with_bias):
-    """The clamp form with the offset's response in the bias inside and on the border strips
-    equals conv2d(relu(scale x + shift)) on images with and without an interior, for
-    positive, negative and zero scales."""
-    import nnunet_nerve.network_blocks as blocks
-
-    torch.manual_seed(h * 10 + w)
-    x = torch.randn(2, 5, h, w, dtype=torch.float64)
-    scale, shift = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
-    scale[0] = 0.0
-    weight = torch.randn(3, 5, 3, 3, dtype=torch.float64)
-    bias = torch.randn(3, dtype=torch.float64) if with_bias else None
-    expected = nn.functional.conv2d(torch.relu(scale.view(1, -1, 1, 1) * x + shift.view(1, -1, 1, 1)),
-                                    weight, bias, padding=1)
-    out = blocks.bn_relu_conv3x3(x, scale, shift, weight, bias, torch.empty_like(x))
-    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    It loads strictly (same keys, shapes and running statistics) and gives the same output."""
+    saved = torch.load(DATA / "fcdensenet_e870172_small.pt", weights_only=True)
+    assert saved["commit"] == "e870172"
+    net = FCDenseNet(**saved["config"], buffered_inference=buffered_inference)
+    net.load_state_dict(saved["state_dict"], strict=True)
+    assert int(net.down_blocks[0].layers[0].norm.num_batches_tracked) == 3
+    with torch.inference_mode():
+        out = net.eval()(saved["input"])
+    torch.testing.assert_close(out, saved["eval_output"], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,143 @@
+"""FCDenseNet's inference path: eval mode without autograd, the plain forward's function with
+fewer passes over memory and fewer fresh tensors.
+
+`FCDenseNet.forward` takes it when the module is in eval mode, autograd is off
+(`torch.no_grad`, `torch.inference_mode`: nnUNetv2_predict) and `buffered_inference` is on.
+In eval mode dropout is the identity and each batch norm a fixed affine map per channel, so:
+
+- One channels-last buffer per resolution holds [down block input, its new maps (the skip
+  connection), upsampled maps, up block's new maps]; every layer reads a channel prefix of
+  it (a strided view) and its new maps are copied in once: nothing is concatenated, the skip
+  connection is never copied. The bottleneck has its own buffer.
+- A layer's batch norm + ReLU is relu(scale x + shift) with scale = gamma / sqrt(running_var
+  + eps) and shift = beta - running_mean scale (the eval-mode definition of BatchNorm2d),
+  written into one scratch tensor that every layer reuses (a few images at a time), then
+  convolved.
+  A fresh tensor of a layer's input size per layer (the plain path's batch-norm output, its
+  concatenation) costs a page-faulting allocation each time; here the scratch is touched
+  once per call.
+- The dense layers' 3x3 convolutions run with their output channels padded with zero
+  filters to a multiple of 8 (12 -> 16), the extra maps discarded: oneDNN blocks output
+  channels by the vector width, and a 16-map convolution took less time than a 12-map one.
+
+Nothing is kept between calls.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def eval_scale_shift(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) shaped (1, C, 1, 1) with norm(x) = scale x + shift in eval mode."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    return scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
+
+
+#: elements of the scratch tensor (64 Mi: 256 MiB of float32): the loops below take as many
+#: images per pass as fit (a whole batch of 8 x 320 x 320 at the widest layer would need 590
+#: MiB; fewer, larger passes synchronise the threads less often than image by image)
+SCRATCH_ELEMENTS = 64 * 2 ** 20
+
+
+class Scratch:
+    """One flat tensor for `images` images of up to `image_numel` elements each, handed out
+    as channels-last (k, C, H, W) views of its beginning."""
+
+    def __init__(self, image_numel: int, like: torch.Tensor):
+        self.images_per_pass = max(1, min(like.shape[0], SCRATCH_ELEMENTS // image_numel))
+        self.flat = torch.empty(self.images_per_pass * image_numel, dtype=like.dtype, device=like.device)
+
+    def passes(self, n: int):
+        """(start, stop) image ranges covering a batch of n."""
+        step = self.images_per_pass
+        return ((i, min(i + step, n)) for i in range(0, n, step))
+
+    def images(self, k: int, channels: int, height: int, width: int) -> torch.Tensor:
+        return self.flat[:k * channels * height * width].view(k, height, width, channels).permute(0, 3, 1, 2)
+
+
+def channels_last_buffer(n: int, channels: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty((n, channels, height, width), dtype=like.dtype, device=like.device,
+                       memory_format=torch.channels_last)
+
+
+def bn_relu_then(norm, module, x: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
+    """out[i] = module(relu(norm(x[i]))) for every image i, in eval mode, through `scratch`."""
+    scale, shift = eval_scale_shift(norm)
+    for i, j in scratch.passes(x.shape[0]):
+        activated = scratch.images(j - i, *x.shape[1:])
+        torch.addcmul(shift, x[i:j], scale, out=activated).relu_()
+        out[i:j].copy_(module(activated))
+
+
+def per_image(module, x: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
+    """out[i] = module(x[i]) for every image i, as many images per pass as `scratch` takes."""
+    for i, j in scratch.passes(x.shape[0]):
+        out[i:j].copy_(module(x[i:j]))
+
+
+def output_channels_padded(conv: nn.Conv2d, multiple: int = 8):
+    """conv with its output channels padded with zero filters up to a multiple of `multiple`
+    (a callable returning all of them; the caller keeps the first conv.out_channels). oneDNN
+    blocks output channels by the vector width: a 12-map 3x3 convolution ran at half the
+    FLOP rate of a 16-map one on AVX2 (docs/performance.md), so 16 maps cost less time."""
+    extra = -conv.out_channels % multiple
+    if extra == 0:
+        return conv
+    weight = torch.cat([conv.weight, conv.weight.new_zeros((extra, *conv.weight.shape[1:]))])
+    bias = None if conv.bias is None else torch.cat([conv.bias, conv.bias.new_zeros(extra)])
+    return lambda x: nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def dense_block(block, buffer: torch.Tensor, start: int, scratch: Scratch) -> int:
+    """The block's layers on buffer[:, :start] (its input), each appending its maps to the
+    buffer; returns the number of filled channels."""
+    channels = start
+    for layer in block.layers:
+        grown = channels + layer.conv.out_channels
+        conv = output_channels_padded(layer.conv)
+        bn_relu_then(layer.norm, lambda a: conv(a)[:, :layer.conv.out_channels], buffer[:, :channels],
+                     buffer[:, channels:grown], scratch)
+        channels = grown
+    return channels
+
+
+def forward(net, x: torch.Tensor) -> torch.Tensor:
+    """net(x) for an FCDenseNet in eval mode, without autograd (see the module docstring)."""
+    n, _, height, width = x.shape
+    n_pool = net.n_pool
+    sides = [(height >> i, width >> i) for i in range(n_pool + 1)]
+    # per resolution: [down block input, new maps, upsampled, up block's new maps]
+    totals = [block.in_channels + len(block.layers) * block.growth_rate
+              for block in reversed(net.up_blocks)]
+    totals.append(net.bottleneck.in_channels + len(net.bottleneck.layers) * net.bottleneck.growth_rate)
+    scratch = Scratch(max(c * h * w for c, (h, w) in zip(totals, sides)), x)
+    buffers = [channels_last_buffer(n, c, h, w, x) for c, (h, w) in zip(totals, sides)]
+
+    channels = net.first_conv.out_channels
+    per_image(net.first_conv, x, buffers[0][:, :channels], scratch)
+    skips = []
+    for level, (block, down) in enumerate(zip(net.down_blocks, net.transitions_down)):
+        channels = dense_block(block, buffers[level], channels, scratch)
+        skips.append(channels)
+        bn_relu_then(down.norm, nn.Sequential(down.conv, down.pool), buffers[level][:, :channels],
+                     buffers[level + 1][:, :channels], scratch)
+    end = dense_block(net.bottleneck, buffers[n_pool], channels, scratch)
+    new_maps = buffers[n_pool][:, channels:end]
+    for level, up, block in zip(reversed(range(n_pool)), net.transitions_up, net.up_blocks):
+        upsampled = skips[level] + up.out_channels
+        # a channels-last copy: oneDNN's transposed convolution takes a strided view (a
+        # channel range of the buffer) through a slow reference kernel
+        per_image(lambda maps: up(maps.contiguous(memory_format=torch.channels_last)), new_maps,
+                  buffers[level][:, skips[level]:upsampled], scratch)
+        end = dense_block(block, buffers[level], upsampled, scratch)
+        new_maps = buffers[level][:, upsampled:end]
+    output = torch.empty((n, net.final_conv.out_channels, height, width), dtype=x.dtype, device=x.device)
+    per_image(net.final_conv, buffers[0], output, scratch)
+    return output

@@ -1,0 +1,121 @@
+"""FCDenseNet's inference path (nnunet_nerve.network_inference): when it is taken, and that it
+computes the plain path's function (and the reference's) for every input layout."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nnunet_nerve.network_inference as network_inference
+from nnunet_nerve import FCDenseNet
+from reference_fcdensenet import SMALL, paired, randomise_batch_norms
+
+CONFIGS = {
+    "paper": ({}, (3, 1, 48, 64)),
+    "small": (SMALL, (2, 2, 40, 24)),
+    "FC-DenseNet56-like": (dict(n_pool=5, growth_rate=12, layers_per_block=4, in_channels=3,
+                                num_classes=11), (1, 3, 32, 64)),
+}
+
+
+def eval_pair(config: str, dtype=torch.float32):
+    """(network, reference) in eval mode with randomised batch norms, and an input batch."""
+    kwargs, shape = CONFIGS[config]
+    net, reference = paired(0, **kwargs)
+    randomise_batch_norms(reference, seed=1)
+    net.load_state_dict(reference.state_dict())
+    net.to(dtype).eval(), reference.to(dtype).eval()
+    return net, reference, torch.randn(*shape, dtype=dtype)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_inference_path_matches_plain_path_and_reference(config):
+    """Under torch.inference_mode (as nnUNetv2_predict runs) and torch.no_grad: the buffered
+    path equals the plain path (the same module with autograd on) and the reference."""
+    net, reference, x = eval_pair(config)
+    plain = net(x).detach()                  # eval mode with autograd on: the plain path
+    with torch.no_grad():
+        expected = reference(x)
+        no_grad = net(x)
+    with torch.inference_mode():
+        inference = net(x)
+    torch.testing.assert_close(plain, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(no_grad, plain, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(inference, plain, rtol=1e-4, atol=1e-5)
+    assert inference.is_contiguous() and inference.dtype == torch.float32
+
+
+def test_inference_path_matches_reference_float64():
+    net, reference, x = eval_pair("small", torch.float64)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), reference(x), rtol=1e-11, atol=1e-12)
+
+
+def test_inference_path_is_taken_only_in_eval_mode_without_autograd(monkeypatch):
+    """The rule in FCDenseNet.forward: buffered_inference, eval mode, autograd off, a CPU
+    tensor, no autocast; otherwise the plain modules run (dropout in train mode)."""
+    calls = []
+    real = network_inference.forward
+    monkeypatch.setattr(network_inference, "forward", lambda net, x: calls.append(1) or real(net, x))
+    net = FCDenseNet(**SMALL)
+    x = torch.randn(1, 2, 16, 16)
+    with torch.no_grad():
+        net.train()(x)
+        FCDenseNet(**SMALL, buffered_inference=False).eval()(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            net.eval()(x)
+    net.eval()(x)
+    assert calls == []
+    with torch.no_grad():
+        net.eval()(x)
+    with torch.inference_mode():
+        net.eval()(x)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("layout", ["transposed view", "strided slice", "channels-last", "batch slice"])
+def test_inference_on_non_contiguous_inputs(layout):
+    net, _, x = eval_pair("paper")
+    batch = {
+        "transposed view": lambda: x.transpose(2, 3).contiguous().transpose(2, 3),
+        "strided slice": lambda: torch.stack([x, x], dim=1).flatten(1, 2)[:, ::2],
+        "channels-last": lambda: x.contiguous(memory_format=torch.channels_last),
+        "batch slice": lambda: torch.stack([x, x], dim=1).flatten(0, 1)[::2],
+    }[layout]()
+    assert torch.equal(batch, x)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(batch), net(x), rtol=1e-5, atol=1e-6)
+
+
+def test_inference_with_channels_last_module_and_one_thread():
+    net, reference, x = eval_pair("small")
+    with torch.no_grad():
+        expected = reference(x)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            one_thread = net(x)
+            net.to(memory_format=torch.channels_last)
+            channels_last = net(x.contiguous(memory_format=torch.channels_last))
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(one_thread, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(channels_last, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_images_are_independent_at_inference():
+    """Each image's prediction is that of the image alone (batch statistics play no part)."""
+    net, _, x = eval_pair("paper")
+    with torch.inference_mode():
+        together = net(x)
+        alone = torch.cat([net(x[i:i + 1]) for i in range(x.shape[0])])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_scale_shift_is_batch_norms_eval_map():
+    norm = torch.nn.BatchNorm2d(5).eval()
+    randomise_batch_norms(norm, seed=3)
+    x = torch.randn(2, 5, 4, 3)
+    scale, shift = network_inference.eval_scale_shift(norm)
+    with torch.no_grad():
+        torch.testing.assert_close(scale * x + shift, norm(x), rtol=1e-6, atol=1e-6)
