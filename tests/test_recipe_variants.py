@@ -166,7 +166,7 @@ def test_nnunetv2_train_runs_each_variant(preprocessed, variant):
     base, env = preprocessed
     trainer = f"{variant}_cpuSmoke"
     run([script("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", trainer, "-device", "cpu"],
-        env=dict(env, nnUNet_compile="false", OMP_NUM_THREADS="2"))
+        env=dict(env, nnUNet_compile="false", OMP_NUM_THREADS="2", nnUNet_def_n_proc="1"))
     fold = base / "res" / f"Dataset{DATASET_ID:03d}_Tiny" / f"{trainer}__nnUNetPlans__2d" / "fold_0"
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == trainer and checkpoint["current_epoch"] == 3
