@@ -18,18 +18,16 @@ a later call with another budget is refused (it would mix budgets in one table).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunet_nerve import demo
 from nnunet_nerve.ablation_table import (MetricSpec, markdown_table, method_summaries, per_seed_table,
                                          run_means)
 from nnunet_nerve.atomic import atomic_file
-from nnunet_nerve.demo import FOLD
 from nnunet_nerve.errors import NerveError
 
 #: The evaluation's Dice and default HD95 column (``hd95_mm``: the evaluation's HD95 definition).
@@ -127,8 +125,6 @@ def run_ablation(out, seeds: int | None = None, methods=None, volunteers: int | 
     ``seeds``: training seeds 0 .. seeds-1 per method (default DEFAULT_SEEDS, at least 2: the
     spread needs two runs); ``methods``: names from METHOD_NAMES (the reference is always trained);
     ``seed``: the phantom registry's and split's seed, as for the demo."""
-    from nnunet_nerve import demo
-
     seeds = DEFAULT_SEEDS if seeds is None else seeds
     if seeds < MIN_SEEDS:
         raise NerveError(f"--seeds {seeds}: the run-to-run spread needs at least {MIN_SEEDS} seeds")
@@ -209,7 +205,7 @@ def write_outputs(ab: AblationLayout, chosen: list, seeds: int, heldout: list, b
         f"{budget['patch'][0]} x {budget['patch'][1]} pixels, the same for every method). It shows how the recipe "
         "parts move the result at this budget on this data, not on real scans or the full schedule.",
         "",
-        f"Held-out fold {FOLD} ({len(heldout)} cases: {', '.join(heldout)}), predicted with `nnUNetv2_predict` "
+        f"Held-out fold {demo.FOLD} ({len(heldout)} cases: {', '.join(heldout)}), predicted with `nnUNetv2_predict` "
         "(no test-time mirroring) and evaluated against the consensus (Auto-GT) with `nnunet_nerve.evaluation`. "
         f"Seeds {', '.join(str(s) for s in range(seeds))} (`NNUNET_NERVE_SEED`: initial weights, batches, "
         "augmentation).",
