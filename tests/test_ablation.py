@@ -104,7 +104,9 @@ def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
 def test_ablation_table_from_real_runs(tmp_path):
     out = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    env.update(MPLCONFIGDIR=str(tmp_path / "mpl"), nnUNet_n_proc_DA="1")
+    # nnUNet_def_n_proc=1: one thread for nnUNetv2_predict's sliding window (64 x 64 tiles), several
+    # times faster than two when other jobs load the 2 cores
+    env.update(MPLCONFIGDIR=str(tmp_path / "mpl"), nnUNet_n_proc_DA="1", nnUNet_def_n_proc="1")
     first = run([script("nnunet-nerve"), "demo", str(out), *TINY, *ABLATION], env=env, timeout=3600)
     assert "[11/12]" in first.stdout and "(seed 1)" in first.stdout, first.stdout
 
