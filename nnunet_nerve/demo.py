@@ -148,67 +148,27 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
 
     ``epochs``/``iterations`` change the demo trainers' budget (passed to nnUNetv2_train
     through nnunet_nerve.demo_budget's environment variables)."""
-    from nnunet_nerve import demo_budget
-
-    layout = prepare_output(Path(out))
-    layout.full = full
-    if epochs is not None:
-        os.environ[demo_budget.EPOCHS_VARIABLE] = str(epochs)
-    if iterations is not None:
-        os.environ[demo_budget.ITERATIONS_VARIABLE] = str(iterations)
-    env = layout.env()
+    layout, env = open_demo_folder(out, full, epochs, iterations)
     device = device or ("cuda" if full else "cpu")
     progress = Progress(total_stages=5 + 2 * len(layout.methods) + 1)
-    layout.stages.mkdir(exist_ok=True)
-
-    # 1. The synthetic registry.
-    done = (layout.registry / "participants.tsv").exists()
-    progress.stage("synthetic registry (nnunet-nerve phantom)", done)
-    if not done:
-        size = "paper" if full else "small"
-        n_vol = volunteers if volunteers is not None else 10 if full else 8
-        n_pat = patients if patients is not None else 42 if full else 8
-        run_logged([_bin("nnunet-nerve"), "phantom", str(layout.registry), "--volunteers", str(n_vol),
-                    "--patients", str(n_pat), "--seed", str(seed), "--size", size],
-                   layout.logs / "1_phantom.log", env)
-
-    # 2. Registry -> nnU-Net raw dataset and the fixed four-fold split.
-    done = (layout.dataset / "dataset.json").exists() and layout.splits.exists()
-    progress.stage(f"convert to {layout.dataset.name} with the fixed 4-fold split (nnunet-nerve convert)", done)
-    if not done:
-        run_logged([_bin("nnunet-nerve"), "convert", str(layout.registry), "-d", str(DATASET_ID),
-                    "--name", DATASET_NAME, "--seed", str(seed), "--overwrite"],
-                   layout.logs / "2_convert.log", env)
-
-    # 3. nnU-Net's planning and preprocessing.
-    marker = layout.stages / "preprocess.done"
-    progress.stage("nnUNetv2_plan_and_preprocess -c 2d", marker.exists())
-    if not marker.exists():
-        run_logged([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
-                    "--verify_dataset_integrity", "-np", "2", "-npfp", "2"], layout.logs / "3_preprocess.log", env)
-        marker.touch()
+    prepare_dataset(layout, progress, env, volunteers, patients, seed)
 
     # 4. Training, one method after the other, same fold, same budget.
     for name, trainer in layout.methods.items():
         final = layout.fold_dir(trainer) / "checkpoint_final.pth"
         progress.stage(f"nnUNetv2_train {DATASET_ID} 2d {FOLD} -tr {trainer} ({name})", final.exists())
         if not final.exists():
-            _train(layout, trainer, device, env, progress)
+            train_fold(trainer, device, env, progress, layout.logs / f"4_train_{trainer}.log", layout.full)
 
     # 5. Prediction of the held-out fold with nnU-Net's own command.
-    heldout = _heldout_cases(layout)
-    _link_heldout_images(layout, heldout)
+    heldout = heldout_cases(layout)
+    link_heldout_images(layout, heldout)
     for name, trainer in layout.methods.items():
         target = layout.predictions / name
         progress.stage(f"nnUNetv2_predict held-out fold {FOLD} ({len(heldout)} cases) with {trainer}",
                        target.exists())
         if not target.exists():
-            tmp = layout.predictions / f".{name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            run_logged([_bin("nnUNetv2_predict"), "-i", str(layout.heldout_images), "-o", str(tmp),
-                        "-d", str(DATASET_ID), "-c", "2d", "-tr", trainer, "-f", str(FOLD), "-device", device,
-                        "-npp", "1", "-nps", "1", *NO_TTA], layout.logs / f"5_predict_{trainer}.log", env)
-            os.replace(tmp, target)
+            predict_heldout(layout, trainer, target, device, env, layout.logs / f"5_predict_{trainer}.log")
 
     # 6. Evaluation: the paper's Table 1, both methods side by side.
     done = (layout.evaluation / "table1.md").exists()
@@ -244,9 +204,61 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
     return layout.report
 
 
-def _train(layout: DemoLayout, trainer: str, device: str, env: dict, progress: Progress) -> None:
-    """nnUNetv2_train with --c: resumes from the latest checkpoint after an interruption."""
-    total = _planned_epochs(trainer, layout.full)
+def open_demo_folder(out: str | os.PathLike, full: bool = False, epochs: int | None = None,
+                     iterations: int | None = None) -> tuple[DemoLayout, dict]:
+    """The demo folder (new, or an earlier demo's) and the environment of its commands.
+
+    ``epochs``/``iterations`` change the demo trainers' budget (passed to nnUNetv2_train
+    through nnunet_nerve.demo_budget's environment variables)."""
+    from nnunet_nerve import demo_budget
+
+    layout = prepare_output(Path(out))
+    layout.full = full
+    if epochs is not None:
+        os.environ[demo_budget.EPOCHS_VARIABLE] = str(epochs)
+    if iterations is not None:
+        os.environ[demo_budget.ITERATIONS_VARIABLE] = str(iterations)
+    layout.stages.mkdir(exist_ok=True)
+    return layout, layout.env()
+
+
+def prepare_dataset(layout: DemoLayout, progress: Progress, env: dict, volunteers: int | None = None,
+                    patients: int | None = None, seed: int = 0) -> None:
+    """Stages 1-3, shared by the demo and its ablation: the phantom registry, its conversion
+    with the fixed split, and nnU-Net's planning and preprocessing (each skipped when done)."""
+    full = layout.full
+    # 1. The synthetic registry.
+    done = (layout.registry / "participants.tsv").exists()
+    progress.stage("synthetic registry (nnunet-nerve phantom)", done)
+    if not done:
+        size = "paper" if full else "small"
+        n_vol = volunteers if volunteers is not None else 10 if full else 8
+        n_pat = patients if patients is not None else 42 if full else 8
+        run_logged([_bin("nnunet-nerve"), "phantom", str(layout.registry), "--volunteers", str(n_vol),
+                    "--patients", str(n_pat), "--seed", str(seed), "--size", size],
+                   layout.logs / "1_phantom.log", env)
+
+    # 2. Registry -> nnU-Net raw dataset and the fixed four-fold split.
+    done = (layout.dataset / "dataset.json").exists() and layout.splits.exists()
+    progress.stage(f"convert to {layout.dataset.name} with the fixed 4-fold split (nnunet-nerve convert)", done)
+    if not done:
+        run_logged([_bin("nnunet-nerve"), "convert", str(layout.registry), "-d", str(DATASET_ID),
+                    "--name", DATASET_NAME, "--seed", str(seed), "--overwrite"],
+                   layout.logs / "2_convert.log", env)
+
+    # 3. nnU-Net's planning and preprocessing.
+    marker = layout.stages / "preprocess.done"
+    progress.stage("nnUNetv2_plan_and_preprocess -c 2d", marker.exists())
+    if not marker.exists():
+        run_logged([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
+                    "--verify_dataset_integrity", "-np", "2", "-npfp", "2"], layout.logs / "3_preprocess.log", env)
+        marker.touch()
+
+
+def train_fold(trainer: str, device: str, env: dict, progress: Progress, log: Path, full: bool = False) -> None:
+    """nnUNetv2_train of fold FOLD with --c (resumes from the latest checkpoint after an
+    interruption) into ``env``'s nnUNet_results; an epoch bar on stderr."""
+    total = _planned_epochs(trainer, full)
     epoch_re = re.compile(r"^.*Epoch (\d+)\s*$")
 
     def on_line(line: str) -> None:
@@ -255,7 +267,7 @@ def _train(layout: DemoLayout, trainer: str, device: str, env: dict, progress: P
             progress.bar(f"{trainer} epoch", int(m.group(1)), total)
 
     run_logged([_bin("nnUNetv2_train"), str(DATASET_ID), "2d", str(FOLD), "-tr", trainer, "-device", device, "--c"],
-               layout.logs / f"4_train_{trainer}.log", env, on_line)
+               log, env, on_line)
     progress.bar(f"{trainer} epoch", total, total)
 
 
@@ -267,12 +279,25 @@ def _planned_epochs(trainer: str, full: bool) -> int:
     return demo_epochs()
 
 
-def _heldout_cases(layout: DemoLayout) -> list[str]:
+def predict_heldout(layout: DemoLayout, trainer: str, target: Path, device: str, env: dict, log: Path) -> None:
+    """nnUNetv2_predict of the held-out images with ``trainer``'s fold FOLD (from ``env``'s
+    nnUNet_results), without test-time mirroring, into ``target`` (written to a temporary
+    sibling and renamed at the end)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run_logged([_bin("nnUNetv2_predict"), "-i", str(layout.heldout_images), "-o", str(tmp),
+                "-d", str(DATASET_ID), "-c", "2d", "-tr", trainer, "-f", str(FOLD), "-device", device,
+                "-npp", "1", "-nps", "1", *NO_TTA], log, env)
+    os.replace(tmp, target)
+
+
+def heldout_cases(layout: DemoLayout) -> list[str]:
+    """The cases of the held-out fold FOLD (its validation cases in splits_final.json), sorted."""
     splits = json.loads(layout.splits.read_text())
     return sorted(splits[FOLD]["val"])
 
 
-def _link_heldout_images(layout: DemoLayout, cases: list[str]) -> None:
+def link_heldout_images(layout: DemoLayout, cases: list[str]) -> None:
     """The held-out fold's images in a folder of their own, as nnUNetv2_predict's input."""
     folder = layout.heldout_images
     if folder.exists() and sorted(p.name for p in folder.iterdir()) == sorted(f"{c}_0000.nii.gz" for c in cases):

@@ -20,10 +20,35 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="training device (default cpu; cuda with --full)")
     p.add_argument("--epochs", type=int, help="demo schedule: epochs for both networks (default 12)")
     p.add_argument("--iterations", type=int, help="demo schedule: iterations per epoch for both networks (default 12)")
+    ablation = p.add_argument_group(
+        "ablation", "--ablation trains, on the same registry, fold and demo budget, the paper's recipe, each "
+                    "FCDenseNetTrainer recipe variant and nnU-Net once per seed, and writes OUT/ablation/ablation.md: "
+                    "Dice and HD95 on the held-out cases, mean and spread over seeds (docs/ablation.md)")
+    ablation.add_argument("--ablation", action="store_true",
+                          help="run the ablation instead of the demo's report (stages 1-3 are shared with the demo)")
+    ablation.add_argument("--seeds", type=int, metavar="N",
+                          help="training seeds 0..N-1 per method (default 3, at least 2)")
+    ablation.add_argument("--methods", nargs="+", metavar="NAME",
+                          help="methods besides the paper's recipe (FC-DenseNet, always trained): any of DiceCE, "
+                               "SGDPoly, nnUNetDA, nnUNetRecipe, nnU-Net (default: all)")
     p.set_defaults(func=_demo)
 
 
 def _demo(args) -> int:
+    from nnunet_nerve.errors import NerveError
+
+    if args.ablation:
+        from nnunet_nerve.ablation import run_ablation
+
+        if args.full:
+            raise NerveError("--ablation runs on the demo budget; --full is not supported with it "
+                             "(docs/ablation.md gives the full-schedule commands)")
+        run_ablation(args.out, seeds=args.seeds, methods=args.methods, volunteers=args.volunteers,
+                     patients=args.patients, seed=args.seed, device=args.device, epochs=args.epochs,
+                     iterations=args.iterations)
+        return 0
+    if args.methods or args.seeds is not None:
+        raise NerveError("--seeds and --methods belong to --ablation")
     from nnunet_nerve.demo import run_demo
 
     run_demo(args.out, full=args.full, volunteers=args.volunteers, patients=args.patients, seed=args.seed,
