@@ -18,6 +18,7 @@ whose plans read images with another reader are refused (their axis order differ
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,11 +165,14 @@ def load_predictor(model: ModelFolder, device: str = "cpu", mirroring: bool = Tr
     """nnU-Net's ``nnUNetPredictor`` initialised from the model folder, as ``nnUNetv2_predict`` makes it."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    torch_dev = torch_device(device)
+    # nnUNetv2_predict passes True; nnUNetPredictor turns it off itself (with a print) on other devices
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
-                                perform_everything_on_device=True, device=torch_device(device),
+                                perform_everything_on_device=torch_dev.type == "cuda", device=torch_dev,
                                 verbose=False, verbose_preprocessing=False, allow_tqdm=progress_bar)
     try:
-        with _our_trainers_findable():
+        # nnU-Net prints its trainer search; keep the progress output to our stage lines
+        with _our_trainers_findable(), contextlib.redirect_stdout(io.StringIO()):
             predictor.initialize_from_trained_model_folder(str(model.folder), list(model.folds), CHECKPOINT)
     except Exception as e:  # noqa: BLE001 - turned into one line naming the file
         damaged = _damaged_checkpoint(model)
