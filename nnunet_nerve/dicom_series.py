@@ -128,13 +128,6 @@ def scan_folder(folder: "str | os.PathLike") -> tuple[dict, list]:
     return series, other
 
 
-def is_dicom_folder(folder: "str | os.PathLike") -> bool:
-    """True when ``folder`` is a folder holding at least one DICOM file directly."""
-    folder = Path(folder)
-    return folder.is_dir() and any(_read_header(p) is not None for p in sorted(folder.iterdir())
-                                   if p.is_file() and not p.name.startswith("."))
-
-
 def describe_series(uid: str, members: list) -> str:
     ds = members[0][1]
     what = " ".join(str(ds.get(k, "") or "") for k in ("Modality", "SeriesDescription")).strip()

@@ -139,8 +139,7 @@ def segment(input_path: "str | os.PathLike", out: "str | os.PathLike", model: "s
     mirroring where the checkpoint allows it (nnUNetv2_predict's default). Returns the
     final paths written, the stage times and the quality flags.
     """
-    from nnunet_nerve.atomic import atomic_directory, refuse_existing, refuse_output_overlap
-    from nnunet_nerve.biomarker_report import write_json
+    from nnunet_nerve.atomic import refuse_existing, refuse_output_overlap
     from nnunet_nerve.nnunet_inference import check_model_folder, model_description, torch_device
 
     out = Path(out)
@@ -167,13 +166,30 @@ def segment(input_path: "str | os.PathLike", out: "str | os.PathLike", model: "s
         log(f"    {source.describe()['kind']}: {size[0]} x {size[1]} x {size[2]} voxels")
     predictor = stages.run("load model", _load, model_folder, device, mirroring, progress_bar)
     raw = stages.run("predict", _predict, predictor, source.image, device)
-    mask, pp = stages.run("post-process", _postprocess, raw, source.image, postprocess)
-    biomarkers = stages.run("biomarkers", _biomarkers, source.image, mask, reference_obj, side)
-    model_info = model_description(model_folder, predictor)
+    return segment_from_prediction(source, raw, out, model_description(model_folder, predictor),
+                                   postprocess=postprocess, reference=reference_obj, side=side, device=device,
+                                   overwrite=overwrite, log=log, _stages=stages)
+
+
+def segment_from_prediction(source: ScanInput, raw: np.ndarray, out: "str | os.PathLike", model_info: dict, *,
+                            postprocess: bool = True, reference=None, side: "str | None" = None,
+                            device: str = "cpu", overwrite: bool = False, log: Log = None,
+                            _stages: "_Stages | None" = None) -> SegmentResult:
+    """The stages after the network: post-process the predicted mask ``raw`` (z, y, x on
+    ``source.image``'s grid), compute the biomarkers and write OUT (module docstring).
+    ``model_info`` is ``nnunet_inference.model_description``'s dict; ``reference`` a
+    ``NormativeReference`` or None. `segment` calls it after predicting."""
+    from nnunet_nerve.atomic import atomic_directory
+    from nnunet_nerve.biomarker_report import write_json
+
+    out = Path(out)
+    stages = _stages or _Stages(4, log)
+    mask, pp = stages.run("post-process", _postprocess, np.asarray(raw, dtype=bool), source.image, postprocess)
+    biomarkers = stages.run("biomarkers", _biomarkers, source.image, mask, reference, side)
     with atomic_directory(out, overwrite) as tmp:
         written = stages.run("write segmentation", _write_segmentation, tmp, source, mask, model_info, pp,
-                             biomarkers, reference_obj, side)
-        record = _record(source, model_info, device, postprocess, stages.times, mask, pp, biomarkers, reference_obj,
+                             biomarkers, reference, side)
+        record = _record(source, model_info, device, postprocess, stages.times, mask, pp, biomarkers, reference,
                          written, out)
         stages.run("report", _write_report, tmp, record, source, raw, mask, pp)
         record["timings_s"] = dict(stages.times)
