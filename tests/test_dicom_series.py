@@ -14,7 +14,7 @@ from pydicom.uid import generate_uid
 
 from nnunet_nerve.dicom_series import read_series
 from nnunet_nerve.errors import NerveError
-from test_segment_geometry import SYNTHETIC, write_synthetic_series
+from dicom_series_cases import SYNTHETIC, write_synthetic_series
 
 
 def _series(folder, order="ascending", shape=(5, 8, 9), direction=np.eye(3)):

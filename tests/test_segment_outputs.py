@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_nerve.errors import NerveError
-from test_segment_geometry import SYNTHETIC, write_synthetic_series
+from dicom_series_cases import SYNTHETIC, write_synthetic_series
 
 MODEL_INFO = {"folder": "(test)", "trainer": "FCDenseNetTrainer", "plans": "nnUNetPlans", "configuration": "2d",
               "folds": [0], "patch_size": [24, 30], "tile_step_size": 0.5, "mirroring_axes": None}
