@@ -22,6 +22,19 @@ def refuse_existing(path: Path, overwrite: bool, what: str = "output") -> None:
         raise NerveError(f"{path}: {what} already exists; pass --overwrite to replace it")
 
 
+def refuse_output_overlap(out: "str | os.PathLike", inputs: dict) -> None:
+    """NerveError when the output ``out`` is, contains or lies inside one of ``inputs``
+    ({what: path or None}): an output must never replace or be written into an input."""
+    out_r = Path(out).expanduser().resolve()
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        p = Path(path).expanduser().resolve()
+        if out_r == p or p in out_r.parents or out_r in p.parents:
+            relation = "is" if out_r == p else ("lies inside" if p in out_r.parents else "contains")
+            raise NerveError(f"{out}: the output {relation} the {what} ({path}); choose another output")
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces ``final``.

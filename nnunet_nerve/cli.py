@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "registry",
     "evaluate",
     "biomarkers",
+    "segment",
     "demo",
 )
 

@@ -1,0 +1,73 @@
+"""`segment`'s stages after the network (``segment_from_prediction``) on a synthetic DICOM series: the
+paths it returns are what it wrote; an existing OUT is replaced only with overwrite; a failure half-way
+leaves neither OUT nor a temporary folder."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_nerve.errors import NerveError
+from dicom_series_cases import SYNTHETIC, write_synthetic_series
+
+MODEL_INFO = {"folder": "(test)", "trainer": "FCDenseNetTrainer", "plans": "nnUNetPlans", "configuration": "2d",
+              "folds": [0], "patch_size": [24, 30], "tile_step_size": 0.5, "mirroring_axes": None}
+
+
+@pytest.fixture
+def scan_and_mask(tmp_path):
+    from nnunet_nerve.segment import read_input
+
+    direction, order = SYNTHETIC["axial"]
+    scan = read_input(write_synthetic_series(tmp_path / "series", direction, order))
+    mask = np.zeros(sitk.GetArrayViewFromImage(scan.image).shape, dtype=bool)
+    mask[:, 10:14, 12:16] = True           # a tube through every slice
+    mask[3, 2:4, 25:27] = True             # a blob post-processing removes
+    return scan, mask
+
+
+def test_paths_returned_are_the_files_written(scan_and_mask, tmp_path):
+    from nnunet_nerve.segment import segment_from_prediction
+
+    scan, mask = scan_and_mask
+    out = tmp_path / "out"
+    result = segment_from_prediction(scan, mask, out, MODEL_INFO)
+    assert {p.name for p in out.iterdir()} == {p.name for p in result.paths.values()}
+    assert set(result.paths) == {"segmentation", "dicom_seg", "biomarkers", "report", "record"}
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(result.paths["segmentation"])))
+    assert written.sum() == 7 * 16 and written[3, 2:4, 25:27].sum() == 0
+    record = json.loads(result.paths["record"].read_text())
+    flags = {f["name"]: f for f in record["flags"]}
+    assert flags["postprocessing"]["raised"] and "removed 1 of 2 component(s) (4 voxels" in \
+        flags["postprocessing"]["message"]
+    assert list(record["timings_s"]) == ["post-process", "biomarkers", "write segmentation", "report"]
+
+
+def test_existing_output_is_replaced_only_with_overwrite(scan_and_mask, tmp_path):
+    from nnunet_nerve.segment import segment_from_prediction
+
+    scan, mask = scan_and_mask
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(NerveError, match="already exists"):
+        segment_from_prediction(scan, mask, out, MODEL_INFO)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    segment_from_prediction(scan, mask, out, MODEL_INFO, overwrite=True)
+    assert not (out / "mine.txt").exists() and (out / "segmentation.dcm").is_file()
+
+
+def test_a_failure_half_way_leaves_nothing(scan_and_mask, tmp_path, monkeypatch):
+    import nnunet_nerve.segment_report as report
+    from nnunet_nerve.segment import segment_from_prediction
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    scan, mask = scan_and_mask
+    with pytest.raises(OSError, match="disk full"):
+        segment_from_prediction(scan, mask, tmp_path / "out", MODEL_INFO)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]

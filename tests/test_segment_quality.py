@@ -1,0 +1,68 @@
+"""The quality flags of `segment`'s report, on masks whose answer is known by construction."""
+from __future__ import annotations
+
+import numpy as np
+
+from nnunet_nerve.biomarkers import NormativeReference, nerve_biomarkers
+from nnunet_nerve.postprocess import postprocess_nerve
+from nnunet_nerve.segment_quality import quality_flags
+
+SPACING = (4.0, 1.0, 1.0)
+
+
+def _flags(mask, **kwargs) -> dict:
+    return {f.name: f for f in quality_flags(mask, SPACING, **kwargs)}
+
+
+def _tube(shape=(8, 40, 40), side: int = 5, at=(15, 15)) -> np.ndarray:
+    """A straight square tube through every slice: CSA = side² mm² (1 x 1 mm pixels)."""
+    mask = np.zeros(shape, dtype=bool)
+    mask[:, at[0]:at[0] + side, at[1]:at[1] + side] = True
+    return mask
+
+
+def test_no_nerve_is_raised_only_for_an_empty_mask():
+    assert _flags(np.zeros((4, 10, 10), dtype=bool))["no_nerve"].raised
+    flag = _flags(_tube())["no_nerve"]
+    assert not flag.raised and "8 of 8 slices" in flag.message
+
+
+def test_field_of_view_edge_names_the_slices_touching_the_in_plane_edge():
+    mask = _tube()
+    assert not _flags(mask)["field_of_view_edge"].raised  # runs through the first and last slice: expected
+    mask[2, 0, 20] = True       # first row
+    mask[5, 18, 39] = True      # last column
+    flag = _flags(mask)["field_of_view_edge"]
+    assert flag.raised and "2 slice(s) (2, 5)" in flag.message
+
+
+def test_postprocessing_reports_what_it_removed():
+    mask = _tube()
+    blob = np.zeros_like(mask)
+    blob[3:5, 30:33, 2:4] = True  # a short blob far from the tube: 2 x 3 x 2 = 12 voxels
+    result = postprocess_nerve(mask | blob, SPACING)
+    flag = _flags(result.mask, postprocessing=result)["postprocessing"]
+    assert flag.raised and "removed 1 of 2 component(s) (12 voxels, 48 mm³)" in flag.message
+    clean = postprocess_nerve(mask, SPACING)
+    assert not _flags(clean.mask, postprocessing=clean)["postprocessing"].raised
+    assert "off" in _flags(mask, postprocessing=None)["postprocessing"].message
+
+
+def test_csa_outside_the_reference_range_counts_slices_above_and_below():
+    mask = _tube(side=5)                     # 25 mm²
+    for y, x in ((15, 15), (15, 19), (19, 15), (19, 19)):
+        mask[1, y, x] = False                # 21 mm² (corners off, centroid kept): inside
+    mask[6] = False
+    mask[6, 17, 17] = True                   # 1 mm², same centroid: below
+    reference = NormativeReference("test", ["a"], 10, csa_median=20.0, csa_spread=1.0, signal_median=1.0,
+                                   signal_spread=0.1)
+    # range 20 ± max(3 x 1, 0.2 x 20) = 16 .. 24: 6 slices of 25 above, slice 6 below, slice 1 inside
+    biomarkers = nerve_biomarkers(mask, SPACING, reference=reference)
+    flag = _flags(mask, biomarkers=biomarkers, reference=reference)["csa_reference"]
+    assert flag.raised, flag.message
+    assert "6 nerve slice(s) above and 1 below the reference range 16.0-24.0 mm²" in flag.message
+    inside = _tube(side=4)
+    inside[:, 15, 19] = True                 # 17 mm² in every slice (a straight tube): inside
+    biomarkers = nerve_biomarkers(inside, SPACING, reference=reference)
+    assert not _flags(inside, biomarkers=biomarkers, reference=reference)["csa_reference"].raised
+    assert not _flags(mask)["csa_reference"].raised
