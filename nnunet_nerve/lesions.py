@@ -8,10 +8,14 @@ the two branches' (CSA centre = the sum of the branches' centres, spread = the r
 squares of their spreads; signal centre = the mean of the branches' centres, spread = the
 larger of their spreads).
 
-Rule (``LesionRule``): a part is flagged when its obliquity-corrected CSA or its
+Rule (``LesionRule``): a part is above threshold when its obliquity-corrected CSA or its
 normalised mean signal exceeds ``centre + max(k x spread, min_excess x centre)``
-(defaults k = 3, min_excess = 0.2: at least 20 % above the centre). A slice is flagged when
-any of its parts is.
+(defaults k = 3, min_excess = 0.2: at least 20 % above the centre); a slice is above
+threshold when any of its parts is. Runs of at least ``min_slices`` (default 2)
+consecutive nerve slices above threshold are lesion segments and their slices are flagged;
+shorter runs are isolated outliers (a one-slice segmentation error is as large as a
+lesion), listed in the summary but not flagged. At the paper's 4 mm slices, 2 slices are
+8 mm: the focal lesions of interest span 1-4 cm.
 
 References of a region:
 
@@ -63,6 +67,7 @@ class LesionRule:
 
     k: float = 3.0
     min_excess: float = 0.2
+    min_slices: int = 2
 
     def threshold(self, centre: float, spread: float) -> float:
         if centre is None or not np.isfinite(centre):
@@ -71,7 +76,8 @@ class LesionRule:
         return float(centre + max(self.k * spread, self.min_excess * abs(centre)))
 
     def describe(self) -> str:
-        return f"value > centre + max({self.k:g} x spread, {self.min_excess:g} x centre)"
+        return (f"value > centre + max({self.k:g} x spread, {self.min_excess:g} x centre) on at least "
+                f"{self.min_slices} consecutive nerve slice(s)")
 
 
 def finite(values: Iterable) -> np.ndarray:
@@ -286,21 +292,45 @@ def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "Normat
         row["csa_lesion"], row["signal_lesion"] = hits["csa"], hits["signal"]
         row["lesion"] = hits["csa"] or hits["signal"]
         row["lesion_reference"] = "; ".join(labels)
-        counts["csa"] += hits["csa"]
-        counts["signal"] += hits["signal"]
         flags[z] = row["lesion"]
+    isolated = _drop_short_runs(rows, nerve_z, flags, rule.min_slices)
+    for z in nerve_z:
+        counts["csa"] += bool(rows[z]["csa_lesion"])
+        counts["signal"] += bool(rows[z]["signal_lesion"])
     n = len(nerve_z)
     info = {
         "reference": {**source, "notes": notes},
         "rule": rule.describe(), "k": rule.k, "min_excess": rule.min_excess,
         "references": {region: ref.describe(rule) for region, ref in refs.items() if ref is not None},
         "unjudged_slices": sorted(set(unjudged)),
+        "isolated_slices": isolated,
         "burden": float(flags.sum() / n) if n else 0.0,
         "burden_csa": counts["csa"] / n if n else 0.0,
         "burden_signal": counts["signal"] / n if n else 0.0,
         "segments": lesion_segments(rows, flags),
     }
     return info, flags
+
+
+def _drop_short_runs(rows: list, nerve_z: list, flags: np.ndarray, min_slices: int) -> list:
+    """Unflag runs of fewer than ``min_slices`` consecutive flagged nerve slices (all flags of
+    their rows); returns those slices."""
+    dropped, run = [], []
+    for z in [*nerve_z, None]:
+        if z is not None and flags[z] and (not run or z == run[-1] + 1):
+            run.append(z)
+            continue
+        if 0 < len(run) < min_slices:
+            dropped += run
+        run = [z] if z is not None and flags[z] else []
+    for z in dropped:
+        flags[z] = False
+        row = rows[z]
+        row["csa_lesion"] = row["signal_lesion"] = row["lesion"] = False
+        for branch in ("tibial", "peroneal"):
+            if row.get(f"{branch}_lesion"):
+                row[f"{branch}_lesion"] = False
+    return dropped
 
 
 def lesion_segments(rows: list, flags: np.ndarray) -> list:

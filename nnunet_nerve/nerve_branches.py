@@ -26,9 +26,9 @@ On a binary mask (z, y, x) with its spacing in mm (``nerve_parts``):
    later piece for the second branch). Each branch then continues into the piece that
    overlaps its last piece: the pairing of branches to distinct pieces with the largest
    total overlap, ties going to the pairing whose centroids lie nearest to the branches'
-   last separate centroids. A piece taken by one branch that also overlaps the other
-   branch's last piece, the other branch having no piece of its own, holds both branches:
-   ``merged`` (both branches' last piece is then that piece, and when they separate again
+   last separate centroids. A piece taken by one branch that also covers at least half
+   of the other branch's last piece (overlap as in step 2), the other branch having no piece
+   of its own, holds both branches: ``merged`` (both branches' last piece is then that piece, and when they separate again
    the tie rule gives each its own side back). A branch that no piece continues is absent
    on that slice; it reappears in a left-over piece whose centroid lies within the two
    pieces' equivalent radii (sqrt(area / pi)) plus 2 mm of its last separate centroid.
@@ -63,6 +63,8 @@ PART_LABELS = {"sciatic": 1, "tibial": 2, "peroneal": 3, "merged": 4}
 DEFAULT_MIN_BRANCH_FRACTION = 0.1
 #: A single-piece end run holding at least this fraction of the next split slice's nerve area is a trunk.
 TRUNK_AREA_FRACTION = 0.75
+#: A piece holds both branches when it covers at least this fraction of the absent branch's last piece.
+MERGED_OVERLAP = 0.5
 #: Slack (mm) beyond the equivalent radii for a branch to reappear in a left-over piece.
 REAPPEAR_TOLERANCE_MM = 2.0
 _STRUCTURE_2D = np.ones((3, 3), dtype=bool)
@@ -187,6 +189,10 @@ class _Walk:
             p = self.pieces[z]
             self.branches[who] = _Branch((z, i), p.centroids[i], p.radius(i, self.pixel_area))
 
+    def _last_area(self, who: int) -> int:
+        last_z, last_i = self.branches[who].last
+        return self.pieces[last_z].areas[last_i]
+
     def trunk_slice(self, z: int) -> bool:
         """Continue the trunk into slice z; False once the branches start here."""
         p = self.pieces[z]
@@ -219,7 +225,7 @@ class _Walk:
                 over[:, who] = overlaps(self.pieces[last_z], last_i, p)
         pair = self._best_pair(p, over)
         merged = [pair[1 - who] for who in (0, 1) if pair[who] is None and started[who]
-                  and pair[1 - who] is not None and over[pair[1 - who], who] > 0]
+                  and pair[1 - who] is not None and over[pair[1 - who], who] >= MERGED_OVERLAP * self._last_area(who)]
         if merged:      # one piece holds both branches; their last separate centroids are kept
             self.assign[z][merged[0]] = _MERGED
             for b in self.branches:

@@ -37,6 +37,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--k", type=float, default=3.0,
                    help="lesion threshold: centre + k x spread (the slice-to-slice noise, or the reference's spread) ...")
     p.add_argument("--min-excess", type=float, default=0.2, help="... and at least centre x (1 + this)")
+    p.add_argument("--min-lesion-slices", type=int, default=2,
+                   help="a lesion spans at least this many consecutive slices above threshold (shorter runs are "
+                        "reported as isolated outliers)")
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
                    help="post-process the mask first (keep the nerve tube, drop look-alikes, fill one-slice gaps); "
                         "--no-postprocess measures the mask as it is")
@@ -76,7 +79,7 @@ def _biomarkers(args) -> int:
         args.parser.error("give --image and --mask, or --masks and --dataset")
     if args.location and not single:
         args.parser.error("--location is for one scan; a batch takes each case's location from participants.tsv")
-    options = dict(side=args.side, rule=LesionRule(k=args.k, min_excess=args.min_excess),
+    options = dict(side=args.side, rule=LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices),
                    postprocess=args.postprocess, overwrite=args.overwrite, reference=args.reference, log=print)
     if single:
         result = report_scan(args.image, args.mask, args.out, location=args.location, **options)
