@@ -65,8 +65,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.lesions import (MAD_TO_SD, LesionRule, NormativeReference, flag_lesions,  # noqa: F401 (API)
-                                  slice_noise, subject_reference)
+from nnunet_nerve.lesions import LesionRule, NormativeReference, flag_lesions
 from nnunet_nerve.masks import binary_mask
 from nnunet_nerve.nerve_branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
 from nnunet_nerve.postprocess import postprocess_nerve

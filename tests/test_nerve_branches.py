@@ -206,3 +206,26 @@ def test_single_slice_outlier_is_not_a_lesion():
     mask = tube((24.0, 24.0), lambda z: 3.55 if slice_of(z) == 17 else 3.0)
     lesion = nerve_biomarkers(mask, SPACING).summary["lesion"]
     assert lesion["segments"] == [] and lesion["burden"] == 0 and lesion["isolated_slices"] == [17]
+
+
+def test_stability_benchmark_runs_and_post_processing_is_what_makes_it_stable():
+    """A small run of benchmarks/bench_biomarker_stability.py (docs/biomarkers.md quotes its full run)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import bench_biomarker_stability as bench
+    finally:
+        sys.path.pop(0)
+    result = bench.run(volunteers=4, patients=2, seed=0, variants=1)
+    masks = [v for c in result["cases"] for v in c["variants"]]
+    assert len(masks) == 6 and all(any(e.startswith("vein blob") for e in v["errors"]) for v in masks)
+    post = [v["post-processed"] for v in masks]
+    raw = [v["raw"] for v in masks]
+    assert all(m["csa_error"] <= bench.GOALS["csa"] for m in post)
+    assert np.mean([m["volume_error"] for m in post]) < np.mean([m["volume_error"] for m in raw])
+    truth = [c["truth"] for c in result["cases"] if c["cohort"] == "patient"]
+    assert all(t is not None for t in truth)
+    report = bench.report(result)
+    assert "Stability: noisy mask against its consensus" in report and "Lesions against the truth" in report
