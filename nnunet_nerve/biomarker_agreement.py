@@ -64,7 +64,8 @@ def bland_altman(values, reference) -> dict:
     for suffix, diffs in (("", d), ("_pct", pct)):
         bias = float(diffs.mean()) if diffs.size else math.nan
         sd = float(diffs.std(ddof=1)) if diffs.size > 1 else math.nan
-        out.update({f"bias{suffix}": bias, f"loa_low{suffix}": bias - LOA_Z * sd, f"loa_high{suffix}": bias + LOA_Z * sd})
+        out.update({f"bias{suffix}": bias, f"loa_low{suffix}": bias - LOA_Z * sd,
+                    f"loa_high{suffix}": bias + LOA_Z * sd})
         if not suffix:
             out["sd"] = sd
     return out

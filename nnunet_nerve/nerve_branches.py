@@ -27,9 +27,9 @@ On a binary mask (z, y, x) with its spacing in mm (``nerve_parts``):
    overlaps its last piece: the pairing of branches to distinct pieces with the largest
    total overlap, ties going to the pairing whose centroids lie nearest to the branches'
    last separate centroids. A piece taken by one branch that also covers at least half
-   of the other branch's last piece (overlap as in step 2), the other branch having no piece
-   of its own, holds both branches: ``merged`` (both branches' last piece is then that piece, and when they separate again
-   the tie rule gives each its own side back). A branch that no piece continues is absent
+   of the other branch's last piece (overlap as in step 2), the other branch having no
+   piece of its own, holds both branches: ``merged`` (both branches' last piece is then
+   that piece, and when they separate again the tie rule gives each its own side back). A branch that no piece continues is absent
    on that slice; it reappears in a left-over piece whose centroid lies within the two
    pieces' equivalent radii (sqrt(area / pi)) plus 2 mm of its last separate centroid.
    Left-over pieces (a vessel not removed by post-processing, a fragment) join the part of

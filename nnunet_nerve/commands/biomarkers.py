@@ -79,7 +79,8 @@ def _biomarkers(args) -> int:
         args.parser.error("give --image and --mask, or --masks and --dataset")
     if args.location and not single:
         args.parser.error("--location is for one scan; a batch takes each case's location from participants.tsv")
-    options = dict(side=args.side, rule=LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices),
+    rule = LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices)
+    options = dict(side=args.side, rule=rule,
                    postprocess=args.postprocess, overwrite=args.overwrite, reference=args.reference, log=print)
     if single:
         result = report_scan(args.image, args.mask, args.out, location=args.location, **options)
