@@ -9,13 +9,16 @@ One scan's report folder holds
 * ``summary.json``: the per-scan summary (``nerve_found``, volume, length, CSA statistics,
   branches, lesion thresholds, burden and segments, settings).
 * ``profile.png``: CSA (raw and obliquity-corrected, and per branch) and normalised signal
-  along the stack, thresholds as dashed lines, lesion segments shaded red.
+  along the stack, each part's lesion threshold as a dashed line in its colour, lesion
+  segments shaded red.
 * ``mip.png``: maximum-intensity projections (coronal and sagittal) of the image inside
-  the segmented nerve, coloured by branch (sciatic blue, tibial green, peroneal orange),
-  lesion slices red.
+  the segmented nerve, coloured by part (sciatic blue, tibial green, peroneal orange,
+  merged branches purple), lesion slices red.
 
 A batch folder holds one such folder per case, ``cases.csv`` (one row per case) and, with
-a normative reference, ``reference.json`` (reusable with ``--reference``). Every folder is
+a normative reference, ``reference.json`` (reusable with ``--reference``). Masks are
+post-processed first unless ``postprocess=False`` (``--no-postprocess``); every summary
+says which mask was measured. Every folder is
 built in a temporary sibling and renamed into place (``atomic.atomic_directory``).
 """
 from __future__ import annotations
@@ -35,10 +38,12 @@ from nnunet_nerve.biomarkers import (BRANCH_LABELS, SLICE_COLUMNS, LesionRule, N
 from nnunet_nerve.errors import NerveError
 
 CASE_FILES = ("slices.csv", "summary.json", "profile.png", "mip.png")
-CASES_CSV_COLUMNS = ("case", "cohort", "location", "nerve_found", "volume_mm3", "volume_ml", "length_mm",
-                     "csa_corrected_mean_mm2", "csa_corrected_max_mm2", "csa_mean_mm2", "csa_max_mm2",
-                     "signal_mean_norm", "split", "lesion_burden", "lesion_segments")
-BRANCH_COLOURS = {"sciatic": (0.12, 0.47, 0.71), "tibial": (0.17, 0.63, 0.17), "peroneal": (1.0, 0.5, 0.05)}
+CASES_CSV_COLUMNS = ("case", "cohort", "location", "mask_used", "postprocess_removed_voxels", "nerve_found",
+                     "volume_mm3", "volume_ml", "length_mm", "csa_corrected_mean_mm2", "csa_corrected_max_mm2",
+                     "csa_mean_mm2", "csa_max_mm2", "signal_mean_norm", "split", "lesion_burden", "lesion_segments",
+                     "lesion_reference")
+BRANCH_COLOURS = {"sciatic": (0.12, 0.47, 0.71), "tibial": (0.17, 0.63, 0.17), "peroneal": (1.0, 0.5, 0.05),
+                  "merged": (0.58, 0.4, 0.74)}
 LESION_COLOUR = (0.84, 0.15, 0.16)
 Log = Optional[Callable[[str], None]]
 
@@ -120,15 +125,22 @@ def plot_profile(path, result: NerveBiomarkers, title: str = "", overwrite: bool
             values = _column(result, f"{branch}_csa_corrected_mm2")
             if np.isfinite(values).any():
                 ax_csa.plot(z, values, "-", color=BRANCH_COLOURS[branch], marker=".", label=f"{branch} (corrected)")
-        if np.isfinite(lesion["csa_threshold_mm2"] or np.nan):
-            ax_csa.axhline(lesion["csa_threshold_mm2"], ls="--", color=LESION_COLOUR, lw=1, label="CSA threshold")
+                ax_csa.plot(z, _column(result, f"{branch}_csa_threshold_mm2"), "--", color=BRANCH_COLOURS[branch],
+                            lw=1, label=f"{branch} threshold")
+        regions = np.array([r["region"] for r in result.slices])
+        for part in ("sciatic", "merged"):
+            threshold = np.where(regions == part, _column(result, "csa_threshold_mm2"), np.nan)
+            if np.isfinite(threshold).any():
+                ax_csa.plot(z, threshold, "--", color=BRANCH_COLOURS[part], lw=1, label=f"{part} threshold")
         signal = _column(result, "signal_mean_norm")
         if np.isfinite(signal).any():
             ax_sig.plot(z[nerve], signal[nerve], "-", color="k", marker=".", label="mean signal")
             ax_sig.plot(z[nerve], _column(result, "signal_median_norm")[nerve], ":", color="k", label="median signal")
-            if np.isfinite(lesion["signal_threshold"] or np.nan):
-                ax_sig.axhline(lesion["signal_threshold"], ls="--", color=LESION_COLOUR, lw=1,
-                               label="signal threshold")
+            for part, ref in lesion["references"].items():
+                if ref.get("signal_threshold") is not None and np.isfinite(ref["signal_threshold"]) \
+                        and (part in regions or (part in ("tibial", "peroneal") and "split" in regions)):
+                    ax_sig.axhline(ref["signal_threshold"], ls="--", color=BRANCH_COLOURS[part], lw=1,
+                                   label=f"{part} signal threshold")
         else:
             ax_sig.text(0.5, 0.5, "no image: no signal", ha="center", va="center", transform=ax_sig.transAxes)
         for ax in (ax_csa, ax_sig):
@@ -139,8 +151,9 @@ def plot_profile(path, result: NerveBiomarkers, title: str = "", overwrite: bool
     ax_sig.set_ylabel("signal / reference")
     ax_sig.set_xlabel("position along the stack (mm)")
     burden = lesion["burden"]
+    used = result.summary.get("mask_used")
     fig.suptitle(f"{title}  lesion burden {100 * burden:.0f} % ({lesion['reference']['kind']} reference)"
-                 if result.nerve_found else title)
+                 + (f"\n{used} mask" if used else "") if result.nerve_found else title)
     _save(fig, path, overwrite)
 
 
@@ -239,11 +252,17 @@ def write_case_report(folder, result: NerveBiomarkers, title: str = "") -> None:
 # ----------------------------------------------------------------------------- entry points
 
 def describe(result: NerveBiomarkers) -> str:
-    """One line for progress output."""
+    """One line for progress output: which mask was measured, then the main numbers."""
     s = result.summary
+    used = ""
+    if s.get("mask_used"):
+        pp = s.get("postprocessing")
+        used = (f"{s['mask_used']} mask (removed {pp['removed_voxels']} voxel(s) in "
+                f"{len(pp['removed'])} component group(s), filled {len(pp['filled_slices'])} slice(s)): "
+                if pp else f"{s['mask_used']} mask: ")
     if not s["nerve_found"]:
-        return s["message"]
-    return (f"volume {s['volume_ml']:.3f} ml, length {s['length_mm']:.0f} mm, "
+        return used + s["message"]
+    return (f"{used}volume {s['volume_ml']:.3f} ml, length {s['length_mm']:.0f} mm, "
             f"CSA mean {s['csa_corrected_mm2']['mean']:.1f} / max {s['csa_corrected_mm2']['max']:.1f} mm², "
             f"lesion burden {100 * s['lesion']['burden']:.0f} %")
 
@@ -253,12 +272,12 @@ def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, lo
     """Biomarkers of one scan into the report folder ``out`` (see the module docstring).
 
     ``reference``: None (subject's own), a NormativeReference, or anything ``load_reference``
-    accepts. ``options`` go to ``biomarkers_from_files`` (side, rule, postprocess).
+    accepts. ``options`` go to ``biomarkers_from_files`` (side, rule, postprocess, location).
     """
     from nnunet_nerve.atomic import refuse_existing
 
     refuse_existing(Path(out), overwrite, "output folder")
-    reference = load_reference(reference, options.get("rule", LesionRule()), log)
+    reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
     result = biomarkers_from_files(image, mask, reference=reference, **options)
     if log:
         log(f"{Path(mask).name}: {describe(result)}")
@@ -274,7 +293,8 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
     """Biomarkers of every mask file in ``masks_dir`` (named ``<case>.nii.gz`` as nnU-Net
     writes them) over the images of ``images_from``: a converted dataset (folder, id or
     name; ``imagesTr/<case>_0000.nii.gz``, else ``imagesTs``) or a registry folder
-    (``sub-<id>/anat/sub-<id>_T2w.*``). Every case's files are checked before any work."""
+    (``sub-<id>/anat/sub-<id>_T2w.*``), whose participants.tsv gives each case's thigh
+    location for the normative reference. Every case's files are checked before any work."""
     from nnunet_nerve.atomic import refuse_existing
     from nnunet_nerve.imageio import IMAGE_SUFFIXES, has_image_suffix
 
@@ -291,11 +311,13 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
                 for case, path in masks.items() if source.image(case) is None]
     if problems:
         raise NerveError(f"{masks_dir}: {len(problems)} mask(s) without an image", problems)
-    reference = load_reference(reference, options.get("rule", LesionRule()), log)
+    reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
     results, rows = {}, []
     with atomic_directory(out, overwrite) as tmp:
         for i, (case, mask) in enumerate(masks.items(), 1):
-            result = biomarkers_from_files(source.image(case), mask, reference=reference, **options)
+            participant = source.participant(case)
+            result = biomarkers_from_files(source.image(case), mask, reference=reference,
+                                           location=participant.location if participant else None, **options)
             (tmp / case).mkdir()
             write_case_report(tmp / case, result, case)
             results[case] = result
@@ -317,15 +339,17 @@ def _strip_suffix(name: str, suffixes) -> str:
 
 def _case_row(case: str, participant, s: dict) -> dict:
     found = s["nerve_found"]
+    pp = s.get("postprocessing")
     return {"case": case, "cohort": participant.cohort if participant else None,
-            "location": participant.location if participant else None, "nerve_found": found,
+            "location": participant.location if participant else None, "mask_used": s.get("mask_used"),
+            "postprocess_removed_voxels": pp["removed_voxels"] if pp else None, "nerve_found": found,
             "volume_mm3": s["volume_mm3"], "volume_ml": s["volume_ml"], "length_mm": s["length_mm"],
             "csa_corrected_mean_mm2": s["csa_corrected_mm2"]["mean"],
             "csa_corrected_max_mm2": s["csa_corrected_mm2"]["max"],
             "csa_mean_mm2": s["csa_mm2"]["mean"], "csa_max_mm2": s["csa_mm2"]["max"],
             "signal_mean_norm": s["signal_mean_norm"]["mean"], "split": s["split"]["found"],
             "lesion_burden": s["lesion"]["burden"] if found else None,
-            "lesion_segments": len(s["lesion"]["segments"])}
+            "lesion_segments": len(s["lesion"]["segments"]), "lesion_reference": s["lesion"]["reference"]["kind"]}
 
 
 # ----------------------------------------------------------------------------- images and references
@@ -384,9 +408,12 @@ class ImageSource:
         return out
 
 
-def load_reference(spec, rule: LesionRule = LesionRule(), log: Log = None) -> "NormativeReference | None":
+def load_reference(spec, rule: LesionRule = LesionRule(), log: Log = None, side: "str | None" = None
+                   ) -> "NormativeReference | None":
     """None -> None; a NormativeReference as is; a ``.json`` file written by this module;
-    else a converted dataset (folder, id, name) or registry whose volunteers are pooled."""
+    else a converted dataset (folder, id, name) or registry whose volunteers' consensus
+    masks (not post-processed: they are the raters') give a reference per thigh location
+    and region (``lesions.NormativeReference``). ``side`` names their branches."""
     if spec is None or isinstance(spec, NormativeReference):
         return spec
     if str(spec).endswith(".json") and Path(spec).is_file():
@@ -395,21 +422,25 @@ def load_reference(spec, rule: LesionRule = LesionRule(), log: Log = None) -> "N
     results = {}
     for case, (image, mask) in source.volunteer_masks().items():
         if isinstance(mask, list):
-            results[case] = _registry_consensus_biomarkers(image, mask)
+            results[case] = _registry_consensus_biomarkers(image, mask, side)
         else:
-            results[case] = biomarkers_from_files(image, mask, rule=rule)
+            results[case] = biomarkers_from_files(image, mask, rule=rule, side=side, postprocess=False)
         if log:
             log(f"reference {case}: {describe(results[case])}")
-    reference = NormativeReference.from_results(str(source.folder), results)
+    locations = {case: source.participant(case).location for case in results}
+    reference = NormativeReference.from_results(str(source.folder), results, locations)
     if log:
-        log(f"normative reference from {len(results)} volunteer(s), {reference.slices} nerve slices: "
-            f"CSA median {reference.csa_median:.1f} mm², signal median {reference.signal_median:.3f}")
+        for location, cases in reference.volunteers.items():
+            regions = ", ".join(f"{region} {len(stats['cases'])}"
+                                for region, stats in reference.regions.get(location, {}).items())
+            log(f"normative reference {location}: {len(cases)} volunteer(s); per region {regions or 'none'} "
+                f"(a region needs {reference.min_volunteers})")
     return reference
 
 
-def _registry_consensus_biomarkers(image_path, mask_paths: list) -> NerveBiomarkers:
+def _registry_consensus_biomarkers(image_path, mask_paths: list, side: "str | None" = None) -> NerveBiomarkers:
     """Biomarkers of the raters' majority vote over a registry image."""
-    from nnunet_nerve.biomarkers import nerve_biomarkers, read_mask_for_image
+    from nnunet_nerve.biomarkers import lateral_vector, nerve_biomarkers, read_mask_for_image
     from nnunet_nerve.consensus import majority_vote
     from nnunet_nerve.imageio import spacing_zyx
 
@@ -417,4 +448,5 @@ def _registry_consensus_biomarkers(image_path, mask_paths: list) -> NerveBiomark
     for path in mask_paths:
         array, mask, image = read_mask_for_image(image_path, path)
         masks.append(mask)
-    return nerve_biomarkers(majority_vote(masks).astype(bool), spacing_zyx(image), array)
+    return nerve_biomarkers(majority_vote(masks).astype(bool), spacing_zyx(image), array,
+                            lateral_xy=lateral_vector(image.GetDirection(), side))

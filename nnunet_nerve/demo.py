@@ -4,7 +4,8 @@ Stages (each skipped when its output exists, so an interrupted demo continues wh
 phantom registry -> convert (with the fixed split) -> nnUNetv2_plan_and_preprocess ->
 nnUNetv2_train FC-DenseNet and nnU-Net's default U-Net on fold 0 (demo-sized schedule, resumed
 with --c after an interruption) -> nnUNetv2_predict the held-out fold with both ->
-nnunet-nerve evaluate (Table 1 side by side) -> nnunet-nerve biomarkers of one patient ->
+nnunet-nerve postprocess of both -> nnunet-nerve evaluate --biomarkers (Table 1 side by side,
+biomarker agreement) -> nnunet-nerve biomarkers of one patient (post-processed mask) ->
 report.md with the figures.
 """
 from __future__ import annotations
@@ -56,6 +57,8 @@ class DemoLayout:
     def heldout_images(self) -> Path: return self.out / "heldout_images"
     @property
     def predictions(self) -> Path: return self.out / "predictions"
+    @property
+    def postprocessed(self) -> Path: return self.out / "predictions_postprocessed"
     @property
     def evaluation(self) -> Path: return self.out / "evaluation"
     @property
@@ -150,7 +153,7 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
     through nnunet_nerve.demo_budget's environment variables)."""
     layout, env = open_demo_folder(out, full, epochs, iterations)
     device = device or ("cuda" if full else "cpu")
-    progress = Progress(total_stages=5 + 2 * len(layout.methods) + 1)
+    progress = Progress(total_stages=6 + 2 * len(layout.methods) + 1)
     prepare_dataset(layout, progress, env, volunteers, patients, seed)
 
     # 4. Training, one method after the other, same fold, same budget.
@@ -170,27 +173,37 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
         if not target.exists():
             predict_heldout(layout, trainer, target, device, env, layout.logs / f"5_predict_{trainer}.log")
 
-    # 6. Evaluation: the paper's Table 1, both methods side by side.
+    # 6. Physiological post-processing of both methods' predictions (the report compares before and after).
+    done = all((layout.postprocessed / name).exists() for name in layout.methods)
+    progress.stage("nnunet-nerve postprocess of both methods' predictions", done)
+    if not done:
+        for name in layout.methods:
+            if not (layout.postprocessed / name).exists():
+                run_logged([_bin("nnunet-nerve"), "postprocess", str(layout.predictions / name),
+                            str(layout.postprocessed / name)], layout.logs / "6_postprocess.log", env)
+
+    # 7. Evaluation: the paper's Table 1, both methods side by side, and the biomarker agreement.
     done = (layout.evaluation / "table1.md").exists()
-    progress.stage("nnunet-nerve evaluate (Table 1, statistics, boxplots)", done)
+    progress.stage("nnunet-nerve evaluate --biomarkers (Table 1, statistics, boxplots, biomarker agreement)", done)
     if not done:
         cmd = [_bin("nnunet-nerve"), "evaluate", "--dataset", str(layout.dataset), "--out", str(layout.evaluation),
-               "--allow-missing"]
+               "--allow-missing", "--biomarkers"]
         for name in layout.methods:
             cmd += ["--pred", str(layout.predictions / name), "--name", name]
-        run_logged(cmd, layout.logs / "6_evaluate.log", env)
+        run_logged(cmd, layout.logs / "7_evaluate.log", env)
 
-    # 7. Biomarkers of one held-out patient from the FC-DenseNet segmentation.
+    # 8. Biomarkers of one held-out patient from the FC-DenseNet segmentation, post-processed (the default;
+    # the summary lists what post-processing removed). The phantom's stacks are right legs.
     case = _biomarker_case(layout, heldout)
     done = layout.biomarkers.exists()
-    progress.stage(f"nnunet-nerve biomarkers of {case}", done)
+    progress.stage(f"nnunet-nerve biomarkers of {case} (post-processed FC-DenseNet mask)", done)
     if not done:
         first = next(iter(layout.methods))
         run_logged([_bin("nnunet-nerve"), "biomarkers", "--image", str(layout.dataset / "imagesTr" / f"{case}_0000.nii.gz"),
-                    "--mask", str(layout.predictions / first / f"{case}.nii.gz"), "--out", str(layout.biomarkers)],
-                   layout.logs / "7_biomarkers.log", env)
+                    "--mask", str(layout.predictions / first / f"{case}.nii.gz"), "--side", "right",
+                    "--out", str(layout.biomarkers)], layout.logs / "8_biomarkers.log", env)
 
-    # 8. The report.
+    # 9. The report.
     progress.stage("report.md", False)
     from nnunet_nerve.demo_report import write_report
 
@@ -198,7 +211,8 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
     print(f"\nDone in {progress.elapsed()}. Everything is under {layout.out}:")
     for label, path in [("report", layout.report), ("registry", layout.registry), ("nnU-Net dataset", layout.dataset),
                         ("trained models", layout.results / layout.dataset.name),
-                        ("predictions", layout.predictions), ("evaluation", layout.evaluation),
+                        ("predictions", layout.predictions), ("post-processed", layout.postprocessed),
+                        ("evaluation", layout.evaluation),
                         ("biomarkers", layout.biomarkers), ("logs", layout.logs)]:
         print(f"  {label:16s} {path}")
     return layout.report

@@ -2,6 +2,10 @@
 
 Figure 3 (as in the paper): the T2 image of one held-out case on three slices spread over the
 nerve, with the consensus (green) and each method's segmentation (one colour each) as contours.
+
+Post-processing: Dice and HD95 of each method against the consensus on the held-out cases,
+before and after ``nnunet-nerve postprocess``, computed by ``evaluation.case_comparisons``
+(the evaluation's own metric columns, so the HD95 is the one Table 1 reports).
 """
 from __future__ import annotations
 
@@ -53,6 +57,68 @@ def plot_figure3(path: Path, image: np.ndarray, consensus: np.ndarray, predictio
     plt.close(fig)
 
 
+def postprocessing_effect(layout, heldout: list[str]) -> list[dict]:
+    """Per method and metric (Dice, HD95): mean and SD over the held-out cases before and after
+    post-processing, and in how many cases post-processing improved it."""
+    from nnunet_nerve.evaluation import AUTO_GT, case_comparisons
+    from nnunet_nerve.imageio import read_image, spacing_zyx
+
+    values = {}
+    for case in heldout:
+        label = read_image(layout.dataset / "labelsTr" / f"{case}.nii.gz")
+        consensus = sitk.GetArrayFromImage(label) > 0
+        for name in layout.methods:
+            for when, folder in (("before", layout.predictions), ("after", layout.postprocessed)):
+                path = folder / name / f"{case}.nii.gz"
+                if not path.is_file():
+                    continue
+                pred = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+                row = next(r for r in case_comparisons(consensus, {}, {name: pred}, spacing_zyx(label))
+                           if r["comparison"] == AUTO_GT)
+                values.setdefault((name, when), []).append(row)
+    out = []
+    for name in layout.methods:
+        before, after = values.get((name, "before"), []), values.get((name, "after"), [])
+        for key, label, higher_is_better in (("dice", "Dice", True), ("hd95_mm", "HD95 (mm)", False)):
+            b = np.array([r[key] for r in before], dtype=float)
+            a = np.array([r[key] for r in after], dtype=float)
+            better = int(np.sum(a > b) if higher_is_better else np.sum(a < b)) if a.size == b.size else 0
+            out.append({"method": name, "metric": label, "n": int(b.size), "before": _mean_sd(b),
+                        "after": _mean_sd(a), "improved": better})
+    return out
+
+
+def _mean_sd(values: np.ndarray) -> str:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return "n/a"
+    text = f"{finite.mean():.3g} ± {finite.std():.2g}"
+    return text + (f" ({values.size - finite.size} inf)" if finite.size < values.size else "")
+
+
+def _biomarker_lines(summary: dict) -> list[str]:
+    """What the biomarker summary says about the mask, the branches and the lesion references."""
+    lines = [f"- mask measured: **{summary.get('mask_used')}**"]
+    pp = summary.get("postprocessing")
+    if pp:
+        removed = "; ".join(f"slices {r['first_slice']}-{r['last_slice']}, {r['voxels']} voxels ({r['reason']})"
+                            for r in pp["removed"]) or "nothing"
+        lines.append(f"- post-processing removed: {removed}; filled slices: "
+                     f"{', '.join(map(str, pp['filled_slices'])) or 'none'}")
+    split = summary["split"]
+    if split["found"]:
+        lines.append(f"- branches named once for the stack by {split['naming']} (trunk at the {split['trunk']}); "
+                     + "; ".join(f"{name}: slices {b['first_slice']}-{b['last_slice']}"
+                                 + "".join(f", {e['event']} ({e.get('first_slice', e.get('last_slice'))})"
+                                           for e in b.get("events", []))
+                                 for name, b in summary["branches"].items() if name in ("tibial", "peroneal")))
+    lesion = summary["lesion"]
+    refs = "; ".join(f"{region}: {r['label']}, CSA threshold {r['csa_threshold_mm2']:.1f} mm²"
+                     for region, r in lesion["references"].items() if region != "merged")
+    lines.append(f"- lesion references (each part against the same part): {refs or 'none'}")
+    return lines
+
+
 def write_report(layout, heldout: list[str], case: str) -> Path:
     """Write ``layout.report`` (report.md) and its Figure 3; returns the report's path."""
     from nnunet_nerve.demo_budget import DEMO_BATCH_SIZE, DEMO_PATCH, demo_epochs, demo_iterations
@@ -66,6 +132,7 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
     plot_figure3(figure3, image, consensus, preds, case)
 
     table1 = (layout.evaluation / "table1.md").read_text()
+    agreement = layout.evaluation / "biomarker_agreement" / "agreement.md"
     summary = json.loads((layout.biomarkers / "summary.json").read_text())
     schedule = ("the paper's full schedule (FC-DenseNet 100 epochs; nnU-Net its default 1000 epochs)" if layout.full
                 else f"a DEMO-SIZED schedule: {demo_epochs()} epochs x {demo_iterations()} iterations, batches of "
@@ -101,7 +168,29 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
         "",
         f"![contours]({figure3.relative_to(out)})",
         "",
-        f"## Biomarkers of {case} (FC-DenseNet segmentation)",
+        "## Post-processing: Dice and HD95 against the consensus before and after `nnunet-nerve postprocess`",
+        "",
+        f"Held-out cases; mean ± SD; \"improved\": cases where post-processing made the metric better. "
+        f"Post-processed masks: `{layout.postprocessed.relative_to(out)}/`.",
+        "",
+        "| method | metric | n | before | after | improved |",
+        "|---|---|---|---|---|---|",
+        *[f"| {r['method']} | {r['metric']} | {r['n']} | {r['before']} | {r['after']} | {r['improved']} of {r['n']} |"
+          for r in postprocessing_effect(layout, heldout)],
+        "",
+        "## Biomarker agreement with the consensus, beside the raters'",
+        "",
+        "Per held-out case: nerve volume and mean obliquity-corrected CSA of each method's post-processed "
+        "segmentation and of each rater's mask against the consensus (Bland-Altman: bias and 95 % limits of "
+        "agreement). A method whose limits lie within the raters' spread measures like a rater.",
+        "",
+        *(agreement.read_text().strip().splitlines() if agreement.is_file() else ["(not computed)"]),
+        "",
+        f"![Bland-Altman]({(agreement.parent / 'bland_altman.png').relative_to(out)})",
+        "",
+        f"## Biomarkers of {case} (FC-DenseNet segmentation, post-processed)",
+        "",
+        *_biomarker_lines(summary),
         "",
         "| biomarker | value |",
         "|---|---|",

@@ -8,7 +8,9 @@ splitting into the tibial and common peroneal nerves in distal stacks; the
 femoral/popliteal artery (flow void) and vein (bright, round, homogeneous) and a small
 perforating vein beside the nerve as look-alikes; the great saphenous vein in the
 subcutaneous fat. Patients carry a focal or an extended lesion (a thicker, hyperintense
-nerve). Every image has a smooth coil bias field and Rician noise; some patients have
+nerve); participants.tsv records its kind (``lesion``) and its true extent in slices of the
+stack (``lesion_first_slice``, ``lesion_last_slice``: full width at half maximum, ``n/a``
+without a lesion). Every image has a smooth coil bias field and Rician noise; some patients have
 motion ghosting along the phase-encoding (anterior-posterior) direction.
 
 Three raters (``OS``, ``BW``, ``AB``) outline the true nerve with their own bias and a
@@ -215,6 +217,24 @@ def lesion_profile(s: Subject, z: float) -> float:
     if s.lesion == "none":
         return 0.0
     return float(s.lesion_amplitude * np.exp(-0.5 * ((z - s.lesion_z) / (s.lesion_length / 2.5)) ** 2))
+
+
+def lesion_extent(s: Subject, size: PhantomSize) -> "tuple[int, int] | None":
+    """The true lesion as (first slice, last slice) of the stack: the slices whose swelling
+    (``lesion_profile``) is at least half the lesion's peak (its full width at half maximum,
+    clipped to the stack); None without a lesion or when it lies outside the stack."""
+    if s.lesion == "none":
+        return None
+    nz, sz = size.shape_xyz[2], size.spacing_xyz[2]
+    inside = [k for k in range(nz) if lesion_profile(s, s.z_start + k * sz) >= s.lesion_amplitude / 2]
+    return (inside[0], inside[-1]) if inside else None
+
+
+def _lesion_columns(s: Subject, size: PhantomSize) -> dict:
+    """participants.tsv columns recording the true lesion (``n/a`` without one)."""
+    extent = lesion_extent(s, size)
+    return {"lesion_first_slice": str(extent[0]) if extent else "n/a",
+            "lesion_last_slice": str(extent[1]) if extent else "n/a"}
 
 
 def _taper(z: float) -> float:
@@ -425,7 +445,8 @@ def write_phantom_registry(out: "str | os.PathLike", volunteers: int = 10, patie
                 mpath.parent.mkdir(parents=True, exist_ok=True)
                 sitk.WriteImage(_to_image(mask, grid, s.z_start), str(mpath), useCompression=True)
         rows = [Participant(s.participant_id, s.cohort, s.location,
-                            {"age": str(s.age), "sex": s.sex, "lesion": s.lesion}) for s in subjects]
+                            {"age": str(s.age), "sex": s.sex, "lesion": s.lesion, **_lesion_columns(s, grid)})
+                for s in subjects]
         write_participants(tmp / PARTICIPANTS_FILE, rows)
         write_rater_table(tmp / RATERS_FILE, [RaterRow(r, {"experience_rank": str(i)})
                                               for i, r in enumerate(RATERS, start=1)])

@@ -43,8 +43,8 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from nnunet_nerve.biomarkers import binary_mask
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.masks import binary_mask
 
 REPORT_NAME = "postprocessing_nerve.json"
 _STRUCTURE_3D = np.ones((3, 3, 3), dtype=bool)
@@ -70,6 +70,8 @@ class PostprocessResult:
     filled_slices: list = field(default_factory=list)
     filled_voxels: int = 0
     main_extent_slices: int = 0
+    #: One entry per removed group of components: first/last slice, voxels and why.
+    removed: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -137,14 +139,19 @@ def interpolate_gap(lower: np.ndarray, upper: np.ndarray, gap: int, spacing_yx) 
     """``gap`` 2D masks between slice masks ``lower`` and ``upper``: shape-based interpolation
     with centroid alignment. For the slice at fraction w of the way, both shapes are moved
     (whole pixels) to the blended centroid (1 - w) c_lower + w c_upper, and the result is
-    where (1 - w) d_lower + w d_upper < 0, d being the moved shapes' signed distances (mm)."""
+    where (1 - w) d_lower + w d_upper < 0, d being the moved shapes' signed distances (mm).
+    Pixels where the blend is exactly 0 (inside one shape's edge, outside the other's) are
+    split evenly, on a checkerboard: taking none of them shrinks a ragged shape by about a
+    fifth, taking all grows it by a tenth."""
     c0, c1 = (np.array(ndimage.center_of_mass(m)) for m in (lower, upper))
+    checker = (np.indices(lower.shape).sum(axis=0) % 2) == 0
     out = []
     for w in np.arange(1, gap + 1) / (gap + 1):
         target = (1 - w) * c0 + w * c1
         d0 = _signed_distance(_shifted(lower, target - c0), spacing_yx)
         d1 = _signed_distance(_shifted(upper, target - c1), spacing_yx)
-        out.append(((1 - w) * d0 + w * d1) < 0)
+        blend = (1 - w) * d0 + w * d1
+        out.append((blend < 0) | ((blend == 0) & checker))
     return out
 
 
@@ -228,14 +235,25 @@ def _postprocess_box(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Postp
         g["voxels"] += int(sizes[c])
     extent = {g: v["z1"] - v["z0"] + 1 for g, v in groups.items()}
     main = max(groups, key=lambda g: (extent[g], groups[g]["voxels"]))
-    keep_groups = {main}
-    candidates = [g for g in groups if g != main and extent[g] >= rule.min_extent_fraction * extent[main]]
-    if candidates:
-        main_mask = np.isin(comp, groups[main]["members"])
-        distance = ndimage.distance_transform_edt(~main_mask, sampling=(sz, sy, sx))
-        for g in candidates:
-            if distance[np.isin(comp, groups[g]["members"])].min() <= rule.max_branch_distance_mm:
-                keep_groups.add(g)
+    keep_groups, removed = {main}, []
+    distance = None
+    for g in sorted(groups, key=lambda g: groups[g]["z0"]):
+        if g == main:
+            continue
+        entry = {"first_slice": int(groups[g]["z0"]), "last_slice": int(groups[g]["z1"]),
+                 "voxels": groups[g]["voxels"]}
+        if extent[g] < rule.min_extent_fraction * extent[main]:
+            removed.append({**entry, "reason": f"short: {extent[g]} slice(s), under {rule.min_extent_fraction:g} "
+                                               f"of the nerve tube's {extent[main]}"})
+            continue
+        if distance is None:
+            distance = ndimage.distance_transform_edt(~np.isin(comp, groups[main]["members"]), sampling=(sz, sy, sx))
+        gap = float(distance[np.isin(comp, groups[g]["members"])].min())
+        if gap <= rule.max_branch_distance_mm:
+            keep_groups.add(g)
+        else:
+            removed.append({**entry, "reason": f"far: {gap:.1f} mm from the nerve tube, over "
+                                               f"{rule.max_branch_distance_mm:g} mm"})
 
     kept_components = [c for g in keep_groups for c in groups[g]["members"]]
     out = np.isin(comp, kept_components)
@@ -253,7 +271,7 @@ def _postprocess_box(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Postp
     return PostprocessResult(out, components=n, kept_components=len(kept_components),
                              removed_voxels=int(mask.sum() - np.isin(comp, kept_components).sum()),
                              filled_slices=sorted(filled_slices), filled_voxels=filled_voxels,
-                             main_extent_slices=int(extent[main]))
+                             main_extent_slices=int(extent[main]), removed=removed)
 
 
 # ----------------------------------------------------------------------------- files

@@ -64,3 +64,101 @@ def disc_area_tolerance(radius: float, spacing_yx) -> float:
     lies in a counted pixel, h = half the pixel diagonal; so the error is at most pi (2 r h + h^2)."""
     h = float(np.hypot(*spacing_yx)) / 2
     return float(np.pi * (2 * radius * h + h * h))
+
+
+# ----------------------------------------------------------------------------- network-like errors
+# The errors a 2D segmentation network makes, applied to any binary mask (z, y, x); used by the
+# biomarker tests and by benchmarks/bench_biomarker_stability.py.
+
+_RING = np.ones((3, 3), dtype=bool)
+
+
+def jitter_boundary(mask: np.ndarray, rng: np.random.Generator, p: float = 0.3) -> np.ndarray:
+    """One-pixel boundary jitter without bias: in every slice, each mask pixel with a background
+    8-neighbour (the inner ring) is removed with probability ``p``, and each background pixel
+    8-adjacent to the mask (the outer ring) is added with probability p x inner / outer, so that
+    the expected area is unchanged."""
+    from scipy import ndimage
+
+    out = mask.copy()
+    for z in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+        m = mask[z]
+        outer = ndimage.binary_dilation(m, _RING) & ~m
+        inner = m & ~ndimage.binary_erosion(m, _RING, border_value=0)
+        p_out = p * inner.sum() / max(int(outer.sum()), 1)
+        out[z] = (m | (outer & (rng.random(m.shape) < p_out))) & ~(inner & (rng.random(m.shape) < p))
+    return out
+
+
+def add_vein_blobs(mask: np.ndarray, spacing, rng: np.random.Generator, count: int = 2, slices=(3, 6),
+                   radius_mm=(2.0, 3.5), distance_mm=(12.0, 35.0), clearance_mm: float = 3.0,
+                   apart_mm: float = 15.0):
+    """Vein-like false positives away from the nerve: ``count`` short straight tubes of
+    ``slices`` (min, max) slices and radius ``radius_mm``, whose axis lies ``distance_mm`` from
+    the nerve's centroid in a random direction, at least ``clearance_mm`` from every nerve
+    voxel of their slices, inside the grid, and ``apart_mm`` from the axes of the blobs placed
+    before (independent look-alikes, not one long vessel in pieces). Returns (mask with the
+    blobs, [(first, last) slice of each blob])."""
+    from scipy import ndimage
+
+    sz, sy, sx = spacing
+    nz, ny, nx = mask.shape
+    nerve_z = np.flatnonzero(mask.reshape(nz, -1).any(axis=1))
+    y, x = np.arange(ny)[:, None] * sy, np.arange(nx)[None, :] * sx
+    out, placed, axes = mask.copy(), [], []
+    for _ in range(count):
+        for _attempt in range(100):
+            length = int(rng.integers(slices[0], slices[1] + 1))
+            first = int(rng.integers(nerve_z[0], max(nerve_z[-1] - length + 2, nerve_z[0] + 1)))
+            zs = [z for z in range(first, first + length) if z < nz and mask[z].any()]
+            ys, xs = np.nonzero(mask[zs[0]])
+            heading, d, r = rng.uniform(0, 2 * np.pi), rng.uniform(*distance_mm), rng.uniform(*radius_mm)
+            cx, cy = xs.mean() * sx + d * np.cos(heading), ys.mean() * sy + d * np.sin(heading)
+            disc = (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+            if not (r <= cx <= nx * sx - r and r <= cy <= ny * sy - r) \
+                    or any(np.hypot(cx - ax, cy - ay) < apart_mm for ax, ay in axes):
+                continue
+            clear = all(ndimage.distance_transform_edt(~mask[z], sampling=(sy, sx))[disc].min() >= clearance_mm
+                        for z in zs)
+            if clear:
+                for z in zs:
+                    out[z] |= disc
+                placed.append((zs[0], zs[-1]))
+                axes.append((cx, cy))
+                break
+    return out, placed
+
+
+def drop_slices(mask: np.ndarray, first: int, last: int) -> np.ndarray:
+    """The mask with slices first..last (inclusive) emptied: a missed slice."""
+    out = mask.copy()
+    out[first:last + 1] = False
+    return out
+
+
+def drop_small_branch(mask: np.ndarray, first: int, last: int) -> np.ndarray:
+    """The mask without the smaller of the two largest 2D components (8-connectivity) on slices
+    first..last: a missed small branch."""
+    from scipy import ndimage
+
+    out = mask.copy()
+    for z in range(first, last + 1):
+        labels, n = ndimage.label(mask[z], structure=_RING)
+        if n >= 2:
+            areas = np.bincount(labels.ravel())[1:]
+            out[z][labels == int(np.argsort(-areas, kind="stable")[1]) + 1] = False
+    return out
+
+
+def split_slices(mask: np.ndarray, min_fraction: float = 0.1) -> list:
+    """Slices whose second-largest 2D component holds at least ``min_fraction`` of the slice's mask."""
+    from scipy import ndimage
+
+    out = []
+    for z in range(mask.shape[0]):
+        labels, n = ndimage.label(mask[z], structure=_RING)
+        if n >= 2:
+            areas = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+            if areas[1] >= min_fraction * areas.sum():
+                out.append(z)
+    return out

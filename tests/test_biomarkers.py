@@ -104,7 +104,9 @@ def test_thickened_segment_is_flagged_and_a_normal_tube_is_not(tmp_path):
     assert lesion["segments"][0]["length_mm"] == pytest.approx(len(thick) * SPACING[0])
     rows = read_csv(out / "slices.csv")
     assert {int(r["slice"]) for r in rows if r["lesion"] == "1"} == thick
-    assert lesion["csa_centre_mm2"] == pytest.approx(np.pi * 9, abs=disc_area_tolerance(3.0, SPACING[1:]))
+    assert lesion["references"]["sciatic"]["csa_centre_mm2"] == pytest.approx(np.pi * 9,
+                                                                              abs=disc_area_tolerance(3.0, SPACING[1:]))
+    assert {r["lesion_reference"] for r in rows} == {"subject sciatic"}
 
     normal = nerve_biomarkers(tube((24, 24), 3.0), SPACING, t2_image(tube((24, 24), 3.0)))
     assert normal.summary["lesion"]["burden"] == 0 and normal.summary["lesion"]["segments"] == []
@@ -119,7 +121,7 @@ def test_hyperintense_segment_is_flagged_by_signal():
     assert [(s["first_slice"], s["last_slice"], s["criteria"]) for s in res.summary["lesion"]["segments"]] \
         == [(30, 33, ["signal"])]
     # reference: the middle intensity class, muscle (100), not air (0) or fat (300) -> nerve at about 1.5
-    assert res.summary["lesion"]["signal_centre"] == pytest.approx(1.5, abs=0.02)
+    assert res.summary["lesion"]["references"]["sciatic"]["signal_centre"] == pytest.approx(1.5, abs=0.02)
     assert res.slices[31]["signal_mean_norm"] == pytest.approx(2.4, abs=0.03)
 
 
@@ -135,7 +137,8 @@ def test_split_into_branches_named_by_size_or_by_side():
     mask, big_x, small_x = _split_mask(small_at_larger_x=False)
     res = nerve_biomarkers(mask, SPACING)
     s = res.summary
-    assert s["split"] == {"found": True, "first_slice": 20, "last_slice": NZ - 1, "naming": "size"}
+    assert s["split"] == {"found": True, "first_slice": 20, "last_slice": NZ - 1, "naming": "volume",
+                          "trunk": "first slices", "merged_slices": []}
     assert [row["region"] for row in res.slices] == ["sciatic"] * 20 + ["split"] * 20
     tibial = np.median([row["tibial_csa_mm2"] for row in res.slices[20:]])
     peroneal = np.median([row["peroneal_csa_mm2"] for row in res.slices[20:]])
@@ -166,50 +169,83 @@ def test_side_option_through_the_cli(tmp_path):
 
 def test_normative_reference_flags_an_extended_lesion(tmp_path, nnunet_env):
     """A nerve thickened along its whole length is normal against itself but a lesion against
-    the volunteers' reference (the batch form over a converted dataset, named by its id)."""
+    the volunteers' reference of its thigh location (the batch form over a converted dataset,
+    named by its id); a location with too few volunteers is refused and says so."""
     ds = Path(nnunet_env["nnUNet_raw"]) / "Dataset901_Tubes"
     (ds / "imagesTr").mkdir(parents=True)
     (ds / "labelsTr").mkdir()
-    cases = {"sub-01": ("volunteer", 3.0), "sub-02": ("volunteer", 3.2), "sub-03": ("patient", 4.5)}
-    for case, (_, r) in cases.items():
+    cases = {"sub-01": ("volunteer", "distal", 3.0), "sub-02": ("volunteer", "distal", 3.2),
+             "sub-03": ("volunteer", "distal", 3.1), "sub-04": ("volunteer", "medial", 3.1),
+             "sub-05": ("patient", "distal", 4.5), "sub-06": ("patient", "medial", 4.5)}
+    for case, (_, _, r) in cases.items():
         mask = tube((24, 24), r)
         write(ds / "imagesTr" / f"{case}_0000.nii.gz", t2_image(mask))
         write(ds / "labelsTr" / f"{case}.nii.gz", mask)
     (ds / "participants.tsv").write_text("participant_id\tcohort\tlocation\n"
-                                         + "".join(f"{c}\t{k}\tdistal\n" for c, (k, _) in cases.items()))
+                                         + "".join(f"{c}\t{k}\t{loc}\n" for c, (k, loc, _) in cases.items()))
     out = tmp_path / "out"
     proc = cli("biomarkers", "--masks", ds / "labelsTr", "--dataset", "901", "--out", out, "--reference", ds)
-    assert "normative reference from 2 volunteer(s)" in proc.stdout
+    assert "normative reference distal: 3 volunteer(s); per region sciatic 3" in proc.stdout
+    assert "normative reference medial: 1 volunteer(s); per region sciatic 1" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "reference.json", *sorted(cases)]
     rows = {r["case"]: r for r in read_csv(out / "cases.csv")}
-    assert rows["sub-03"]["cohort"] == "patient" and float(rows["sub-03"]["lesion_burden"]) == 1.0
-    assert float(rows["sub-01"]["lesion_burden"]) == 0.0 and float(rows["sub-02"]["lesion_burden"]) == 0.0
-    patient = json.loads((out / "sub-03" / "summary.json").read_text())
-    assert patient["lesion"]["reference"]["kind"] == "normative"
-    assert patient["lesion"]["reference"]["cases"] == ["sub-01", "sub-02"]
+    assert rows["sub-05"]["cohort"] == "patient" and float(rows["sub-05"]["lesion_burden"]) == 1.0
+    assert all(float(rows[c]["lesion_burden"]) == 0.0 for c in ("sub-01", "sub-02", "sub-03", "sub-04"))
+    patient = json.loads((out / "sub-05" / "summary.json").read_text())
+    assert patient["lesion"]["reference"] == {"kind": "normative", "source": str(ds), "location": "distal",
+                                              "notes": []}
+    assert patient["lesion"]["references"]["sciatic"]["label"] == "normative distal sciatic (3 volunteers)"
+    assert {r["lesion_reference"] for r in read_csv(out / "sub-05" / "slices.csv")} \
+        == {"normative distal sciatic (3 volunteers)"}
+    # the medial patient: one medial volunteer is below the minimum, so its own nerve is the reference
+    medial = json.loads((out / "sub-06" / "summary.json").read_text())
+    assert medial["lesion"]["references"]["sciatic"]["label"] == "subject sciatic"
+    assert any("medial sciatic: normative reference refused, 1 volunteer(s)" in note
+               for note in medial["lesion"]["reference"]["notes"])
+    assert float(rows["sub-06"]["lesion_burden"]) == 0.0
     reference = NormativeReference.from_json_file(out / "reference.json")
-    assert reference.slices == 2 * NZ
+    assert reference.volunteers == {"all": ["sub-01", "sub-02", "sub-03", "sub-04"],
+                                    "distal": ["sub-01", "sub-02", "sub-03"], "medial": ["sub-04"]}
+    assert reference.regions["distal"]["sciatic"]["slices"] == 3 * NZ
 
     own = nerve_biomarkers(tube((24, 24), 4.5), SPACING)
     assert own.summary["lesion"]["burden"] == 0.0
-    # the saved reference is reusable
-    image = ds / "imagesTr" / "sub-03_0000.nii.gz"
-    cli("biomarkers", "--image", image, "--mask", ds / "labelsTr" / "sub-03.nii.gz", "--out", tmp_path / "again",
-        "--reference", out / "reference.json")
+    # the saved reference is reusable; one scan gives its location with --location
+    image = ds / "imagesTr" / "sub-05_0000.nii.gz"
+    cli("biomarkers", "--image", image, "--mask", ds / "labelsTr" / "sub-05.nii.gz", "--out", tmp_path / "again",
+        "--reference", out / "reference.json", "--location", "distal")
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["lesion"]["burden"] == 1.0
+    # an unknown location is compared with every location's volunteers, and says so
+    cli("biomarkers", "--image", image, "--mask", ds / "labelsTr" / "sub-05.nii.gz", "--out", tmp_path / "pooled",
+        "--reference", out / "reference.json")
+    pooled = json.loads((tmp_path / "pooled" / "summary.json").read_text())["lesion"]
+    assert pooled["burden"] == 1.0 and pooled["references"]["sciatic"]["label"] == "normative all sciatic (4 volunteers)"
+    assert pooled["reference"]["notes"][0].startswith("location unknown")
 
 
-def test_postprocess_option_measures_the_cleaned_mask(tmp_path):
-    from nnunet_nerve.biomarkers import biomarkers_from_files
+def test_postprocessing_is_the_default_and_the_summary_lists_what_it_removed(tmp_path):
+    from nnunet_nerve.biomarkers import MASK_POSTPROCESSED, MASK_RAW, biomarkers_from_files
 
     nerve = tube((24, 24), 3.0)
     blob = tube((40, 40), 2.5) & (np.arange(NZ) < 4)[:, None, None]
     image, mask_path = scan(tmp_path, nerve | blob)
-    raw = biomarkers_from_files(image, mask_path)
-    cleaned = biomarkers_from_files(image, mask_path, postprocess=True)
-    assert raw.summary["voxels"] == int((nerve | blob).sum()) and raw.summary["split"]["found"]
+    raw = biomarkers_from_files(image, mask_path, postprocess=False)
+    cleaned = biomarkers_from_files(image, mask_path)
+    assert raw.summary["mask_used"] == MASK_RAW and raw.summary["postprocessing"] is None
+    assert raw.summary["voxels"] == int((nerve | blob).sum())
+    assert cleaned.summary["mask_used"] == MASK_POSTPROCESSED
     assert cleaned.summary["voxels"] == int(nerve.sum()) and not cleaned.summary["split"]["found"]
     assert cleaned.summary["postprocessing"]["removed_voxels"] == int(blob.sum())
+    assert [(r["first_slice"], r["last_slice"], r["voxels"]) for r in cleaned.summary["postprocessing"]["removed"]] \
+        == [(0, 3, int(blob.sum()))]
+    assert cleaned.summary["postprocessing"]["removed"][0]["reason"].startswith("short: 4 slice(s)")
+    out, out_raw = tmp_path / "out", tmp_path / "raw"
+    assert f"post-processed mask (removed {int(blob.sum())} voxel(s) in 1 component group(s)" in \
+        cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out).stdout
+    assert "raw (not post-processed) mask: " in \
+        cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out_raw, "--no-postprocess").stdout
+    assert json.loads((out / "summary.json").read_text())["mask_used"] == MASK_POSTPROCESSED
+    assert json.loads((out_raw / "summary.json").read_text())["voxels"] == int((nerve | blob).sum())
 
 
 def test_empty_mask_says_no_nerve_found(tmp_path):
@@ -300,41 +336,55 @@ def test_real_header_data(tmp_path, shared_data):
 
 def test_phantom_registry_batch_with_normative_reference(tmp_path):
     """The synthetic registry as the image source (sub-*/anat/*_T2w) and, through the raters'
-    majority vote, as the normative reference; one rater's masks stand in for predictions.
-    Its stacks split towards the knee with the peroneal branch lateral and smaller, and its
-    patients carry focal or extended nerve swellings."""
+    majority vote, as the normative reference; the consensus masks stand in for predictions.
+    Its distal stacks split towards the knee with the peroneal branch lateral and smaller, and
+    its patients carry a focal or an extended nerve swelling whose true extent participants.tsv
+    records (seed 11: four distal volunteers, a focal and an extended distal patient)."""
+    from nnunet_nerve.consensus import majority_vote
     from nnunet_nerve.phantom import write_phantom_registry
     from nnunet_nerve.registry import scan_registry
 
-    registry = write_phantom_registry(tmp_path / "registry", volunteers=3, patients=3, seed=0, log=None)
+    registry = write_phantom_registry(tmp_path / "registry", volunteers=4, patients=2, seed=11, log=None)
     scanned = scan_registry(registry)
     masks = tmp_path / "masks"
     masks.mkdir()
     for pid in scanned.participant_ids:
-        (masks / f"{pid}.nii.gz").write_bytes(scanned.files[pid].masks["OS"].read_bytes())
+        raters = [sitk.ReadImage(str(p)) for p in scanned.files[pid].masks.values()]
+        vote = sitk.GetImageFromArray(majority_vote([sitk.GetArrayFromImage(r) for r in raters]).astype(np.uint8))
+        vote.CopyInformation(raters[0])
+        sitk.WriteImage(vote, str(masks / f"{pid}.nii.gz"))
     own, normative = tmp_path / "own", tmp_path / "normative"
     cli("biomarkers", "--masks", masks, "--dataset", registry, "--out", own, "--side", "right")
-    cli("biomarkers", "--masks", masks, "--dataset", registry, "--out", normative, "--reference", registry)
-    lesion = {p.participant_id: p.extra["lesion"] for p in scanned.participants}
+    cli("biomarkers", "--masks", masks, "--dataset", registry, "--out", normative, "--reference", registry,
+        "--side", "right")
+    participants = {p.participant_id: p for p in scanned.participants}
+    assert {p.location for p in participants.values()} == {"distal"}
     rows_own = {r["case"]: r for r in read_csv(own / "cases.csv")}
     rows_norm = {r["case"]: r for r in read_csv(normative / "cases.csv")}
     reference = json.loads((normative / "reference.json").read_text())
-    assert reference["cases"] == sorted(p for p, k in lesion.items() if k == "none")
-    for pid, kind in lesion.items():
+    volunteers = sorted(p for p, row in participants.items() if row.extra["lesion"] == "none")
+    assert reference["volunteers"]["distal"] == volunteers
+    for pid, p in participants.items():
+        kind = p.extra["lesion"]
         burden_own, burden_norm = float(rows_own[pid]["lesion_burden"]), float(rows_norm[pid]["lesion_burden"])
+        segments = json.loads((own / pid / "summary.json").read_text())["lesion"]["segments"]
         if kind == "none":
             assert burden_own == 0.0 and burden_norm == 0.0, pid
-        elif kind == "focal":
-            assert 0.0 < burden_own < 0.7, pid
+        elif kind == "focal":   # found against its own nerve, where participants.tsv says it is (within a slice)
+            first, last = int(p.extra["lesion_first_slice"]), int(p.extra["lesion_last_slice"])
+            assert len(segments) == 1, segments
+            assert abs(segments[0]["first_slice"] - first) <= 1 and abs(segments[0]["last_slice"] - last) <= 1
         else:   # extended along the whole stack: invisible against itself, visible against the volunteers
-            assert burden_own < 0.2 < burden_norm, pid
+            assert (p.extra["lesion_first_slice"], p.extra["lesion_last_slice"]) == ("0", str(SHAPE[0] // 2 - 1))
+            assert burden_own < 0.2 and burden_norm == 1.0, pid
     # the right leg's lateral side is -x here (the phantom puts medial at +x): by position the
-    # peroneal is the smaller branch, as the size rule says
+    # peroneal is the smaller branch, as the volume rule says
     for pid in rows_own:
         summary = json.loads((own / pid / "summary.json").read_text())
-        if summary["split"]["found"]:
-            branches = summary["branches"]
-            assert branches["peroneal"]["csa_corrected_mm2"]["median"] < branches["tibial"]["csa_corrected_mm2"]["median"]
+        assert summary["split"]["found"] and summary["split"]["naming"] == "lateral"
+        assert summary["split"]["trunk"] == "last slices"       # the stacks split towards the knee (slice 0)
+        branches = summary["branches"]
+        assert branches["peroneal"]["volume_mm3"] < branches["tibial"]["volume_mm3"]
 
 
 def test_diverging_branches_are_corrected_with_their_own_centrelines():

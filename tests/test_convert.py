@@ -62,7 +62,8 @@ def test_conversion_voxel_by_voxel(phantom, nnunet_env, tmp_path):
             np.testing.assert_array_equal(_array(out / "raters" / rater / f"{case}.nii.gz"), m)
     assert read_participants(out / "participants.tsv") == read_participants(phantom / "participants.tsv")
     header = (out / "participants.tsv").read_text().splitlines()[0].split("\t")
-    assert header == ["participant_id", "cohort", "location", "age", "sex", "lesion"]
+    assert header == ["participant_id", "cohort", "location", "age", "sex", "lesion", "lesion_first_slice",
+                      "lesion_last_slice"]
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["channel_names"] == {"0": "T2"} and meta["labels"] == {"background": 0, "nerve": 1}
     assert meta["numTraining"] == 8 and meta["file_ending"] == ".nii.gz"

@@ -2,6 +2,7 @@
 and finishes), run a third time (every stage skipped). Real nnU-Net commands throughout."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -52,10 +53,20 @@ def test_demo_interrupted_resumed_and_skipped(tmp_path):
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (out / link).is_file(), link
     assert (out / "evaluation" / "per_case.csv").is_file()
-    assert (out / "biomarkers" / "summary.json").is_file()
+    # the biomarkers come from the post-processed mask, and the report shows what post-processing did
+    summary = json.loads((out / "biomarkers" / "summary.json").read_text())
+    assert summary["mask_used"] == "post-processed" and summary["side"] == "right"
+    heldout = len(json.loads((out / "nnUNet_preprocessed" / "Dataset900_NervePhantom" / "splits_final.json")
+                             .read_text())[0]["val"])
+    assert "## Post-processing: Dice and HD95" in report and f"| FC-DenseNet | HD95 (mm) | {heldout} |" in report
+    assert "## Biomarker agreement with the consensus" in report
+    assert f"| nerve volume (mm³) | FC-DenseNet (automatic) | post-processed | {heldout} |" in report
+    assert f"| nerve volume (mm³) | OS (rater) | as drawn | {heldout} |" in report
+    assert (out / "evaluation" / "biomarker_agreement" / "bland_altman.png").is_file()
+    assert sorted(p.name for p in (out / "predictions_postprocessed").iterdir()) == ["FC-DenseNet", "nnU-Net"]
 
     third = run([script("nnunet-nerve"), "demo", str(out), *TINY], env=env, timeout=600).stdout
-    assert third.count("(done earlier, skipped)") == 9, third
+    assert third.count("(done earlier, skipped)") == 10, third
 
 
 def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path):

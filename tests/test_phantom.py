@@ -41,9 +41,12 @@ def test_registry_layout_geometry_and_validity(tmp_path):
     assert [r.cohort for r in rows] == ["volunteer"] * 2 + ["patient"] * 3
     assert all(r.location in ("distal", "medial") for r in rows[:2])
     assert all(r.location in ("distal", "medial", "proximal") for r in rows)
-    assert set(rows[0].extra) == {"age", "sex", "lesion"}
+    assert set(rows[0].extra) == {"age", "sex", "lesion", "lesion_first_slice", "lesion_last_slice"}
     assert [r.extra["lesion"] for r in rows[:2]] == ["none", "none"]
     assert all(r.extra["lesion"] in ("focal", "extended") for r in rows[2:])
+    assert all(r.extra["lesion_first_slice"] == r.extra["lesion_last_slice"] == "n/a" for r in rows[:2])
+    assert all(0 <= int(r.extra["lesion_first_slice"]) <= int(r.extra["lesion_last_slice"]) < SMALL.shape_xyz[2]
+               for r in rows[2:])
     image = sitk.ReadImage(str(image_path(out, "sub-003")))
     assert image.GetSize() == SMALL.shape_xyz and image.GetPixelID() == sitk.sitkInt16
     assert image.GetSpacing() == pytest.approx(SMALL.spacing_xyz)
@@ -119,7 +122,13 @@ def test_nerve_is_small_and_lesions_make_it_thicker_and_brighter(rendered):
         bright_lesion = image[k_lesion][truth[k_lesion] > 0].mean()
         bright_far = image[far][truth[far] > 0].mean()
         assert bright_lesion > bright_far
-
+        # the recorded extent is the full width at half maximum of the swelling, inside the stack
+        first, last = P.lesion_extent(s, SMALL)
+        assert first <= k_lesion <= last
+        swelling = np.array([P.lesion_profile(s, s.z_start + 4.0 * k) for k in range(truth.shape[0])])
+        inside = np.zeros(truth.shape[0], dtype=bool)
+        inside[first:last + 1] = True
+        assert swelling[inside].min() >= s.lesion_amplitude / 2 > swelling[~inside].max(initial=0.0)
 
 def test_raters_differ_like_real_raters(rendered):
     pairwise, to_truth, missed_branch = [], [], 0

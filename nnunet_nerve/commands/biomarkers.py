@@ -8,9 +8,12 @@ import argparse
 def add_parsers(sub) -> None:
     p = sub.add_parser(
         "biomarkers", help="nerve biomarkers: CSA and signal along the nerve, volume, lesion burden",
-        description="Per slice: cross-sectional area (raw and corrected for the centreline's obliquity), branches "
-                    "(sciatic, tibial, peroneal) and normalised T2 signal; per scan: volume, length, mean/max CSA "
-                    "and lesion burden. Writes slices.csv, summary.json, profile.png and mip.png per scan "
+        description="Per slice: cross-sectional area (raw and corrected for the centreline's obliquity), the parts "
+                    "of the nerve (sciatic trunk, tibial and peroneal branches, each followed through the stack) and "
+                    "normalised T2 signal; per scan: volume, length, mean/max CSA and lesion burden, each part "
+                    "judged against a reference of the same part. The mask is post-processed first (as `postprocess` "
+                    "does) unless --no-postprocess; output and summary.json say which mask was measured and what "
+                    "post-processing removed. Writes slices.csv, summary.json, profile.png and mip.png per scan "
                     "(definitions: docs/biomarkers.md). One scan: --image T2 --mask SEG --out DIR. A batch: "
                     "--masks FOLDER --dataset DIR_OR_ID --out DIR (one sub-folder per case and cases.csv).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -23,15 +26,23 @@ def add_parsers(sub) -> None:
                                          "Dataset<ID>_<NAME>; imagesTr/<case>_0000.nii.gz) or a registry folder")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--reference", help="normative lesion reference: the volunteers of a converted dataset "
-                                       "(folder, id or name) or registry, or a reference.json written before; "
-                                       "default: the subject's own nerve")
+                                       "(folder, id or name) or registry, kept per thigh location, or a "
+                                       "reference.json written before; default: the subject's own nerve")
+    p.add_argument("--location", choices=("distal", "medial", "proximal"),
+                   help="one scan: its thigh location, to pick the matching normative reference (a batch takes it "
+                        "from participants.tsv); unknown: the reference pooled over every location")
     p.add_argument("--side", choices=("left", "right"),
-                   help="the imaged leg; names the branches by position (peroneal = lateral) instead of by size "
+                   help="the imaged leg; names the branches by position (peroneal = lateral) instead of by volume "
                         "(peroneal = smaller)")
     p.add_argument("--k", type=float, default=3.0,
                    help="lesion threshold: centre + k x spread (the slice-to-slice noise, or the reference's spread) ...")
     p.add_argument("--min-excess", type=float, default=0.2, help="... and at least centre x (1 + this)")
-    p.add_argument("--postprocess", action="store_true", help="apply `postprocess` to the mask first")
+    p.add_argument("--min-lesion-slices", type=int, default=2,
+                   help="a lesion spans at least this many consecutive slices above threshold (shorter runs are "
+                        "reported as isolated outliers)")
+    p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
+                   help="post-process the mask first (keep the nerve tube, drop look-alikes, fill one-slice gaps); "
+                        "--no-postprocess measures the mask as it is")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_biomarkers, parser=p)
 
@@ -66,10 +77,13 @@ def _biomarkers(args) -> int:
         args.parser.error("one scan needs both --image and --mask")
     if not single and not (args.masks and args.dataset):
         args.parser.error("give --image and --mask, or --masks and --dataset")
-    options = dict(side=args.side, rule=LesionRule(k=args.k, min_excess=args.min_excess),
+    if args.location and not single:
+        args.parser.error("--location is for one scan; a batch takes each case's location from participants.tsv")
+    rule = LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices)
+    options = dict(side=args.side, rule=rule,
                    postprocess=args.postprocess, overwrite=args.overwrite, reference=args.reference, log=print)
     if single:
-        result = report_scan(args.image, args.mask, args.out, **options)
+        result = report_scan(args.image, args.mask, args.out, location=args.location, **options)
         if not result.nerve_found:
             print(f"warning: {args.mask}: {result.summary['message']}")
     else:

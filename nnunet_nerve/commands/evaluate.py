@@ -56,6 +56,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--allow-missing", action="store_true",
                    help="evaluate the cases that have predictions; the table lists what was left out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--biomarkers", action="store_true",
+                   help="also the biomarker agreement: nerve volume and mean CSA of each method (post-processed) and "
+                        "each rater against the consensus, Bland-Altman, in --out/biomarker_agreement/ "
+                        "(docs/biomarkers.md)")
     p.set_defaults(func=_evaluate)
 
 
@@ -86,5 +90,9 @@ def _evaluate(args) -> int:
     evaluation = evaluate(info, methods, progress=lambda s: print(s, flush=True), hd95=args.hd95)
     out = write_report(evaluation, args.out, overwrite=args.overwrite, progress=lambda s: print(s, flush=True),
                        paper_reference=args.paper_reference)
+    if args.biomarkers:
+        from nnunet_nerve.biomarker_agreement import evaluation_agreement
+
+        evaluation_agreement(info, methods, Path(out) / "biomarker_agreement", progress=lambda s: print(s, flush=True))
     print(f"wrote {out}/table1.md (and per_case.csv, table1.csv, statistics.csv, figure2.png, timing.csv)")
     return 0

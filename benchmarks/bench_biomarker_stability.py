@@ -1,0 +1,250 @@
+"""Are the biomarkers stable under the errors a segmentation network makes, and do they find
+the lesions that are there?
+
+    .venv/bin/python benchmarks/bench_biomarker_stability.py [--volunteers 10] [--patients 42]
+        [--seed 0] [--variants 2] [--size small] [--json FILE]
+
+The synthetic registry (``nnunet_nerve.phantom``, rendered in memory; the paper's 10
+volunteers and 42 patients by default): each subject's consensus mask (the raters'
+majority vote) is the reference measurement. ``--variants`` noisy masks per subject add
+the errors a 2D network makes (``tests/nerve_tubes.py``), all of them at once:
+
+* one-pixel boundary jitter: every boundary pixel of the nerve removed with probability
+  0.3, and pixels just outside it added with the probability that keeps the expected area;
+* two vein-like blobs away from the nerve: straight tubes of 3-6 slices, radius 2-3.5 mm,
+  their axis 12-35 mm from the nerve's centroid, at least 3 mm from every nerve voxel and
+  15 mm from each other;
+* a missed slice: one nerve slice (not the first or last) emptied;
+* a missed small branch (stacks that split): the smaller branch gone on one split slice
+  (``--missed-branch-slices``: on that many consecutive ones), as the registry's raters
+  miss it.
+
+Every mask is measured as ``nnunet-nerve biomarkers`` measures it (post-processed by
+default; ``raw`` rows with ``--no-postprocess``), with the imaged leg known (the phantom is
+a right leg). Lesions are judged against the subject's own nerve (``own``) and against the
+volunteers' consensus masks of the same thigh location (``normative``; each volunteer
+against the others, leave-one-out).
+
+Goals (issue 15), per noisy mask against its consensus: the median over nerve slices of
+|CSA - consensus CSA| / consensus CSA (obliquity-corrected, over the consensus's nerve
+slices) at most 10 %, reported pooled over all slices and per mask; nerve volume within
+5 %; the same lesion segments (as many, each first and last slice within one slice) in
+every patient; no lesion in any volunteer. Lesions against the truth
+(participants.tsv's ``lesion_first_slice`` / ``lesion_last_slice``, the swelling's full width
+at half maximum): a true lesion is found when a segment overlaps it; false lesions are
+segments in volunteers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import nerve_tubes  # noqa: E402  (the network-like errors, shared with the tests)
+
+from nnunet_nerve.biomarkers import NormativeReference, lateral_vector, nerve_biomarkers  # noqa: E402
+from nnunet_nerve.consensus import majority_vote  # noqa: E402
+from nnunet_nerve.phantom import SIZES, lesion_extent, phantom_subjects, render_subject  # noqa: E402
+from nnunet_nerve.postprocess import postprocess_nerve  # noqa: E402
+
+#: The phantom's stacks are right legs in an identity grid: lateral is -x.
+LATERAL = lateral_vector((1, 0, 0, 0, 1, 0, 0, 0, 1), "right")
+MODES = ("post-processed", "raw")
+GOALS = {"csa": 0.10, "volume": 0.05}
+
+
+def noisy_mask(consensus: np.ndarray, spacing, rng: np.random.Generator, branch_slices: int = 1
+               ) -> tuple[np.ndarray, list]:
+    """The consensus with every error of the module docstring; (mask, errors applied)."""
+    mask = nerve_tubes.jitter_boundary(consensus, rng)
+    applied = ["boundary jitter"]
+    nerve_z = np.flatnonzero(consensus.reshape(consensus.shape[0], -1).any(axis=1))
+    split = nerve_tubes.split_slices(consensus)
+    starts = [z for z in split if all(z + i in split for i in range(branch_slices))]
+    if starts:
+        first = int(rng.choice(starts))
+        mask = nerve_tubes.drop_small_branch(mask, first, first + branch_slices - 1)
+        applied.append(f"missed small branch {first}-{first + branch_slices - 1}")
+    missed = int(rng.choice(nerve_z[1:-1]))
+    mask = nerve_tubes.drop_slices(mask, missed, missed)
+    applied.append(f"missed slice {missed}")
+    mask, blobs = nerve_tubes.add_vein_blobs(mask, spacing, rng, count=2)
+    applied += [f"vein blob {a}-{b}" for a, b in blobs]
+    return mask, applied
+
+
+def measure(mask, spacing, image, mode: str, reference=None, location=None):
+    if mode == "post-processed":
+        mask = postprocess_nerve(mask, spacing).mask
+    return nerve_biomarkers(mask, spacing, image, lateral_xy=LATERAL, reference=reference, location=location)
+
+
+def render(volunteers: int, patients: int, seed: int, size: str) -> list:
+    grid = SIZES[size]
+    spacing = tuple(reversed(grid.spacing_xyz))
+    out = []
+    for i, s in enumerate(phantom_subjects(volunteers, patients, grid, seed)):
+        image, masks, _ = render_subject(s, grid, seed, i)
+        out.append({"id": s.participant_id, "cohort": s.cohort, "location": s.location, "lesion": s.lesion,
+                    "truth": lesion_extent(s, grid), "image": image, "spacing": spacing,
+                    "consensus": majority_vote(list(masks.values())).astype(bool)})
+    return out
+
+
+def normative_references(subjects: list) -> dict:
+    """Per subject: the volunteers' reference (leave-one-out for a volunteer)."""
+    volunteers = {s["id"]: measure(s["consensus"], s["spacing"], s["image"], "raw")
+                  for s in subjects if s["cohort"] == "volunteer"}
+    locations = {s["id"]: s["location"] for s in subjects}
+    out = {}
+    for s in subjects:
+        others = {c: r for c, r in volunteers.items() if c != s["id"]}
+        out[s["id"]] = NormativeReference.from_results("phantom volunteers", others, locations)
+    return out
+
+
+def segments(result) -> list:
+    return [(g["first_slice"], g["last_slice"]) for g in result.summary["lesion"]["segments"]]
+
+
+def same_segments(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(abs(x[0] - y[0]) <= 1 and abs(x[1] - y[1]) <= 1 for x, y in zip(a, b))
+
+
+def csa_errors(result, consensus) -> list:
+    """|CSA - consensus CSA| / consensus CSA over the consensus's nerve slices."""
+    return [abs(r["csa_corrected_mm2"] - c["csa_corrected_mm2"]) / c["csa_corrected_mm2"]
+            for r, c in zip(result.slices, consensus.slices) if c["voxels"] > 0]
+
+
+def found(truth, found_segments: list) -> bool:
+    return any(a <= truth[1] and b >= truth[0] for a, b in found_segments)
+
+
+def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int = 2, size: str = "small",
+        branch_slices: int = 1) -> dict:
+    started = time.perf_counter()
+    subjects = render(volunteers, patients, seed, size)
+    references = normative_references(subjects)
+    rng = np.random.default_rng([seed, 15])
+    cases = []
+    for s in subjects:
+        spacing, image, ref = s["spacing"], s["image"], references[s["id"]]
+        consensus = {"own": measure(s["consensus"], spacing, image, "post-processed"),
+                     "normative": measure(s["consensus"], spacing, image, "post-processed", ref, s["location"])}
+        row = {k: s[k] for k in ("id", "cohort", "location", "lesion", "truth")}
+        row["consensus"] = {name: segments(res) for name, res in consensus.items()}
+        row["variants"] = []
+        for _ in range(variants):
+            mask, applied = noisy_mask(s["consensus"], spacing, rng, branch_slices)
+            variant = {"errors": applied}
+            for mode in MODES:
+                own = measure(mask, spacing, image, mode)
+                normative = measure(mask, spacing, image, mode, ref, s["location"])
+                errors = csa_errors(own, consensus["own"])
+                variant[mode] = {
+                    "csa_error": float(np.median(errors)), "csa_errors": errors,
+                    "volume_error": abs(own.summary["volume_mm3"] - consensus["own"].summary["volume_mm3"])
+                    / consensus["own"].summary["volume_mm3"],
+                    "segments": {"own": segments(own), "normative": segments(normative)},
+                    "references": {"own": own.summary["lesion"]["reference"]["kind"],
+                                   "normative": normative.summary["lesion"]["reference"]["kind"]},
+                }
+            row["variants"].append(variant)
+        cases.append(row)
+    return {"cases": cases, "seed": seed, "size": size, "variants": variants,
+            "seconds": time.perf_counter() - started}
+
+
+def _pct(values) -> str:
+    v = 100 * np.asarray(values)
+    return f"{np.median(v):5.1f} % (worst {v.max():5.1f} %)"
+
+
+def report(result: dict) -> str:
+    cases = result["cases"]
+    n_masks = sum(len(c["variants"]) for c in cases)
+    lines = [f"{len(cases)} subjects ({sum(c['cohort'] == 'volunteer' for c in cases)} volunteers), "
+             f"{result['variants']} noisy mask(s) each, phantom size {result['size']}, seed {result['seed']}",
+             "",
+             "Stability: noisy mask against its consensus (goals: CSA error <= 10 %, volume <= 5 %, same lesion "
+             "segments in every patient, no lesion in any volunteer)",
+             f"{'mask':<15} | {'CSA error: pooled median':>24} | {'per mask: median':<28} | {'CSA <= 10 %':>11} | "
+             f"{'volume error: median':<28} | "
+             f"{'vol <= 5 %':>10} | {'same segments own / norm':>24} | {'volunteer masks with a lesion own / norm':>40}"]
+    for mode in MODES:
+        csa = [v[mode]["csa_error"] for c in cases for v in c["variants"]]
+        vol = [v[mode]["volume_error"] for c in cases for v in c["variants"]]
+        patients = [(c, v) for c in cases if c["cohort"] == "patient" for v in c["variants"]]
+        vols = [(c, v) for c in cases if c["cohort"] == "volunteer" for v in c["variants"]]
+        same = {ref: sum(same_segments(v[mode]["segments"][ref], c["consensus"][ref]) for c, v in patients)
+                for ref in ("own", "normative")}
+        false = {ref: sum(bool(v[mode]["segments"][ref]) for _, v in vols) for ref in ("own", "normative")}
+        pooled = 100 * np.median([e for c in cases for v in c["variants"] for e in v[mode]["csa_errors"]])
+        lines.append(f"{mode:<15} | {pooled:22.1f} % | {_pct(csa):<28} | "
+                     f"{sum(e <= GOALS['csa'] for e in csa):>5} of {len(csa):<3} | "
+                     f"{_pct(vol):<28} | {sum(e <= GOALS['volume'] for e in vol):>4} of {len(vol):<3} | "
+                     f"{same['own']:>7} / {same['normative']:<3} of {len(patients):<4} | "
+                     f"{false['own']:>15} / {false['normative']:<3} of {len(vols):<4}")
+    lines += ["", "Lesions against the truth (found: a segment overlaps the true extent)",
+              f"{'mask':<26} | {'focal found':>14} | {'extended found':>14} | {'false lesions per volunteer':>27} | "
+              f"{'patient segments off the lesion':>31}"]
+    for source in ("consensus", *MODES):
+        for ref in ("own", "normative"):
+            def segs(c):
+                return ([c["consensus"][ref]] if source == "consensus"
+                        else [v[source]["segments"][ref] for v in c["variants"]])
+            kinds = {}
+            for kind in ("focal", "extended"):
+                hits = [found(c["truth"], s) for c in cases if c["lesion"] == kind and c["truth"] for s in segs(c)]
+                kinds[kind] = f"{sum(hits)} of {len(hits)}"
+            volunteer = [len(s) for c in cases if c["cohort"] == "volunteer" for s in segs(c)]
+            off = [sum(not found(c["truth"], [g]) for g in s) for c in cases if c["cohort"] == "patient" and c["truth"]
+                   for s in segs(c)]
+            lines.append(f"{source + ' / ' + ref:<26} | {kinds['focal']:>14} | {kinds['extended']:>14} | "
+                         f"{np.mean(volunteer) if volunteer else 0:>27.2f} | {sum(off):>15} in {len(off):<3} masks")
+    fallback = sum(v[m]["references"]["normative"] != "normative" for c in cases for v in c["variants"] for m in MODES)
+    lines += ["", f"normative: {fallback} of {2 * n_masks} measurements had no reference at their location and used "
+                  "the subject's own (fewer than 3 volunteers)" if fallback else ""]
+    def misses(c, m):
+        return (m["csa_error"] > GOALS["csa"] or m["volume_error"] > GOALS["volume"]
+                or (c["cohort"] == "volunteer" and bool(m["segments"]["own"]))
+                or (c["cohort"] == "patient" and not same_segments(m["segments"]["own"], c["consensus"]["own"])))
+
+    failing = [(c["id"], c["cohort"], v["errors"], v["post-processed"]) for c in cases for v in c["variants"]
+               if misses(c, v["post-processed"])]
+    if failing:
+        lines += ["post-processed masks missing a goal (own reference):"]
+        for pid, cohort, errors, m in failing:
+            case = next(c for c in cases if c["id"] == pid)
+            lines.append(f"  {pid} {cohort:<9} CSA {100 * m['csa_error']:.1f} %, "
+                         f"volume {100 * m['volume_error']:.1f} %, segments {m['segments']['own']} "
+                         f"vs consensus {case['consensus']['own']}; {', '.join(errors)}")
+    lines.append(f"{result['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--volunteers", type=int, default=10)
+    parser.add_argument("--patients", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", type=int, default=2, help="noisy masks per subject")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small", help="phantom size (paper: slow)")
+    parser.add_argument("--missed-branch-slices", type=int, default=1,
+                        help="consecutive split slices on which the small branch is missed")
+    parser.add_argument("--json", help="also write every case's numbers here")
+    args = parser.parse_args()
+    result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices)
+    print(report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
