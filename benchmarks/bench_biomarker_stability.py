@@ -4,7 +4,7 @@ the lesions that are there?
     .venv/bin/python benchmarks/bench_biomarker_stability.py [--volunteers 10] [--patients 42]
         [--seed 0] [--variants 2] [--size small] [--json FILE]
 
-The synthetic registry (``nnunet_nerve.phantom``, rendered in memory; the paper's 10
+The synthetic registry (``nnunet_nerve.registry.phantom``, rendered in memory; the paper's 10
 volunteers and 42 patients by default): each subject's consensus mask (the raters'
 majority vote) is the reference measurement. ``--variants`` noisy masks per subject add
 the errors a 2D network makes (``tests/nerve_tubes.py``), all of them at once:
@@ -47,10 +47,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import nerve_tubes  # noqa: E402  (the network-like errors, shared with the tests)
 
-from nnunet_nerve.biomarkers import NormativeReference, lateral_vector, nerve_biomarkers  # noqa: E402
-from nnunet_nerve.consensus import majority_vote  # noqa: E402
-from nnunet_nerve.phantom import SIZES, lesion_extent, phantom_subjects, render_subject  # noqa: E402
-from nnunet_nerve.postprocess import postprocess_nerve  # noqa: E402
+from nnunet_nerve.biomarkers.measures import NormativeReference, lateral_vector, nerve_biomarkers  # noqa: E402
+from nnunet_nerve.registry.consensus import majority_vote  # noqa: E402
+from nnunet_nerve.registry.phantom import SIZES, lesion_extent, phantom_subjects, render_subject  # noqa: E402
+from nnunet_nerve.biomarkers.postprocess import postprocess_nerve  # noqa: E402
 
 #: The phantom's stacks are right legs in an identity grid: lateral is -x.
 LATERAL = lateral_vector((1, 0, 0, 0, 1, 0, 0, 0, 1), "right")

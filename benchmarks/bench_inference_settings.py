@@ -12,8 +12,8 @@ patch of overlap; 1.0 no overlap) and test-time mirroring off and on, the real
 number of scans, and the same command with ``--continue_prediction`` (every output exists: it
 only starts up and loads the model) gives the fixed start-up, so "net s per scan" is
 (wall - start-up) / scans. Each setting's predictions are scored against the Auto-GT with the
-package's own ``nnunet_nerve.metrics.dice`` and ``hd95_surface`` (masks read with
-``nnunet_nerve.evaluation.load_binary_mask``), and compared voxel by voxel with the default's.
+package's own ``nnunet_nerve.evaluation.metrics.dice`` and ``hd95_surface`` (masks read with
+``nnunet_nerve.evaluation.evaluator.load_binary_mask``), and compared voxel by voxel with the default's.
 
 Mirroring on: FCDenseNetTrainer (and so FCDenseNetTrainer_demo) allows no test-time mirroring
 (the paper used none): its checkpoint stores ``inference_allowed_mirroring_axes = None``, which
@@ -74,8 +74,8 @@ def prepare_workdir(path: "str | os.PathLike | None") -> Path:
 
 def demo_inputs(demo: Path) -> dict:
     """The demo's layout: results, model folder, held-out images, cases and their Auto-GT paths."""
-    from nnunet_nerve.dataset_info import load_dataset_info
-    from nnunet_nerve.demo import DemoLayout
+    from nnunet_nerve.registry.dataset_info import load_dataset_info
+    from nnunet_nerve.app.demo import DemoLayout
 
     layout = DemoLayout(Path(demo).resolve())
     fold = layout.fold_dir(TRAINER)
@@ -113,7 +113,7 @@ def planned_tile_model_copy(model_folder: Path, results_root: Path, dataset_name
     plans.json set to nnU-Net's planned patch (from ``planned_plans``, each side rounded up to
     a multiple of 16), as FCDenseNetTrainer_plannedPatchInference saves it; same checkpoint.
     Returns the copy's model folder."""
-    from nnunet_nerve.nnunet_plans import divisible_patch, resolved_configuration
+    from nnunet_nerve.training.plans import divisible_patch, resolved_configuration
 
     target = Path(results_root) / dataset_name / Path(model_folder).name
     (target / "fold_0").mkdir(parents=True, exist_ok=True)
@@ -155,8 +155,10 @@ def score_folder(pred_dir: Path, labels: dict, reference_dir: "Path | None" = No
     (``labels[case]``); "agreement" is the Dice with ``reference_dir``'s prediction of the case."""
     import SimpleITK as sitk
 
-    from nnunet_nerve import imageio, metrics
-    from nnunet_nerve.evaluation import load_binary_mask
+    from nnunet_nerve.io import images as imageio
+
+    from nnunet_nerve.evaluation import metrics
+    from nnunet_nerve.evaluation.evaluator import load_binary_mask
 
     scores = {}
     for case, label_path in labels.items():

@@ -28,7 +28,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from nnunet_nerve import metrics
+from nnunet_nerve.evaluation import metrics
 
 SHAPE = (60, 640, 768)
 SPACING = (4.0, 0.52, 0.52)

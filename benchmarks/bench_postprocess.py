@@ -18,7 +18,7 @@ smaller peroneal branch in half of the cases. The ground truth is that tube; the
 * a long vessel (every tenth case): a tube beside the nerve over 60-80 % of the stack,
   which the physiological rule cannot tell from a branch (its documented failure mode).
 
-Metrics come from ``nnunet_nerve.metrics`` (Dice; HD95 in mm on face-connected surface
+Metrics come from ``nnunet_nerve.evaluation.metrics`` (Dice; HD95 in mm on face-connected surface
 voxels). nnU-Net's rule is ``remove_all_but_largest_component`` from
 ``nnunetv2.postprocessing.remove_connected_components``.
 """
@@ -31,8 +31,8 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from nnunet_nerve.metrics import dice, hd95_surface
-from nnunet_nerve.postprocess import postprocess_nerve
+from nnunet_nerve.evaluation.metrics import dice, hd95_surface
+from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
 
 SPACING = (4.0, 0.52, 0.52)
 SHAPE = (60, 176, 176)

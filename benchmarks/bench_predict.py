@@ -2,12 +2,12 @@
 
 The scan is the paper's geometry by default: 60 axial slices of 640 x 768 pixels (rows x
 columns) at 0.52 x 0.52 mm in plane and 4.0 mm slice thickness (Balsiger et al. 2018; DESIGN.md,
-``nnunet_nerve.phantom.SIZES["paper"]``). Everything happens under one work folder (a new
+``nnunet_nerve.registry.phantom.SIZES["paper"]``). Everything happens under one work folder (a new
 temporary folder, or ``--workdir``), with nnUNet_raw/preprocessed/results and MPLCONFIGDIR
 pointing there:
 
 1. a small nnU-Net dataset (two training cases and the scan to predict, all of that size).
-   Content: phantom subjects (``nnunet_nerve.phantom``: thigh, sciatic nerve, vessels, noise)
+   Content: phantom subjects (``nnunet_nerve.registry.phantom``: thigh, sciatic nerve, vessels, noise)
    rendered on this grid when it covers the phantom's thigh (at least 300 mm each way);
    otherwise (tiny test grids) a synthetic ellipse with a labelled disc. Inference time does
    not depend on the content; the script prints which was used;
@@ -101,7 +101,7 @@ class Workdir:
         return self.results / DATASET_NAME / f"{trainer}__nnUNetPlans__{CONFIGURATION}"
 
     def env(self) -> dict:
-        from nnunet_nerve.trainer_dir import trainer_dir
+        from nnunet_nerve.training.trainer_dir import trainer_dir
 
         env = dict(os.environ)
         threads = str(self.threads)
@@ -127,7 +127,7 @@ def content_kind(rows: int, cols: int) -> str:
 
 def phantom_case(index: int, slices: int, rows: int, cols: int, seed: int = 0) -> tuple:
     """(int16 image, uint8 label) [z, y, x]: phantom subject ``index`` rendered on this grid."""
-    from nnunet_nerve import phantom
+    from nnunet_nerve.registry import phantom
 
     size = phantom.PhantomSize("bench", (cols, rows, slices), SPACING_XYZ, anatomy_scale=1.0, nerve_scale=1.0)
     cohort = "volunteer" if index % 2 == 0 else "patient"

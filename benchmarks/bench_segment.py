@@ -8,7 +8,7 @@ Set-up, all under one work folder (``bench_predict.set_up``, see its docstring):
 phantom scan (60 slices of 640 x 768 pixels at 0.52 x 0.52 x 4.0 mm by default), the real
 ``nnUNetv2_plan_and_preprocess -c 2d``, and a results folder per trainer with an UNTRAINED
 ``checkpoint_final.pth`` written as nnUNetv2_train writes it: network time does not depend on the
-weights. The scan is also written as a DICOM MR series (``nnunet_nerve.dicom_synthetic``).
+weights. The scan is also written as a DICOM MR series (``nnunet_nerve.dicom.synthetic``).
 
 What an untrained network predicts is no nerve-like mask (on the phantom, three quarters of the
 voxels in thousands of pieces), and the stages after the network cost what the mask makes them
@@ -75,7 +75,7 @@ def predict_no_nerve(checkpoint: Path) -> list:
 def write_dicom_scan(wd: bench_predict.Workdir) -> Path:
     import SimpleITK as sitk
 
-    from nnunet_nerve.dicom_synthetic import write_dicom_series
+    from nnunet_nerve.dicom.synthetic import write_dicom_series
 
     folder = wd.root / "scan_dicom"
     write_dicom_series(sitk.ReadImage(str(wd.scan_path)), folder, series_description="paper-size phantom")
@@ -90,7 +90,7 @@ def segment_command(wd: bench_predict.Workdir, dicom: Path, trainer: str, out: P
 def realistic_after_network(dicom: Path, slices: int, rows: int, cols: int, seed: int, out: Path) -> dict:
     """Stage times (s) of segment's stages after the network (``segment.segment_from_prediction``,
     in this process) on the phantom's own nerve for the scan, over the DICOM series."""
-    from nnunet_nerve.segment import read_input, segment_from_prediction
+    from nnunet_nerve.segmentation.segment import read_input, segment_from_prediction
 
     make = bench_predict.phantom_case if bench_predict.content_kind(rows, cols) == "phantom" \
         else bench_predict.blob_case

@@ -27,7 +27,7 @@ def script(name: str) -> str:
 def nnunet_env(tmp_path, monkeypatch) -> dict:
     """Point nnU-Net's folders (and nnUNet_extTrainer) at a fresh temp dir, in this process
     and in the returned environment for subprocesses. CPU-friendly worker counts."""
-    from nnunet_nerve.trainer_dir import trainer_dir
+    from nnunet_nerve.training.trainer_dir import trainer_dir
 
     values = {
         "nnUNet_raw": str(tmp_path / "nnUNet_raw"),

@@ -1,5 +1,5 @@
 """Synthetic DICOM MR series for the segment tests, written with real DICOM tags
-(``nnunet_nerve.dicom_synthetic``) on grids of every orientation kind."""
+(``nnunet_nerve.dicom.synthetic``) on grids of every orientation kind."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +29,7 @@ SYNTHETIC = {
 def write_synthetic_series(folder, direction: np.ndarray, order: str, shape=(7, 24, 30), seed: int = 0):
     """Random int16 intensities on a (z, y, x) grid of 0.9 x 1.1 x 3.0 mm with ``direction``, written
     as a DICOM MR series into ``folder`` with instances numbered in ``order``; returns ``folder``."""
-    from nnunet_nerve.dicom_synthetic import write_dicom_series
+    from nnunet_nerve.dicom.synthetic import write_dicom_series
 
     rng = np.random.default_rng(seed)
     image = sitk.GetImageFromArray(rng.integers(0, 1000, size=shape).astype(np.int16))

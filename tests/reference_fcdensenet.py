@@ -1,7 +1,7 @@
 """Straightforward reference FC-DenseNet (one torch.cat per layer), and the helpers the
 network tests compare with it.
 
-Same modules, same state_dict keys and the same definitions as nnunet_nerve.network's
+Same modules, same state_dict keys and the same definitions as nnunet_nerve.network.fcdensenet's
 docstring, written independently as plainly as possible (nn.Sequential of BN, ReLU, conv,
 dropout): its outputs, gradients, running statistics and dropout draws are the ground truth
 nnunet_nerve.FCDenseNet is compared with, in training (plain and checkpointed) and at

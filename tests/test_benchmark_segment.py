@@ -14,7 +14,7 @@ import bench_segment as bs  # noqa: E402
 
 
 def test_predict_no_nerve_changes_only_the_classifier(tmp_path):
-    from nnunet_nerve.network import FCDenseNet
+    from nnunet_nerve.network.fcdensenet import FCDenseNet
 
     torch.manual_seed(0)
     network = FCDenseNet(in_channels=1, num_classes=2).eval()

@@ -118,7 +118,7 @@ def _cube(shape=(4, 20, 20), lo=5, hi=12):
 
 
 def test_score_folder_and_table_on_files(tmp_path):
-    from nnunet_nerve import metrics
+    from nnunet_nerve.evaluation import metrics
 
     ref = _cube()
     shifted = np.roll(ref, 2, axis=2)

@@ -99,7 +99,7 @@ def test_evaluate_biomarkers_gives_bland_altman_of_methods_and_raters(tmp_path, 
 
 
 def test_bland_altman_of_one_case_has_no_limits():
-    from nnunet_nerve.biomarker_agreement import bland_altman
+    from nnunet_nerve.biomarkers.agreement import bland_altman
 
     one = bland_altman([110.0], [100.0])
     assert one["n"] == 1 and one["bias"] == 10.0 and np.isnan(one["sd"]) and np.isnan(one["loa_high"])

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from conftest import run, script
 from nerve_tubes import SHAPE, SPACING, disc_area_tolerance, oblique_tube, t2_image, tube, write
-from nnunet_nerve.biomarkers import NormativeReference, nerve_biomarkers, track_cosines
+from nnunet_nerve.biomarkers.measures import NormativeReference, nerve_biomarkers, track_cosines
 from nnunet_nerve.errors import NerveError
 
 NZ = SHAPE[0]
@@ -224,7 +224,7 @@ def test_normative_reference_flags_an_extended_lesion(tmp_path, nnunet_env):
 
 
 def test_postprocessing_is_the_default_and_the_summary_lists_what_it_removed(tmp_path):
-    from nnunet_nerve.biomarkers import MASK_POSTPROCESSED, MASK_RAW, biomarkers_from_files
+    from nnunet_nerve.biomarkers.measures import MASK_POSTPROCESSED, MASK_RAW, biomarkers_from_files
 
     nerve = tube((24, 24), 3.0)
     blob = tube((40, 40), 2.5) & (np.arange(NZ) < 4)[:, None, None]
@@ -340,9 +340,9 @@ def test_phantom_registry_batch_with_normative_reference(tmp_path):
     Its distal stacks split towards the knee with the peroneal branch lateral and smaller, and
     its patients carry a focal or an extended nerve swelling whose true extent participants.tsv
     records (seed 11: four distal volunteers, a focal and an extended distal patient)."""
-    from nnunet_nerve.consensus import majority_vote
-    from nnunet_nerve.phantom import write_phantom_registry
-    from nnunet_nerve.registry import scan_registry
+    from nnunet_nerve.registry.consensus import majority_vote
+    from nnunet_nerve.registry.phantom import write_phantom_registry
+    from nnunet_nerve.registry.reader import scan_registry
 
     registry = write_phantom_registry(tmp_path / "registry", volunteers=4, patients=2, seed=11, log=None)
     scanned = scan_registry(registry)

@@ -13,11 +13,11 @@ import SimpleITK as sitk
 from conftest import run, script
 from nnunet_nerve import __version__
 from nnunet_nerve.dataset_conversion import convert_registry as conversion
-from nnunet_nerve.dataset_conversion.convert_registry import convert_registry
-from nnunet_nerve.dataset_info import load_dataset_info, read_participants
+from nnunet_nerve.registry.conversion import convert_registry
+from nnunet_nerve.registry.dataset_info import load_dataset_info, read_participants
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.phantom import RATERS, write_phantom_registry
-from nnunet_nerve.registry import image_path, mask_path
+from nnunet_nerve.registry.phantom import RATERS, write_phantom_registry
+from nnunet_nerve.registry.reader import image_path, mask_path
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def test_nnunet_plan_and_preprocess_accepts_it_and_keeps_the_split(phantom, nnun
 
 
 def test_dataset_info_finds_the_dataset_by_id_name_or_path(phantom, nnunet_env, tmp_path):
-    from nnunet_nerve.dataset_info import find_dataset_dir
+    from nnunet_nerve.registry.dataset_info import find_dataset_dir
 
     out = convert_registry(phantom, 51, name="Found", n_folds=0, log=None)
     for key in (51, "51", "051", "Dataset051_Found", str(out)):

@@ -1,6 +1,6 @@
 """Reading one DICOM series for `segment`: series choice, and refusal (one NerveError line naming the
 folder or file) of non-DICOM folders, multi-frame and non-image instances, missing, repeated and
-shifted slices. Real files written with pydicom (nnunet_nerve.dicom_synthetic), read with pydicom
+shifted slices. Real files written with pydicom (nnunet_nerve.dicom.synthetic), read with pydicom
 and SimpleITK."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
-from nnunet_nerve.dicom_series import read_series
+from nnunet_nerve.dicom.series import read_series
 from nnunet_nerve.errors import NerveError
 from dicom_series_cases import SYNTHETIC, write_synthetic_series
 
@@ -97,8 +97,8 @@ def test_a_shifted_slice_is_refused(tmp_path):
 
 
 def test_a_multi_frame_seg_is_refused(tmp_path):
-    from nnunet_nerve.dicom_seg import Algorithm
-    from nnunet_nerve.segment import SEG_NAME, read_input, write_masks
+    from nnunet_nerve.dicom.seg import Algorithm
+    from nnunet_nerve.segmentation.segment import SEG_NAME, read_input, write_masks
 
     folder = _series(tmp_path / "s")
     scan = read_input(folder)

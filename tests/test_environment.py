@@ -60,7 +60,7 @@ def test_normal_install_ships_the_trainer_folder(tmp_path, nnunet_env):
     assert (target / "nnunet_nerve" / "dataset_conversion" / "convert_registry.py").is_file()
     env = dict(nnunet_env, PYTHONPATH=str(target))
     # cwd outside the repository, or `python -c` would import the source tree's nnunet_nerve
-    folder = run([sys.executable, "-c", "from nnunet_nerve.trainer_dir import trainer_dir; print(trainer_dir())"],
+    folder = run([sys.executable, "-c", "from nnunet_nerve.training.trainer_dir import trainer_dir; print(trainer_dir())"],
                  env=env, cwd=tmp_path).stdout.strip()
     assert Path(folder) == (target / "nnunet_nerve" / "trainers").resolve()
     env["nnUNet_extTrainer"] = folder

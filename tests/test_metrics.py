@@ -1,4 +1,4 @@
-"""nnunet_nerve.metrics against medpy (an independent implementation), against the paper's
+"""nnunet_nerve.evaluation.metrics against medpy (an independent implementation), against the paper's
 HD95 written out by brute force from its definition (evaluatesegmentation_reference), and against values known
 analytically, on random, nerve-like and empty masks with the paper's anisotropic spacing
 (4.0 x 0.52 x 0.52 mm, z y x)."""
@@ -12,7 +12,7 @@ from medpy.metric import binary as medpy_binary
 from scipy import ndimage
 
 from evaluatesegmentation_reference import paper_hd95_brute_force
-from nnunet_nerve import metrics
+from nnunet_nerve.evaluation import metrics
 
 PAPER_SPACING = (4.0, 0.52, 0.52)
 medpy_surface_distances = vars(medpy_binary)["__surface_distances"]

@@ -7,8 +7,8 @@ import pytest
 
 from nerve_tubes import (SHAPE, SPACING, add_vein_blobs, disc_area_tolerance, drop_slices, drop_small_branch,
                          jitter_boundary, tube)
-from nnunet_nerve.biomarkers import BRANCH_LABELS, nerve_biomarkers
-from nnunet_nerve.postprocess import postprocess_nerve
+from nnunet_nerve.biomarkers.measures import BRANCH_LABELS, nerve_biomarkers
+from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
 
 NZ = SHAPE[0]
 SPLIT = 20          # trunk on slices 0-19, branches on 20-39

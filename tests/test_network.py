@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from nnunet_nerve import FCDenseNet
-from nnunet_nerve.network import DenseLayer
+from nnunet_nerve.network.fcdensenet import DenseLayer
 from reference_fcdensenet import SMALL, assert_same_buffers, assert_same_gradients, paired, training_step
 
 DATA = Path(__file__).parent / "data"
@@ -246,7 +246,7 @@ def test_checkpointing_keeps_far_fewer_activations():
 
 def test_checkpointing_only_while_training_with_gradients(monkeypatch):
     """torch.utils.checkpoint runs only where it saves something: train mode with autograd on."""
-    import nnunet_nerve.network as network
+    import nnunet_nerve.network.fcdensenet as network
 
     calls = []
     real = network.checkpoint

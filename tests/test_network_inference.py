@@ -1,11 +1,11 @@
-"""FCDenseNet's inference path (nnunet_nerve.network_inference): when it is taken, and that it
+"""FCDenseNet's inference path (nnunet_nerve.network.inference): when it is taken, and that it
 computes the plain path's function (and the reference's) for every input layout."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-import nnunet_nerve.network_inference as network_inference
+import nnunet_nerve.network.inference as network_inference
 from nnunet_nerve import FCDenseNet
 from reference_fcdensenet import SMALL, paired, randomise_batch_norms
 

@@ -10,11 +10,11 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from conftest import run, script
-from nnunet_nerve import phantom as P
-from nnunet_nerve.consensus import majority_vote
-from nnunet_nerve.dataset_info import read_participants
-from nnunet_nerve.registry import image_path, mask_path
-from nnunet_nerve.registry_validation import check_registry
+from nnunet_nerve.registry import phantom as P
+from nnunet_nerve.registry.consensus import majority_vote
+from nnunet_nerve.registry.dataset_info import read_participants
+from nnunet_nerve.registry.reader import image_path, mask_path
+from nnunet_nerve.registry.validation import check_registry
 
 SMALL = P.SIZES["small"]
 

@@ -9,13 +9,13 @@ import SimpleITK as sitk
 
 from conftest import run, script
 from nerve_tubes import SHAPE, SPACING, oblique_tube, tube, write
-from nnunet_nerve.postprocess import REPORT_NAME, PostprocessRule, interpolate_gap, postprocess_nerve
+from nnunet_nerve.biomarkers.postprocess import REPORT_NAME, PostprocessRule, interpolate_gap, postprocess_nerve
 
 NZ = SHAPE[0]
 
 
 def largest_component(mask):
-    from nnunet_nerve.postprocess import ndimage  # scipy, 26-connectivity as nnU-Net's default
+    from nnunet_nerve.biomarkers.postprocess import ndimage  # scipy, 26-connectivity as nnU-Net's default
     lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     if n == 0:
         return mask

@@ -1,4 +1,4 @@
-"""The one-hook recipe variants (trainers/fcdensenet_recipe_variants.py), built from a real tiny
+"""The one-hook recipe variants (nnunet_nerve/training/recipe_variants.py), built from a real tiny
 preprocessed dataset: each changes exactly its component, to nnU-Net's, and nothing else;
 each trains with the real nnUNetv2_train. The seeded demo-budget trainers repeat with one
 seed and differ between seeds."""
@@ -153,7 +153,7 @@ def test_budget_combinations_keep_variant_and_budget(trainer_factory):
     assert type(smoke.optimizer) is torch.optim.SGD and type(smoke.loss).__name__ == "DC_and_CE_loss"
     assert smoke.num_epochs == 3 and list(smoke.configuration_manager.patch_size) == [64, 64]
     demo = trainer_factory("FCDenseNetTrainer_SGDPoly_demo")
-    from nnunet_nerve.demo_budget import demo_epochs
+    from nnunet_nerve.training.demo_budget import demo_epochs
 
     assert type(demo.optimizer) is torch.optim.SGD and demo.num_epochs == demo_epochs()
     assert demo.lr_scheduler.max_steps == demo_epochs()   # the poly schedule decays over the budget's epochs
@@ -203,7 +203,7 @@ def _initial_weights(t) -> np.ndarray:
 def test_seed_repeats_initial_weights_and_first_batch(trainer_factory, monkeypatch, trainer):
     """With augmentation workers (nnUNet_n_proc_DA=1, as the demo runs): the same seed gives the
     same initial weights and the same first batch, another seed other ones."""
-    from nnunet_nerve.seeding import SEED_VARIABLE
+    from nnunet_nerve.training.seeding import SEED_VARIABLE
 
     monkeypatch.setenv("nnUNet_n_proc_DA", "1")
     drawn = {}
@@ -218,7 +218,7 @@ def test_seed_repeats_initial_weights_and_first_batch(trainer_factory, monkeypat
 
 def test_without_seed_the_first_batches_differ(trainer_factory, monkeypatch):
     """Unseeded (nnU-Net's behaviour, kept when NNUNET_NERVE_SEED is unset): runs draw differently."""
-    from nnunet_nerve.seeding import SEED_VARIABLE
+    from nnunet_nerve.training.seeding import SEED_VARIABLE
 
     monkeypatch.delenv(SEED_VARIABLE, raising=False)
     monkeypatch.setenv("nnUNet_n_proc_DA", "1")
@@ -228,7 +228,7 @@ def test_without_seed_the_first_batches_differ(trainer_factory, monkeypatch):
 
 def test_seed_variable_is_checked():
     from nnunet_nerve.errors import NerveError
-    from nnunet_nerve.seeding import SEED_VARIABLE, seed_from_environment, worker_seeds
+    from nnunet_nerve.training.seeding import SEED_VARIABLE, seed_from_environment, worker_seeds
 
     assert seed_from_environment({}) is None and seed_from_environment({SEED_VARIABLE: " 12 "}) == 12
     with pytest.raises(NerveError, match=SEED_VARIABLE):

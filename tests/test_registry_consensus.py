@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnunet_nerve.consensus import consensus, majority_vote, staple
+from nnunet_nerve.registry.consensus import consensus, majority_vote, staple
 
 
 def test_majority_of_three_is_two():

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_nerve.dataset_conversion.convert_registry import convert_registry
-from nnunet_nerve.dataset_info import load_dataset_info
+from nnunet_nerve.registry.conversion import convert_registry
+from nnunet_nerve.registry.dataset_info import load_dataset_info
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.imageio import read_image
-from nnunet_nerve.registry import image_path, mask_path, scan_registry
-from nnunet_nerve.registry_validation import check_registry, registry_problems
+from nnunet_nerve.io.images import read_image
+from nnunet_nerve.registry.reader import image_path, mask_path, scan_registry
+from nnunet_nerve.registry.validation import check_registry, registry_problems
 
 RATERS = ("AB", "BW", "OS")
 

@@ -28,7 +28,7 @@ TRAINER = "FCDenseNetTrainer_cpuSmoke"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A model folder trained by nnUNetv2_train (fold 0), its test image, and the environment."""
-    from nnunet_nerve.trainer_dir import trainer_dir
+    from nnunet_nerve.training.trainer_dir import trainer_dir
 
     root = tmp_path_factory.mktemp("segment_model")
     env = dict(os.environ)
@@ -56,7 +56,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dicom_series(trained):
     """The test image written as a DICOM MR series (files in shuffled order)."""
-    from nnunet_nerve.dicom_synthetic import write_dicom_series
+    from nnunet_nerve.dicom.synthetic import write_dicom_series
 
     folder = trained.root / "dicom" / "sub-t00"
     write_dicom_series(sitk.ReadImage(str(trained.image)), folder, instance_order="shuffled")
@@ -87,9 +87,9 @@ def test_nifti_segmentation_is_nnunetv2_predicts(trained, tmp_path):
 
 
 def test_dicom_series_to_seg_nifti_biomarkers_and_report(trained, dicom_series, tmp_path):
-    from nnunet_nerve.imageio import spacing_zyx
-    from nnunet_nerve.postprocess import postprocess_nerve
-    from nnunet_nerve.segment import segment
+    from nnunet_nerve.io.images import spacing_zyx
+    from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
+    from nnunet_nerve.segmentation.segment import segment
 
     out = tmp_path / "out"
     lines = []
@@ -141,7 +141,7 @@ def test_dicom_series_to_seg_nifti_biomarkers_and_report(trained, dicom_series, 
 # ----------------------------------------------------------------------------- bad input
 
 def _cli(args, capsys) -> tuple:
-    from nnunet_nerve.cli import main
+    from nnunet_nerve.app.cli import main
 
     code = main(["segment", *map(str, args)])
     captured = capsys.readouterr()
@@ -176,7 +176,7 @@ def test_bad_dicom_input_is_refused_with_one_line_and_nothing_written(trained, d
     ordered[2]["path"].unlink()
     _refused([gap, out, *model], out, capsys, str(gap), "non-uniform slice spacing", "missing slice")
 
-    from nnunet_nerve.dicom_synthetic import write_dicom_series
+    from nnunet_nerve.dicom.synthetic import write_dicom_series
 
     two = tmp_path / "two"
     shutil.copytree(dicom_series, two)
@@ -188,8 +188,8 @@ def test_bad_dicom_input_is_refused_with_one_line_and_nothing_written(trained, d
     single = dicom_series / sorted(p.name for p in dicom_series.iterdir())[0]
     _refused([single, out, *model], out, capsys, "single DICOM file")
 
-    from nnunet_nerve.dicom_seg import Algorithm
-    from nnunet_nerve.segment import read_input, write_masks
+    from nnunet_nerve.dicom.seg import Algorithm
+    from nnunet_nerve.segmentation.segment import read_input, write_masks
 
     scan = read_input(dicom_series)
     mask = np.zeros(sitk.GetArrayViewFromImage(scan.image).shape, dtype=bool)

@@ -61,8 +61,8 @@ def check_geometry(series_folder, out_folder):
     instance, pixel by pixel, in the SEG (pydicom and highdicom) and the NIfTI."""
     import highdicom as hd
 
-    from nnunet_nerve.dicom_seg import Algorithm
-    from nnunet_nerve.segment import NIFTI_NAME, SEG_NAME, read_input, write_masks
+    from nnunet_nerve.dicom.seg import Algorithm
+    from nnunet_nerve.segmentation.segment import NIFTI_NAME, SEG_NAME, read_input, write_masks
 
     sources = source_geometry(series_folder)
     region = Region(sources)

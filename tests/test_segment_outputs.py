@@ -18,7 +18,7 @@ MODEL_INFO = {"folder": "(test)", "trainer": "FCDenseNetTrainer", "plans": "nnUN
 
 @pytest.fixture
 def scan_and_mask(tmp_path):
-    from nnunet_nerve.segment import read_input
+    from nnunet_nerve.segmentation.segment import read_input
 
     direction, order = SYNTHETIC["axial"]
     scan = read_input(write_synthetic_series(tmp_path / "series", direction, order))
@@ -29,7 +29,7 @@ def scan_and_mask(tmp_path):
 
 
 def test_paths_returned_are_the_files_written(scan_and_mask, tmp_path):
-    from nnunet_nerve.segment import segment_from_prediction
+    from nnunet_nerve.segmentation.segment import segment_from_prediction
 
     scan, mask = scan_and_mask
     out = tmp_path / "out"
@@ -46,7 +46,7 @@ def test_paths_returned_are_the_files_written(scan_and_mask, tmp_path):
 
 
 def test_existing_output_is_replaced_only_with_overwrite(scan_and_mask, tmp_path):
-    from nnunet_nerve.segment import segment_from_prediction
+    from nnunet_nerve.segmentation.segment import segment_from_prediction
 
     scan, mask = scan_and_mask
     out = tmp_path / "out"
@@ -60,8 +60,8 @@ def test_existing_output_is_replaced_only_with_overwrite(scan_and_mask, tmp_path
 
 
 def test_a_failure_half_way_leaves_nothing(scan_and_mask, tmp_path, monkeypatch):
-    import nnunet_nerve.segment_report as report
-    from nnunet_nerve.segment import segment_from_prediction
+    import nnunet_nerve.segmentation.report as report
+    from nnunet_nerve.segmentation.segment import segment_from_prediction
 
     def broken(*args, **kwargs):
         raise OSError("disk full")

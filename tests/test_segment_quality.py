@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnunet_nerve.biomarkers import NormativeReference, nerve_biomarkers
-from nnunet_nerve.postprocess import postprocess_nerve
-from nnunet_nerve.segment_quality import quality_flags
+from nnunet_nerve.biomarkers.measures import NormativeReference, nerve_biomarkers
+from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
+from nnunet_nerve.segmentation.quality import quality_flags
 
 SPACING = (4.0, 1.0, 1.0)
 

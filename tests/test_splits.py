@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from nnunet_nerve.splits import nnunet_splits, stratified_folds
+from nnunet_nerve.registry.splits import nnunet_splits, stratified_folds
 
 
 def paper_cohorts(volunteers=10, patients=42) -> dict:
@@ -63,7 +63,7 @@ def test_independent_of_input_order_and_deterministic():
 
 
 def test_same_split_under_other_hash_seeds():
-    code = ("import json; from nnunet_nerve.splits import nnunet_splits;"
+    code = ("import json; from nnunet_nerve.registry.splits import nnunet_splits;"
             "s = {f'sub-{i:03d}': ('volunteer' if i < 11 else 'patient') for i in range(1, 53)};"
             "print(json.dumps(nnunet_splits(s, 4, 0)))")
     outputs = set()

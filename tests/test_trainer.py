@@ -18,7 +18,7 @@ def preprocessed(tmp_path_factory):
     """A tiny dataset planned and preprocessed by the real nnUNetv2_plan_and_preprocess."""
     import os
 
-    from nnunet_nerve.trainer_dir import trainer_dir
+    from nnunet_nerve.training.trainer_dir import trainer_dir
 
     base = tmp_path_factory.mktemp("nnunet")
     env = dict(os.environ, nnUNet_raw=str(base / "raw"), nnUNet_preprocessed=str(base / "pre"),
@@ -51,7 +51,7 @@ def trainer_factory(preprocessed, monkeypatch):
 
 
 def test_paper_settings(trainer_factory):
-    from nnunet_nerve.network import FCDenseNet
+    from nnunet_nerve.network.fcdensenet import FCDenseNet
 
     t = trainer_factory()
     assert isinstance(t.network, FCDenseNet)
@@ -157,7 +157,7 @@ def test_planned_patch_inference_variant_saves_planned_tile(trainer_factory, pre
 
 def test_3d_configuration_is_refused():
     from nnunet_nerve.errors import NerveError
-    from nnunet_nerve.nnunet_plans import with_patch_and_batch
+    from nnunet_nerve.training.plans import with_patch_and_batch
 
     plans = {"plans_name": "p", "configurations": {"3d_fullres": {"patch_size": [8, 64, 64]}}}
     with pytest.raises(NerveError, match="2D network"):

@@ -27,8 +27,8 @@ import time
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_nerve.nnunet_plans import PAPER_BATCH_SIZE, iterations_per_pass
-from nnunet_nerve.trainers.fcdensenet_variants import FCDenseNetTrainer_plannedPatchInference
+from nnunet_nerve.training.plans import PAPER_BATCH_SIZE, iterations_per_pass
+from nnunet_nerve.training.variants import FCDenseNetTrainer_plannedPatchInference
 
 #: one paper epoch: 39 training and 13 test scans per fold, 60 slices each, batches of 8
 PAPER_EPOCH = (iterations_per_pass(39 * 60, PAPER_BATCH_SIZE), iterations_per_pass(13 * 60, PAPER_BATCH_SIZE))

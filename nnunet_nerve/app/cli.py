@@ -1,0 +1,55 @@
+"""`nnunet-nerve <verb>`: parses arguments and dispatches; no logic lives here.
+
+Each module in ``nnunet_nerve.app.commands`` registers its verbs with ``add_parsers`` and
+points them at a library function. Bad input raises ``NerveError``; it becomes one
+``error:`` line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from nnunet_nerve import __version__
+from nnunet_nerve.errors import NerveError
+
+#: The modules under nnunet_nerve.app.commands that register verbs, in --help order.
+COMMAND_MODULES = (
+    "environment",
+    "registry",
+    "evaluate",
+    "biomarkers",
+    "segment",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-nerve",
+        description="FC-DenseNet peripheral-nerve segmentation (Balsiger et al. 2018) as an nnU-Net v2 plug-in.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"nnunet_nerve.app.commands.{name}").add_parsers(sub)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NerveError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Verbs `biomarkers` (CSA, signal, volume, lesion burden along the nerve) and
+`postprocess` (keep the physiological nerve tube)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "biomarkers", help="nerve biomarkers: CSA and signal along the nerve, volume, lesion burden",
+        description="Per slice: cross-sectional area (raw and corrected for the centreline's obliquity), the parts "
+                    "of the nerve (sciatic trunk, tibial and peroneal branches, each followed through the stack) and "
+                    "normalised T2 signal; per scan: volume, length, mean/max CSA and lesion burden, each part "
+                    "judged against a reference of the same part. The mask is post-processed first (as `postprocess` "
+                    "does) unless --no-postprocess; output and summary.json say which mask was measured and what "
+                    "post-processing removed. Writes slices.csv, summary.json, profile.png and mip.png per scan "
+                    "(definitions: docs/biomarkers.md). One scan: --image T2 --mask SEG --out DIR. A batch: "
+                    "--masks FOLDER --dataset DIR_OR_ID --out DIR (one sub-folder per case and cases.csv).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    one = p.add_argument_group("one scan")
+    one.add_argument("--image", help="the T2 image (file or DICOM folder)")
+    one.add_argument("--mask", help="the binary nerve segmentation (0/1) on the image's grid")
+    batch = p.add_argument_group("a batch")
+    batch.add_argument("--masks", help="folder of segmentations named <case>.nii.gz (e.g. nnUNetv2_predict output)")
+    batch.add_argument("--dataset", help="where the images are: a converted dataset (folder, id or "
+                                         "Dataset<ID>_<NAME>; imagesTr/<case>_0000.nii.gz) or a registry folder")
+    p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--reference", help="normative lesion reference: the volunteers of a converted dataset "
+                                       "(folder, id or name) or registry, kept per thigh location, or a "
+                                       "reference.json written before; default: the subject's own nerve")
+    p.add_argument("--location", choices=("distal", "medial", "proximal"),
+                   help="one scan: its thigh location, to pick the matching normative reference (a batch takes it "
+                        "from participants.tsv); unknown: the reference pooled over every location")
+    p.add_argument("--side", choices=("left", "right"),
+                   help="the imaged leg; names the branches by position (peroneal = lateral) instead of by volume "
+                        "(peroneal = smaller)")
+    p.add_argument("--k", type=float, default=3.0,
+                   help="lesion threshold: centre + k x spread (the slice-to-slice noise, or the reference's spread) ...")
+    p.add_argument("--min-excess", type=float, default=0.2, help="... and at least centre x (1 + this)")
+    p.add_argument("--min-lesion-slices", type=int, default=2,
+                   help="a lesion spans at least this many consecutive slices above threshold (shorter runs are "
+                        "reported as isolated outliers)")
+    p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
+                   help="post-process the mask first (keep the nerve tube, drop look-alikes, fill one-slice gaps); "
+                        "--no-postprocess measures the mask as it is")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=_biomarkers, parser=p)
+
+    q = sub.add_parser(
+        "postprocess", help="keep the physiological nerve: one tube that may split in two; fill one-slice gaps",
+        description="Drop 3D components that are not part of the nerve tube (short blobs such as a segmented vein), "
+                    "keep long branches near it and fill gaps of missed slices by shape-based interpolation "
+                    "(rule: docs/biomarkers.md). IN and OUT are files, or folders of masks such as the output of "
+                    "nnUNetv2_predict (the folder's .json files are copied; postprocessing_nerve.json records "
+                    "what changed).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("input", metavar="IN", help="a mask file or a folder of mask files")
+    q.add_argument("output", metavar="OUT", help="the output file or folder")
+    q.add_argument("--min-extent", type=float, default=0.5,
+                   help="keep a component not bridged to the main tube only if its z-extent is at least this "
+                        "fraction of the tube's")
+    q.add_argument("--max-branch-distance", type=float, default=20.0,
+                   help="... and it lies within this many mm of the tube")
+    q.add_argument("--max-gap", type=int, default=1, help="fill gaps of up to this many missed slices")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    q.set_defaults(func=_postprocess)
+
+
+def _biomarkers(args) -> int:
+    from nnunet_nerve.biomarkers.report import report_batch, report_scan
+    from nnunet_nerve.biomarkers.measures import LesionRule
+
+    single = args.image or args.mask
+    if single and (args.masks or args.dataset):
+        args.parser.error("give either --image/--mask (one scan) or --masks/--dataset (a batch), not both")
+    if single and not (args.image and args.mask):
+        args.parser.error("one scan needs both --image and --mask")
+    if not single and not (args.masks and args.dataset):
+        args.parser.error("give --image and --mask, or --masks and --dataset")
+    if args.location and not single:
+        args.parser.error("--location is for one scan; a batch takes each case's location from participants.tsv")
+    rule = LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices)
+    options = dict(side=args.side, rule=rule,
+                   postprocess=args.postprocess, overwrite=args.overwrite, reference=args.reference, log=print)
+    if single:
+        result = report_scan(args.image, args.mask, args.out, location=args.location, **options)
+        if not result.nerve_found:
+            print(f"warning: {args.mask}: {result.summary['message']}")
+    else:
+        report_batch(args.masks, args.dataset, args.out, **options)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _postprocess(args) -> int:
+    from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_path
+
+    rule = PostprocessRule(min_extent_fraction=args.min_extent, max_branch_distance_mm=args.max_branch_distance,
+                           max_gap_slices=args.max_gap)
+    postprocess_path(args.input, args.output, rule, overwrite=args.overwrite, log=print)
+    print(f"wrote {args.output}")
+    return 0

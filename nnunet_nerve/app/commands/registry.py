@@ -1,0 +1,75 @@
+"""Verbs about registries: `convert`, `check` and `phantom`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "convert", help="convert a registry into an nnU-Net raw dataset with the fixed split",
+        description="Validate REGISTRY (layout: docs/registry.md) and write $nnUNet_raw/Dataset<ID>_<NAME>/ "
+                    "(imagesTr, labelsTr = the raters' consensus, raters/<R>/, participants.tsv, dataset.json) "
+                    "and $nnUNet_preprocessed/Dataset<ID>_<NAME>/splits_final.json (folds stratified by cohort). "
+                    "Nothing is written when the registry has problems; an existing dataset is replaced only "
+                    "with --overwrite.")
+    p.add_argument("registry", type=Path, help="the registry folder (holding participants.tsv)")
+    p.add_argument("-d", "--dataset-id", type=int, required=True, help="nnU-Net dataset id (1-999)")
+    p.add_argument("--name", default="Nerve", help="dataset name after the id (default: Nerve)")
+    p.add_argument("--consensus", choices=("majority", "staple"), default="majority",
+                   help="majority: nerve where more than half of the raters marked it (default); "
+                        "staple: SimpleITK's STAPLE probability > 0.5")
+    p.add_argument("--folds", type=int, default=4, help="number of cross-validation folds (default: 4; 0 writes no split, for a "
+                        "dataset used only for evaluation or prediction)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset and split")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser(
+        "check", help="validate a registry without writing anything",
+        description="Run every check of `convert` on REGISTRY and print each problem as one `error:` line "
+                    "naming the subject and the file (exit 2), or a one-line summary (exit 0).")
+    p.add_argument("registry", type=Path, help="the registry folder (holding participants.tsv)")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser(
+        "phantom", help="write a synthetic thigh MR-neurography registry",
+        description="Write a synthetic registry (axial T2 TSE-like thigh stacks, sciatic nerve with fascicles "
+                    "splitting into tibial and peroneal nerves distally, vessels as look-alikes, lesions in "
+                    "patients, three raters) in the registry layout. It exercises the pipelines; it is no "
+                    "evidence of accuracy on real scans.")
+    p.add_argument("out", type=Path, help="the registry folder to create")
+    p.add_argument("--volunteers", type=int, default=10, help="number of healthy volunteers (default: 10)")
+    p.add_argument("--patients", type=int, default=42, help="number of patients (default: 42)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--size", choices=("small", "paper"), default="small",
+                   help="small: 144x128 pixels of 1.25 mm, 20 slices of 4 mm (tests, the CPU demo); "
+                        "paper: 738x635 pixels of 0.52 mm, 60 slices of 4 mm (384 x 330 mm FOV, int16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
+    p.set_defaults(func=_phantom)
+
+
+def _convert(args) -> int:
+    from nnunet_nerve.registry.conversion import convert_registry
+
+    convert_registry(args.registry, args.dataset_id, name=args.name, consensus_method=args.consensus,
+                     n_folds=args.folds, seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
+def _check(args) -> int:
+    from nnunet_nerve.registry.validation import check_registry
+
+    registry = check_registry(args.registry)
+    cohorts = [p.cohort for p in registry.participants]
+    order = "" if registry.rater_table is None else " (order of raters.tsv)"
+    print(f"{registry.root}: ok, {len(cohorts)} subjects ({cohorts.count('volunteer')} volunteers, "
+          f"{cohorts.count('patient')} patients), raters {', '.join(registry.raters)}{order}")
+    return 0
+
+
+def _phantom(args) -> int:
+    from nnunet_nerve.registry.phantom import write_phantom_registry
+
+    write_phantom_registry(args.out, volunteers=args.volunteers, patients=args.patients, seed=args.seed,
+                           size=args.size, overwrite=args.overwrite)
+    return 0

@@ -1,0 +1,208 @@
+"""report.md of `nnunet-nerve demo`: the tables and figures of the run, with relative links.
+
+Figure 3 (as in the paper): the T2 image of one held-out case on three slices spread over the
+nerve, with the consensus (green) and each method's segmentation (one colour each) as contours.
+
+Post-processing: Dice and HD95 of each method against the consensus on the held-out cases,
+before and after ``nnunet-nerve postprocess``, computed by ``evaluation.case_comparisons``
+(the evaluation's own metric columns, so the HD95 is the one Table 1 reports).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_nerve.io.atomic import atomic_file
+
+METHOD_COLOURS = ("#e8463a", "#3a8ee8", "#f0c419", "#b04ae8")
+
+
+def three_nerve_slices(consensus: np.ndarray) -> list[int]:
+    """Slices at 20 %, 50 % and 80 % of the nerve's extent along z (the middle slice when empty)."""
+    zs = np.flatnonzero(consensus.reshape(consensus.shape[0], -1).any(axis=1))
+    if zs.size == 0:
+        return [consensus.shape[0] // 2]
+    picks = [zs[int(round(f * (zs.size - 1)))] for f in (0.2, 0.5, 0.8)]
+    return sorted(set(int(z) for z in picks))
+
+
+def plot_figure3(path: Path, image: np.ndarray, consensus: np.ndarray, predictions: dict[str, np.ndarray],
+                 case: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    slices = three_nerve_slices(consensus)
+    fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices), 4.4), squeeze=False)
+    for ax, z in zip(axes[0], slices):
+        ax.imshow(image[z], cmap="gray", interpolation="nearest")
+        if consensus[z].any():
+            ax.contour(consensus[z], levels=[0.5], colors="#2ecc40", linewidths=1.2)
+        for colour, pred in zip(METHOD_COLOURS, predictions.values()):
+            if pred[z].any():
+                ax.contour(pred[z], levels=[0.5], colors=colour, linewidths=0.9)
+        ax.set_title(f"{case}, slice {z}")
+        ax.axis("off")
+    handles = [Line2D([], [], color="#2ecc40", label="consensus (GT)")]
+    handles += [Line2D([], [], color=c, label=n) for c, n in zip(METHOD_COLOURS, predictions)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    with atomic_file(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def postprocessing_effect(layout, heldout: list[str]) -> list[dict]:
+    """Per method and metric (Dice, HD95): mean and SD over the held-out cases before and after
+    post-processing, and in how many cases post-processing improved it."""
+    from nnunet_nerve.evaluation.evaluator import AUTO_GT, case_comparisons
+    from nnunet_nerve.io.images import read_image, spacing_zyx
+
+    values = {}
+    for case in heldout:
+        label = read_image(layout.dataset / "labelsTr" / f"{case}.nii.gz")
+        consensus = sitk.GetArrayFromImage(label) > 0
+        for name in layout.methods:
+            for when, folder in (("before", layout.predictions), ("after", layout.postprocessed)):
+                path = folder / name / f"{case}.nii.gz"
+                if not path.is_file():
+                    continue
+                pred = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+                row = next(r for r in case_comparisons(consensus, {}, {name: pred}, spacing_zyx(label))
+                           if r["comparison"] == AUTO_GT)
+                values.setdefault((name, when), []).append(row)
+    out = []
+    for name in layout.methods:
+        before, after = values.get((name, "before"), []), values.get((name, "after"), [])
+        for key, label, higher_is_better in (("dice", "Dice", True), ("hd95_mm", "HD95 (mm)", False)):
+            b = np.array([r[key] for r in before], dtype=float)
+            a = np.array([r[key] for r in after], dtype=float)
+            better = int(np.sum(a > b) if higher_is_better else np.sum(a < b)) if a.size == b.size else 0
+            out.append({"method": name, "metric": label, "n": int(b.size), "before": _mean_sd(b),
+                        "after": _mean_sd(a), "improved": better})
+    return out
+
+
+def _mean_sd(values: np.ndarray) -> str:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return "n/a"
+    text = f"{finite.mean():.3g} ± {finite.std():.2g}"
+    return text + (f" ({values.size - finite.size} inf)" if finite.size < values.size else "")
+
+
+def _biomarker_lines(summary: dict) -> list[str]:
+    """What the biomarker summary says about the mask, the branches and the lesion references."""
+    lines = [f"- mask measured: **{summary.get('mask_used')}**"]
+    pp = summary.get("postprocessing")
+    if pp:
+        removed = "; ".join(f"slices {r['first_slice']}-{r['last_slice']}, {r['voxels']} voxels ({r['reason']})"
+                            for r in pp["removed"]) or "nothing"
+        lines.append(f"- post-processing removed: {removed}; filled slices: "
+                     f"{', '.join(map(str, pp['filled_slices'])) or 'none'}")
+    split = summary["split"]
+    if split["found"]:
+        lines.append(f"- branches named once for the stack by {split['naming']} (trunk at the {split['trunk']}); "
+                     + "; ".join(f"{name}: slices {b['first_slice']}-{b['last_slice']}"
+                                 + "".join(f", {e['event']} ({e.get('first_slice', e.get('last_slice'))})"
+                                           for e in b.get("events", []))
+                                 for name, b in summary["branches"].items() if name in ("tibial", "peroneal")))
+    lesion = summary["lesion"]
+    refs = "; ".join(f"{region}: {r['label']}, CSA threshold {r['csa_threshold_mm2']:.1f} mm²"
+                     for region, r in lesion["references"].items() if region != "merged")
+    lines.append(f"- lesion references (each part against the same part): {refs or 'none'}")
+    return lines
+
+
+def write_report(layout, heldout: list[str], case: str) -> Path:
+    """Write ``layout.report`` (report.md) and its Figure 3; returns the report's path."""
+    from nnunet_nerve.training.demo_budget import DEMO_BATCH_SIZE, DEMO_PATCH, demo_epochs, demo_iterations
+
+    out = layout.out
+    read = lambda p: sitk.GetArrayFromImage(sitk.ReadImage(str(p)))  # noqa: E731
+    image = read(layout.dataset / "imagesTr" / f"{case}_0000.nii.gz")
+    consensus = read(layout.dataset / "labelsTr" / f"{case}.nii.gz") > 0
+    preds = {name: read(layout.predictions / name / f"{case}.nii.gz") > 0 for name in layout.methods}
+    figure3 = out / "figures" / "figure3_contours.png"
+    plot_figure3(figure3, image, consensus, preds, case)
+
+    table1 = (layout.evaluation / "table1.md").read_text()
+    agreement = layout.evaluation / "biomarker_agreement" / "agreement.md"
+    summary = json.loads((layout.biomarkers / "summary.json").read_text())
+    schedule = ("the paper's full schedule (FC-DenseNet 100 epochs; nnU-Net its default 1000 epochs)" if layout.full
+                else f"a DEMO-SIZED schedule: {demo_epochs()} epochs x {demo_iterations()} iterations, batches of "
+                     f"{DEMO_BATCH_SIZE} patches of {DEMO_PATCH[0]} x {DEMO_PATCH[1]} pixels, the same for both networks "
+                     "(the paper trains 100 epochs of full passes over the training slices)")
+    lines = [
+        "# nnunet-nerve demo report",
+        "",
+        "> Data: the embedded **synthetic** registry (`nnunet-nerve phantom`). It exercises the pipeline; it is no "
+        "evidence of accuracy on real MR neurography.",
+        f"> Training: {schedule}.",
+        "",
+        "## What ran",
+        "",
+        f"- registry: `{layout.registry.relative_to(out)}` converted to `{layout.dataset.relative_to(out)}` "
+        "with the fixed four-fold split (cohort-stratified)",
+        "- trained on fold 0 with nnU-Net's own `nnUNetv2_train`: "
+        + ", ".join(f"{n} (`-tr {t}`)" for n, t in layout.methods.items()),
+        f"- held-out fold 0 ({len(heldout)} cases: {', '.join(heldout)}) predicted with `nnUNetv2_predict`; "
+        "without test-time mirroring for either method, as in the paper; "
+        "the training cases are not evaluated (listed as left out in the table)",
+        f"- logs of every command: `{layout.logs.relative_to(out)}/`",
+        "",
+        "## Table 1: Auto-GT, rater comparisons and statistics",
+        "",
+        table1.strip(),
+        "",
+        "## Figure 2: boxplots",
+        "",
+        f"![boxplots]({(layout.evaluation / 'figure2.png').relative_to(out)})",
+        "",
+        f"## Figure 3: segmentations of {case}",
+        "",
+        f"![contours]({figure3.relative_to(out)})",
+        "",
+        "## Post-processing: Dice and HD95 against the consensus before and after `nnunet-nerve postprocess`",
+        "",
+        f"Held-out cases; mean ± SD; \"improved\": cases where post-processing made the metric better. "
+        f"Post-processed masks: `{layout.postprocessed.relative_to(out)}/`.",
+        "",
+        "| method | metric | n | before | after | improved |",
+        "|---|---|---|---|---|---|",
+        *[f"| {r['method']} | {r['metric']} | {r['n']} | {r['before']} | {r['after']} | {r['improved']} of {r['n']} |"
+          for r in postprocessing_effect(layout, heldout)],
+        "",
+        "## Biomarker agreement with the consensus, beside the raters'",
+        "",
+        "Per held-out case: nerve volume and mean obliquity-corrected CSA of each method's post-processed "
+        "segmentation and of each rater's mask against the consensus (Bland-Altman: bias and 95 % limits of "
+        "agreement). A method whose limits lie within the raters' spread measures like a rater.",
+        "",
+        *(agreement.read_text().strip().splitlines() if agreement.is_file() else ["(not computed)"]),
+        "",
+        f"![Bland-Altman]({(agreement.parent / 'bland_altman.png').relative_to(out)})",
+        "",
+        f"## Biomarkers of {case} (FC-DenseNet segmentation, post-processed)",
+        "",
+        *_biomarker_lines(summary),
+        "",
+        "| biomarker | value |",
+        "|---|---|",
+    ]
+    for key, value in summary.items():
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            lines.append(f"| {key} | {shown} |")
+    for png in ("profile.png", "mip.png"):
+        if (layout.biomarkers / png).exists():
+            lines += ["", f"![{png}]({(layout.biomarkers / png).relative_to(out)})"]
+    lines += ["", "Per-slice values: " f"`{(layout.biomarkers / 'slices.csv').relative_to(out)}`.", ""]
+    with atomic_file(layout.report, overwrite=True) as tmp:
+        tmp.write_text("\n".join(lines))
+    return layout.report

@@ -1,0 +1,129 @@
+"""Checks of what makes nnU-Net fail on a new machine, each with how to fix it.
+
+Every check returns a ``Check``: ``ok`` True/False, or None for information that does not
+stop training (no GPU). Import-sensitive checks run in a fresh interpreter, so that a broken
+torch/torchvision pair or a stale ``sys.modules`` cannot hide or cause a failure here.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnunet_nerve.training.trainer_dir import ext_trainer_line, ext_trainer_paths, trainer_dir
+
+NNUNET_PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+TORCH_PAIR_FIX = ("install a matching pair from one source, e.g. "
+                  "`pip install --force-reinstall torch torchvision` (PyPI's builds match each other); "
+                  "a CPU-only torch needs the torchvision built for it")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: information only
+    detail: str
+    fix: str = ""
+
+
+def check_nnunet_paths(environ=os.environ) -> list[Check]:
+    """Each nnU-Net folder variable is set and names a folder we can write to (created if missing)."""
+    checks = []
+    for var in NNUNET_PATH_VARIABLES:
+        value = environ.get(var)
+        if not value:
+            checks.append(Check(var, False, "not set",
+                                f'export {var}="/path/to/{var}" (see nnU-Net\'s documentation/setting_up_paths.md)'))
+            continue
+        problem = _unwritable(Path(value))
+        if problem:
+            checks.append(Check(var, False, f"{value}: {problem}", f"point {var} at a folder you can write to"))
+        else:
+            checks.append(Check(var, True, value))
+    return checks
+
+
+def check_ext_trainer(environ=os.environ) -> Check:
+    """nnUNet_extTrainer lists this package's trainer folder."""
+    folder = trainer_dir()
+    listed = [os.path.realpath(p) for p in ext_trainer_paths(environ)]
+    if os.path.realpath(folder) in listed:
+        return Check("nnUNet_extTrainer", True, folder)
+    detail = "not set" if not listed else f"does not list {folder}"
+    return Check("nnUNet_extTrainer", False, detail, ext_trainer_line())
+
+
+def check_torch_pair() -> Check:
+    """torch and torchvision import together and torchvision's C++ operators are registered."""
+    code = ("import torch, torchvision, torchvision.ops;"
+            "torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5);"
+            "print(torch.__version__, torchvision.__version__)")
+    ok, out = _python(code)
+    if ok:
+        torch_v, tv_v = out.split()[-2:]
+        return Check("torch/torchvision", True, f"torch {torch_v} with torchvision {tv_v}")
+    return Check("torch/torchvision", False, f"cannot load together: {_last_line(out)}", TORCH_PAIR_FIX)
+
+
+def check_trainer_lookup(environ=os.environ, trainer: str = "FCDenseNetTrainer") -> Check:
+    """nnU-Net's own trainer lookup (what nnUNetv2_train and nnUNetv2_predict do) finds ``trainer``."""
+    code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f;"
+            f"c = f({trainer!r}); print('FOUND', c.__module__)")
+    ok, out = _python(code, env=dict(environ))
+    if ok and "FOUND" in out:
+        return Check(f"nnU-Net finds {trainer}", True, out.split("FOUND", 1)[1].strip())
+    fix = ext_trainer_line()
+    if "torchvision" in out or "nms" in out:
+        fix = TORCH_PAIR_FIX
+    return Check(f"nnU-Net finds {trainer}", False, _last_line(out), fix)
+
+
+def check_gpu() -> Check:
+    """Whether CUDA is usable (information: nnU-Net trains on the CPU too, slowly)."""
+    code = ("import torch; ok = torch.cuda.is_available();"
+            "print(('cuda ' + torch.cuda.get_device_name(0) + ' ' + str((torch.ones(2, device='cuda') * 2).sum().item()))"
+            " if ok else 'none')")
+    ok, out = _python(code)
+    if ok and out.strip().startswith("cuda"):
+        return Check("GPU", None, out.strip()[5:].rsplit(" ", 1)[0] + " is usable")
+    if ok:
+        return Check("GPU", None, "no CUDA GPU usable: training runs on the CPU (pass -device cpu to nnUNetv2_train), "
+                                  "slowly")
+    return Check("GPU", None, f"CUDA check failed: {_last_line(out)}")
+
+
+def run_all(environ=os.environ) -> list[Check]:
+    return [*check_nnunet_paths(environ), check_ext_trainer(environ), check_torch_pair(),
+            check_trainer_lookup(environ), check_gpu()]
+
+
+def training_can_work(checks: list[Check]) -> bool:
+    return all(c.ok is not False for c in checks)
+
+
+def _python(code: str, env: dict | None = None, timeout: float = 300) -> tuple[bool, str]:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why nnU-Net could not write into ``folder`` (created later if missing), or None."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return f"not writable ({e.strerror or e})"
+    return None
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"

@@ -1,0 +1,428 @@
+"""Nerve biomarkers from a segmentation: cross-sectional area and signal along the stack,
+per part of the nerve (sciatic trunk, tibial and peroneal branches), volume, length and
+lesion burden (the paper's Figure 5).
+
+Geometry. Arrays are in ``SimpleITK.GetArrayFromImage`` order (z, y, x) with ``spacing`` in
+the same order, in mm. Position along the stack is ``z_mm = slice index x spacing_z`` (0 at
+the first slice of the image). All directions are taken in the voxel grid scaled to mm,
+so the slice normal is the grid's z axis (the images' direction cosines are orthonormal).
+
+Parts. ``nerve_branches.nerve_parts`` assigns every nerve voxel to the sciatic trunk, the
+tibial or the peroneal branch (each followed through the stack by 3D overlap and named
+once per stack), or to ``merged`` (both branches in one piece after the split); every
+slice gets a ``region``: sciatic, split, tibial, peroneal, merged or none.
+
+Per slice (one row per slice of the stack; slices without nerve have zero area and empty
+values elsewhere):
+
+* ``csa_mm2`` = nerve voxels in the slice x spacing_y x spacing_x.
+* ``cos_theta``: theta is the angle between the local centreline and the slice normal.
+  A centreline is a sequence of centroids (x_mm, y_mm, z_mm) over the slices holding a
+  part; x and y are smoothed by a centred moving average over ``window`` of these slices
+  (default 5, narrowed symmetrically at the ends so that a straight line stays exact); the
+  direction at a slice is the difference of the smoothed centroids of its two neighbouring
+  slices in the sequence (one-sided at the ends) and ``cos_theta = |dz| / |d|``; a single
+  point has ``cos_theta = 1``. Trunk and merged slices use the centreline of the whole
+  nerve (the centroid of all its voxels per slice); each branch uses its own centreline,
+  over every slice where it is separate.
+* ``csa_corrected_mm2 = csa_mm2 x cos_theta``: a tube of true cross-section A cut at angle
+  theta shows an area A / cos(theta) in the slice (the exact correction for a cylinder; the
+  Spinal Cord Toolbox's ``process_seg`` scales the two in-plane axes by the cosines of the
+  two tilt angles instead, which agrees for a tilt in one plane). Where branches are
+  separate the slice's corrected CSA is the sum of the branches' and ``cos_theta`` the
+  ratio corrected / raw.
+* ``<branch>_*`` (tibial, peroneal): the branch's CSA, cos theta, corrected CSA, centroid,
+  normalised signal, lesion flag and CSA threshold, on the slices where it is separate.
+* Signal: the mean and median image intensity inside the nerve (or part) divided by the
+  slice's reference, the median intensity of the slice's voxels in the image's middle
+  intensity class outside the nerve: a three-class Otsu split of the whole image (128-bin
+  histogram) separates air and bone cortex | muscle-like tissue | fat and fluid, so that in
+  a T2 TSE without fat suppression the reference is skeletal muscle and the normalised
+  signal a nerve-to-muscle ratio. A slice without such voxels uses the median over the image.
+
+Per scan: ``volume_mm3`` = nerve voxels x voxel volume (``volume_ml`` = /1000);
+``length_mm`` = (last - first nerve slice + 1) x spacing_z; ``centreline_length_mm`` =
+sum over nerve slices of spacing_z / cos_theta; mean, median and max of the per-slice
+CSAs over the nerve slices; per part: slices, voxels, volume, CSA statistics, first and
+last slice, and each branch's events (merging, missing slices, leaving the field of view).
+
+Lesions: ``lesions.flag_lesions`` (each part against a reference of the same part: the
+subject's own or a normative one per thigh location). ``lesion_burden`` = flagged nerve
+slices / nerve slices (the fraction of the nerve's length, every slice standing for
+spacing_z of nerve). Contiguous flagged slices form the lesion segments.
+
+An empty mask gives a result whose summary says ``nerve_found: false`` with zero volume,
+no error.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from nnunet_nerve.errors import NerveError
+from nnunet_nerve.biomarkers.lesions import LesionRule, NormativeReference, flag_lesions
+from nnunet_nerve.io.masks import binary_mask
+from nnunet_nerve.biomarkers.branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
+from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
+
+#: Values of ``NerveBiomarkers.branch_labels``.
+BRANCH_LABELS = PART_LABELS
+SPLIT_BRANCHES = BRANCHES
+DEFAULT_WINDOW = 5
+#: How ``biomarkers_from_files`` names the mask it measured (``summary["mask_used"]``).
+MASK_POSTPROCESSED, MASK_RAW = "post-processed", "raw (not post-processed)"
+
+BRANCH_COLUMNS = ("csa_mm2", "cos_theta", "csa_corrected_mm2", "centroid_x_mm", "centroid_y_mm",
+                  "signal_mean_norm", "signal_median_norm", "lesion", "csa_threshold_mm2")
+SLICE_COLUMNS = (
+    "slice", "z_mm", "region", "components", "voxels", "csa_mm2", "theta_deg", "cos_theta", "csa_corrected_mm2",
+    "centroid_x_mm", "centroid_y_mm", "signal_mean", "signal_median", "signal_reference",
+    "signal_mean_norm", "signal_median_norm", "csa_lesion", "signal_lesion", "lesion", "lesion_reference",
+    "csa_threshold_mm2",
+) + tuple(f"{b}_{c}" for b in SPLIT_BRANCHES for c in BRANCH_COLUMNS)
+
+
+@dataclass
+class NerveBiomarkers:
+    """The result: one dict per slice (``SLICE_COLUMNS``), the per-scan summary, and what
+    the plots need (part label volume, per-slice lesion flags, the image)."""
+
+    slices: list
+    summary: dict
+    spacing_zyx: tuple
+    branch_labels: np.ndarray
+    lesion_slices: np.ndarray
+    image: "np.ndarray | None" = field(default=None, repr=False)
+
+    @property
+    def nerve_found(self) -> bool:
+        return bool(self.summary["nerve_found"])
+
+    def nerve_values(self, column: str) -> list:
+        """The column's finite values over the slices that hold nerve."""
+        return [r[column] for r in self.slices
+                if r["voxels"] > 0 and r[column] is not None and np.isfinite(r[column])]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def otsu_thresholds(values: np.ndarray, classes: int = 3, bins: int = 128) -> tuple:
+    """Otsu's thresholds splitting ``values`` into 2 or 3 classes (maximal between-class
+    variance over a ``bins``-bin histogram), ascending."""
+    v = np.asarray(values)
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        return (lo,) * (classes - 1)
+    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w = np.r_[0, np.cumsum(hist)].astype(float)            # w[i] = count of bins < i
+    m = np.r_[0, np.cumsum(hist * centres)]
+
+    def score(a, b):  # sum over classes of (class sum)^2 / class count, bins a..b-1
+        n, s_ = w[b] - w[a], m[b] - m[a]
+        return np.where(n > 0, s_ ** 2 / np.maximum(n, 1), 0.0)
+
+    i = np.arange(1, bins)
+    if classes == 2:
+        best = i[int(np.argmax(score(0, i) + score(i, bins)))]
+        return (float(edges[best]),)
+    a, b = np.meshgrid(i, i, indexing="ij")
+    total = np.where(a < b, score(0, a) + score(a, b) + score(b, bins), -np.inf)
+    ia, ib = np.unravel_index(int(np.argmax(total)), total.shape)
+    return float(edges[i[ia]]), float(edges[i[ib]])
+
+
+# ----------------------------------------------------------------------------- centreline
+
+def smooth_track(points: np.ndarray, window: int = DEFAULT_WINDOW) -> np.ndarray:
+    """Centred moving average of an (n, d) track over ``window`` rows, narrowed symmetrically
+    at the ends (a straight, evenly sampled track is returned unchanged)."""
+    points = np.asarray(points, dtype=float)
+    n, half = len(points), max(int(window) // 2, 0)
+    out = np.empty_like(points)
+    for i in range(n):
+        h = min(half, i, n - 1 - i)
+        out[i] = points[i - h:i + h + 1].mean(axis=0)
+    return out
+
+
+def track_cosines(xyz_mm: np.ndarray, window: int = DEFAULT_WINDOW) -> np.ndarray:
+    """|cos(theta)| between the smoothed track's local direction and the z axis, per point.
+
+    ``xyz_mm`` is (n, 3) with z increasing; x and y are smoothed (``smooth_track``), z is
+    kept; the direction at i is point[i+1] - point[i-1] (one-sided at the ends). One point: 1.
+    """
+    xyz = np.asarray(xyz_mm, dtype=float)
+    n = len(xyz)
+    if n < 2:
+        return np.ones(n)
+    smoothed = xyz.copy()
+    smoothed[:, :2] = smooth_track(xyz[:, :2], window)
+    ahead = np.r_[1:n, n - 1]
+    behind = np.r_[0, 0:n - 1]
+    d = smoothed[ahead] - smoothed[behind]
+    return np.abs(d[:, 2]) / np.linalg.norm(d, axis=1)
+
+
+# ----------------------------------------------------------------------------- signal
+
+def slice_signal_references(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per slice: the median intensity of the image's middle intensity class outside the
+    nerve. The classes come from a three-class Otsu split of the whole image (air and
+    cortical bone | muscle-like intermediate tissue | fat and fluid); in a T2-weighted TSE
+    without fat suppression the middle class is skeletal muscle, so the normalised signal
+    is a nerve-to-muscle ratio. Slices without such voxels use the median over the image."""
+    image = np.asarray(image)
+    low, high = otsu_thresholds(image, classes=3)
+    refs = np.full(image.shape[0], math.nan)
+    for z in range(image.shape[0]):
+        middle = (image[z] > low) & (image[z] <= high) & ~mask[z]
+        if middle.any():
+            refs[z] = float(np.median(image[z][middle]))
+    if np.isnan(refs).any():
+        middle = (image > low) & (image <= high) & ~mask
+        refs[np.isnan(refs)] = float(np.median(image[middle])) if middle.any() else math.nan
+    refs[~(refs > 0)] = math.nan
+    return refs
+
+
+def _signal(image2d: np.ndarray, where: np.ndarray, reference: float) -> tuple:
+    values = image2d[where].astype(float)
+    mean, median = float(values.mean()), float(np.median(values))
+    return mean, median, mean / reference, median / reference
+
+
+# ----------------------------------------------------------------------------- main entry
+
+def nerve_biomarkers(mask: np.ndarray, spacing_zyx: Sequence[float], image: "np.ndarray | None" = None, *,
+                     lateral_xy: "Sequence[float] | None" = None, rule: LesionRule = LesionRule(),
+                     reference: "NormativeReference | None" = None, location: "str | None" = None,
+                     window: int = DEFAULT_WINDOW,
+                     min_branch_fraction: float = DEFAULT_MIN_BRANCH_FRACTION) -> NerveBiomarkers:
+    """Biomarkers of a binary nerve mask (z, y, x) with ``spacing_zyx`` in mm.
+
+    ``image`` (same shape) gives the signal columns (empty without it). ``lateral_xy`` is
+    the unit vector (x, y), in the grid's in-plane mm axes, pointing laterally for the imaged
+    leg (names the branches by position). ``reference`` (a NormativeReference) replaces the
+    subject's own lesion reference where it has enough volunteers at the scan's thigh
+    ``location`` (distal, medial, proximal; None or n/a: unknown).
+    """
+    mask = binary_mask(np.asarray(mask))
+    if mask.ndim != 3:
+        raise NerveError(f"mask: expected a 3D mask (z, y, x), got {mask.ndim} dimensions")
+    if image is not None and np.shape(image) != mask.shape:
+        raise NerveError(f"image: shape {np.shape(image)} differs from the mask's {mask.shape}")
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    pixel_area = sy * sx
+    nz = mask.shape[0]
+    nerve_z = [int(z) for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1))]
+    labels, parts = _parts(mask, (sz, sy, sx), lateral_xy, min_branch_fraction)
+    refs = slice_signal_references(image, mask) if image is not None else np.full(nz, math.nan)
+
+    rows = [_empty_row(z, sz) for z in range(nz)]
+    if nerve_z:
+        centroid_mm = {z: _centroid(mask[z], sy, sx) for z in nerve_z}
+        cosines = track_cosines(np.array([(*centroid_mm[z], z * sz) for z in nerve_z]), window)
+        for z, cos in zip(nerve_z, cosines):
+            voxels = int(mask[z].sum())
+            rows[z].update(region=parts.regions[z], components=parts.components[z], voxels=voxels,
+                           csa_mm2=voxels * pixel_area, centroid_x_mm=centroid_mm[z][0],
+                           centroid_y_mm=centroid_mm[z][1])
+            _set_cos(rows[z], "", float(cos))
+            if image is not None and np.isfinite(refs[z]):
+                mean, median, mean_n, median_n = _signal(image[z], mask[z], refs[z])
+                rows[z].update(signal_mean=mean, signal_median=median, signal_reference=float(refs[z]),
+                               signal_mean_norm=mean_n, signal_median_norm=median_n)
+    for name in SPLIT_BRANCHES:
+        where = labels == BRANCH_LABELS[name]
+        zs = [z for z in nerve_z if where[z].any()]
+        xy = {z: _centroid(where[z], sy, sx) for z in zs}
+        cosines = track_cosines(np.array([(*xy[z], z * sz) for z in zs]), window) if zs else []
+        for z, cos in zip(zs, cosines):
+            row, area = rows[z], int(where[z].sum()) * pixel_area
+            row.update({f"{name}_csa_mm2": area, f"{name}_centroid_x_mm": xy[z][0],
+                        f"{name}_centroid_y_mm": xy[z][1]})
+            _set_cos(row, f"{name}_", float(cos))
+            if image is not None and np.isfinite(refs[z]):
+                _, _, mean_n, median_n = _signal(image[z], where[z], refs[z])
+                row.update({f"{name}_signal_mean_norm": mean_n, f"{name}_signal_median_norm": median_n})
+    for z in nerve_z:
+        row = rows[z]
+        if row["region"] in ("split", *SPLIT_BRANCHES):
+            row["csa_corrected_mm2"] = sum(row[f"{b}_csa_corrected_mm2"] or 0.0 for b in SPLIT_BRANCHES)
+            row["cos_theta"] = row["csa_corrected_mm2"] / row["csa_mm2"]
+            row["theta_deg"] = float(np.degrees(np.arccos(np.clip(row["cos_theta"], 0, 1))))
+    lesion_info, lesion_slices = flag_lesions(rows, nerve_z, rule, reference, location)
+    summary = _summary(mask, rows, nerve_z, (sz, sy, sx), labels, parts, lesion_info, rule, window,
+                       min_branch_fraction, image is not None)
+    return NerveBiomarkers(rows, summary, (sz, sy, sx), labels, lesion_slices, image)
+
+
+def _parts(mask: np.ndarray, spacing, lateral_xy, min_branch_fraction):
+    """(part labels of the whole grid, NerveParts) computed on the nerve's in-plane bounding box."""
+    labels = np.zeros(mask.shape, dtype=np.uint8)
+    found = ndimage.find_objects(mask.astype(np.uint8))
+    if not found:
+        return labels, nerve_parts(mask, spacing, lateral_xy, min_branch_fraction)
+    box = (slice(None),) + tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in found[0][1:])
+    border = np.ones(mask.shape[1:], dtype=bool)
+    border[1:-1, 1:-1] = False
+    parts = nerve_parts(mask[box], spacing, lateral_xy, min_branch_fraction, border[box[1:]])
+    labels[box] = parts.labels
+    parts.labels = labels
+    return labels, parts
+
+
+def _set_cos(row: dict, prefix: str, cos: float) -> None:
+    row[f"{prefix}cos_theta"] = cos
+    row[f"{prefix}csa_corrected_mm2"] = row[f"{prefix}csa_mm2"] * cos
+    if not prefix:
+        row["theta_deg"] = float(np.degrees(np.arccos(np.clip(cos, 0, 1))))
+
+
+def _empty_row(z: int, sz: float) -> dict:
+    row = dict.fromkeys(SLICE_COLUMNS)
+    row.update(slice=z, z_mm=z * sz, region="none", components=0, voxels=0, csa_mm2=0.0,
+               csa_corrected_mm2=0.0, csa_lesion=False, signal_lesion=False, lesion=False)
+    return row
+
+
+def _centroid(mask2d: np.ndarray, sy: float, sx: float) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask2d)
+    return float(xs.mean() * sx), float(ys.mean() * sy)
+
+
+def _stats(values: list) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "median": None, "max": None}
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "max": float(v.max())}
+
+
+def _part_summary(name: str, rows: list, labels: np.ndarray, voxel_mm3: float, events: dict) -> "dict | None":
+    count = int((labels == BRANCH_LABELS[name]).sum())
+    if count == 0:
+        return None
+    if name in SPLIT_BRANCHES:
+        zs = [r["slice"] for r in rows if r[f"{name}_csa_mm2"] is not None]
+        csa = [rows[z][f"{name}_csa_corrected_mm2"] for z in zs]
+    else:
+        zs = [r["slice"] for r in rows if r["region"] == name]
+        csa = [rows[z]["csa_corrected_mm2"] for z in zs]
+    out = {"slices": len(zs), "first_slice": min(zs), "last_slice": max(zs), "voxels": count,
+           "volume_mm3": count * voxel_mm3, "csa_corrected_mm2": _stats(csa)}
+    if name in events:
+        out["events"] = events[name]
+    return out
+
+
+def _summary(mask, rows, nerve_z, spacing, labels, parts, lesion, rule, window, min_branch_fraction,
+             has_image) -> dict:
+    sz, sy, sx = spacing
+    voxel_mm3 = sz * sy * sx
+    voxels = int(mask.sum())
+    nerve_rows = [rows[z] for z in nerve_z]
+    branch_z = [z for z in nerve_z if rows[z]["region"] not in ("sciatic", "none")]
+    branches = {name: s for name in BRANCH_LABELS
+                if (s := _part_summary(name, rows, labels, voxel_mm3, parts.events)) is not None}
+    return {
+        "nerve_found": bool(nerve_z),
+        "message": (f"nerve found in {len(nerve_z)} of {len(rows)} slices" if nerve_z
+                    else "no nerve found: the mask holds no nerve voxels"),
+        "shape_zyx": list(mask.shape),
+        "spacing_zyx_mm": [sz, sy, sx],
+        "voxels": voxels,
+        "volume_mm3": voxels * voxel_mm3,
+        "volume_ml": voxels * voxel_mm3 / 1000.0,
+        "slices_with_nerve": len(nerve_z),
+        "first_slice": nerve_z[0] if nerve_z else None,
+        "last_slice": nerve_z[-1] if nerve_z else None,
+        "length_mm": (nerve_z[-1] - nerve_z[0] + 1) * sz if nerve_z else 0.0,
+        "centreline_length_mm": float(sum(sz / r["cos_theta"] for r in nerve_rows)),
+        "csa_mm2": _stats([r["csa_mm2"] for r in nerve_rows]),
+        "csa_corrected_mm2": _stats([r["csa_corrected_mm2"] for r in nerve_rows]),
+        "signal_mean_norm": _stats([r["signal_mean_norm"] for r in nerve_rows]),
+        "split": {"found": bool(branch_z), "first_slice": branch_z[0] if branch_z else None,
+                  "last_slice": branch_z[-1] if branch_z else None, "naming": parts.naming,
+                  "trunk": parts.trunk, "merged_slices": [z for z in nerve_z if rows[z]["region"] == "merged"]},
+        "branches": branches,
+        "lesion": lesion,
+        "settings": {"centreline_window_slices": window, "min_branch_fraction": min_branch_fraction,
+                     "signal_reference": "median of the slice's voxels in the middle class of a three-class "
+                                         "Otsu split of the image (muscle-like tissue), outside the nerve"
+                     if has_image else None,
+                     "lesion_k": rule.k, "lesion_min_excess": rule.min_excess},
+    }
+
+
+# ----------------------------------------------------------------------------- files
+
+def lateral_vector(direction: Sequence[float], side: "str | None") -> "tuple[float, float] | None":
+    """The lateral unit direction in the grid's in-plane (x, y) mm axes for the imaged leg.
+
+    ITK's physical frame is LPS: +x points to the patient's left, so lateral is +x for a
+    left leg and -x for a right leg; its in-plane grid components are the first row of the
+    direction matrix (sign flipped for a right leg). None when ``side`` is None.
+    """
+    if side is None:
+        return None
+    if side not in ("left", "right"):
+        raise NerveError(f"side must be 'left' or 'right', not {side!r}")
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    sign = 1.0 if side == "left" else -1.0
+    v = sign * d[0, :2]
+    norm = float(np.linalg.norm(v))
+    if norm < 1e-6:
+        raise NerveError("the slices do not contain the left-right axis; --side cannot name the branches")
+    return float(v[0] / norm), float(v[1] / norm)
+
+
+def read_mask_for_image(image_path, mask_path):
+    """(image array, mask as booleans, the SimpleITK image) after checking grids and values."""
+    import SimpleITK as sitk
+
+    from nnunet_nerve.io.images import grid_mismatch, read_image
+
+    image = read_image(image_path)
+    mask = read_image(mask_path)
+    for path, img in ((image_path, image), (mask_path, mask)):
+        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+            raise NerveError(f"{path}: expected a 3D single-channel image, got {img.GetDimension()}D with "
+                             f"{img.GetNumberOfComponentsPerPixel()} component(s)")
+    why = grid_mismatch(image, mask)
+    if why:
+        raise NerveError(f"{mask_path}: mask is not on the image's grid ({image_path}): {why}")
+    return sitk.GetArrayFromImage(image), binary_mask(sitk.GetArrayFromImage(mask), str(mask_path)), image
+
+
+def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, rule: LesionRule = LesionRule(),
+                          reference: "NormativeReference | None" = None, location: "str | None" = None,
+                          postprocess: bool = True, **options) -> NerveBiomarkers:
+    """``nerve_biomarkers`` of a mask file over its image file (same grid, binary mask).
+
+    ``postprocess`` (default) first applies ``postprocess.postprocess_nerve`` to the mask;
+    False measures the mask as it is. The summary records both paths, ``mask_used``
+    (``MASK_POSTPROCESSED`` or ``MASK_RAW``), what post-processing changed and removed,
+    the imaged ``side`` and the thigh ``location``.
+    """
+    from nnunet_nerve.io.images import spacing_zyx
+
+    array, mask, image = read_mask_for_image(image_path, mask_path)
+    spacing = spacing_zyx(image)
+    pp = None
+    if postprocess:
+        pp = postprocess_nerve(mask, spacing)
+        mask = pp.mask
+    result = nerve_biomarkers(mask, spacing, array, lateral_xy=lateral_vector(image.GetDirection(), side),
+                              rule=rule, reference=reference, location=location, **options)
+    result.summary = {"image": str(Path(image_path).resolve()), "mask": str(Path(mask_path).resolve()),
+                      "mask_used": MASK_POSTPROCESSED if postprocess else MASK_RAW,
+                      "postprocessing": pp.as_dict() if pp else None, "side": side, "location": location,
+                      **result.summary}
+    return result

@@ -1,0 +1,353 @@
+"""Physiological post-processing of a nerve segmentation: keep the nerve tube, drop blobs,
+fill missed slices.
+
+The nerve is one continuous tubular structure running through the stack that may split
+into two branches. The rule (``PostprocessRule``), on a binary mask (z, y, x) with its
+spacing in mm:
+
+1. Components: 3D connected components with 26-connectivity.
+2. Bridges over missed slices: a 2D piece (8-connected) in slice ``a`` that no mask voxel of
+   slice ``a + 1`` touches, and a piece in slice ``b`` that no voxel of slice ``b - 1``
+   touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 1) slices between them
+   (the fewest that give any pair), are bridged when they face each other: the distance
+   between their centroids is at most the sum of their equivalent radii sqrt(area / pi)
+   plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging at a missed junction
+   slice). A piece that continues in the gap's direction may still be bridged to one that
+   ends, when the two belong to different 3D components (a branch that lost its junction).
+   The slices between get the shape-based interpolation of the two pieces: both moved to
+   the linearly interpolated centroid, voxels where the linear blend of their signed
+   distance maps (mm, negative inside) is negative.
+   Bridged components count as one group.
+3. The main tube: the group of bridged components with the largest z-extent (first to
+   last slice, gaps included); ties go to the larger voxel count.
+4. Other groups are kept only when their z-extent is at least ``min_extent_fraction``
+   (default 0.5) of the main tube's and their nearest voxel lies within
+   ``max_branch_distance_mm`` (default 20 mm) of it: a branch whose junction was missed.
+   Everything else (short blobs such as a segmented vein, anything far away) is removed.
+
+So every voxel of the main tube is kept and nothing is added outside bridged gaps. A long
+vessel running beside the nerve over most of the stack is indistinguishable from a branch
+by this rule and is kept. An empty mask stays empty.
+
+nnU-Net's own post-processing (``remove_all_but_largest_component``) keeps the single
+largest 3D component instead; ``benchmarks/bench_postprocess.py`` compares the two.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from nnunet_nerve.errors import NerveError
+from nnunet_nerve.io.masks import binary_mask
+
+REPORT_NAME = "postprocessing_nerve.json"
+_STRUCTURE_3D = np.ones((3, 3, 3), dtype=bool)
+_STRUCTURE_2D = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class PostprocessRule:
+    min_extent_fraction: float = 0.5
+    max_branch_distance_mm: float = 20.0
+    max_gap_slices: int = 1
+    facing_tolerance_mm: float = 2.0
+
+
+@dataclass
+class PostprocessResult:
+    """The cleaned mask (bool) and what was changed."""
+
+    mask: np.ndarray
+    components: int = 0
+    kept_components: int = 0
+    removed_voxels: int = 0
+    filled_slices: list = field(default_factory=list)
+    filled_voxels: int = 0
+    main_extent_slices: int = 0
+    #: One entry per removed group of components: first/last slice, voxels and why.
+    removed: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("mask")
+        return out
+
+
+@dataclass
+class _Piece:
+    """An 8-connected 2D piece of the mask: slice, label in that slice's 2D labelling, 3D
+    component, centroid (y_mm, x_mm), equivalent radius (mm), and whether no mask voxel of
+    the next (``down``) or previous (``up``) slice touches it."""
+
+    z: int
+    label: int
+    component: int
+    centroid: np.ndarray
+    radius: float
+    down: bool
+    up: bool
+
+
+def _slice_pieces(mask: np.ndarray, comp: np.ndarray, sy: float, sx: float) -> dict:
+    """{z: [_Piece]} for every slice holding mask voxels."""
+    nz = mask.shape[0]
+    pieces = {}
+    for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1)):
+        z = int(z)
+        lab, _ = ndimage.label(mask[z], structure=_STRUCTURE_2D)
+        for i, box in enumerate(ndimage.find_objects(lab), 1):
+            crop = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+            own = lab[crop] == i
+            grown = ndimage.binary_dilation(own, structure=_STRUCTURE_2D)
+            ys, xs = np.nonzero(own)
+            origin = (crop[0].start, crop[1].start)
+            pieces.setdefault(z, []).append(_Piece(
+                z, i, int(comp[z][ys[0] + origin[0], xs[0] + origin[1]]),
+                np.array([(ys.mean() + origin[0]) * sy, (xs.mean() + origin[1]) * sx]),
+                float(np.sqrt(own.sum() * sy * sx / np.pi)),
+                down=z + 1 < nz and not mask[z + 1][crop][grown].any(),
+                up=z > 0 and not mask[z - 1][crop][grown].any()))
+    return pieces
+
+
+def _piece_mask(mask: np.ndarray, piece: _Piece) -> np.ndarray:
+    lab, _ = ndimage.label(mask[piece.z], structure=_STRUCTURE_2D)
+    return lab == piece.label
+
+
+def _facing(p: _Piece, q: _Piece, tolerance_mm: float) -> bool:
+    return float(np.linalg.norm(p.centroid - q.centroid)) <= p.radius + q.radius + tolerance_mm
+
+
+def _signed_distance(piece: np.ndarray, spacing_yx) -> np.ndarray:
+    """Signed distance (mm) to the piece's boundary: negative inside, positive outside."""
+    return (ndimage.distance_transform_edt(~piece, sampling=spacing_yx)
+            - ndimage.distance_transform_edt(piece, sampling=spacing_yx))
+
+
+def _shifted(piece: np.ndarray, shift_px) -> np.ndarray:
+    return ndimage.shift(piece.astype(np.uint8), np.round(shift_px), order=0, mode="constant", cval=0) > 0
+
+
+def interpolate_gap(lower: np.ndarray, upper: np.ndarray, gap: int, spacing_yx) -> list:
+    """``gap`` 2D masks between slice masks ``lower`` and ``upper``: shape-based interpolation
+    with centroid alignment. For the slice at fraction w of the way, both shapes are moved
+    (whole pixels) to the blended centroid (1 - w) c_lower + w c_upper, and the result is
+    where (1 - w) d_lower + w d_upper < 0, d being the moved shapes' signed distances (mm).
+    Pixels where the blend is exactly 0 (inside one shape's edge, outside the other's) are
+    split evenly, on a checkerboard: taking none of them shrinks a ragged shape by about a
+    fifth, taking all grows it by a tenth."""
+    c0, c1 = (np.array(ndimage.center_of_mass(m)) for m in (lower, upper))
+    checker = (np.indices(lower.shape).sum(axis=0) % 2) == 0
+    out = []
+    for w in np.arange(1, gap + 1) / (gap + 1):
+        target = (1 - w) * c0 + w * c1
+        d0 = _signed_distance(_shifted(lower, target - c0), spacing_yx)
+        d1 = _signed_distance(_shifted(upper, target - c1), spacing_yx)
+        blend = (1 - w) * d0 + w * d1
+        out.append((blend < 0) | ((blend == 0) & checker))
+    return out
+
+
+def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, sy: float, sx: float) -> list:
+    """(lower piece, upper piece) pairs across 1..max_gap slices (the fewest that give any for
+    each end piece) that face each other, where the lower piece ends downwards and the upper
+    piece upwards, or one of them does and they belong to different 3D components (a branch
+    that lost its junction)."""
+    pieces = _slice_pieces(mask, comp, sy, sx)
+    found = {}
+
+    def joinable(lo: _Piece, up: _Piece) -> bool:
+        return _facing(lo, up, rule.facing_tolerance_mm) and ((lo.down and up.up) or lo.component != up.component)
+
+    for z, here in pieces.items():
+        for p in here:
+            for gap in range(1, int(rule.max_gap_slices) + 1):
+                hits = []
+                if p.down:
+                    hits += [(p, q) for q in pieces.get(z + gap + 1, []) if joinable(p, q)]
+                if p.up:
+                    hits += [(q, p) for q in pieces.get(z - gap - 1, []) if joinable(q, p)]
+                for lo, up in hits:
+                    found[(lo.z, lo.label, up.z, up.label)] = (lo, up)
+                if hits:
+                    break
+    return list(found.values())
+
+
+def _groups(n: int, bridges: list) -> np.ndarray:
+    """Union-find over components 1..n joined by bridges; group id per component (index 0 unused)."""
+    parent = list(range(n + 1))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for lo, up in bridges:
+        parent[root(lo.component)] = root(up.component)
+    return np.array([root(i) for i in range(n + 1)])
+
+
+def postprocess_nerve(mask: np.ndarray, spacing_zyx: Sequence[float], rule: PostprocessRule = PostprocessRule()
+                      ) -> PostprocessResult:
+    """Apply the module's rule to a binary mask (z, y, x); see the module docstring.
+
+    Works on the mask's bounding box (plus one voxel in-plane), so its cost follows the
+    segmented region, not the field of view."""
+    mask = binary_mask(np.asarray(mask))
+    if mask.ndim != 3:
+        raise NerveError(f"mask: expected a 3D mask (z, y, x), got {mask.ndim} dimensions")
+    if not mask.any():
+        return PostprocessResult(mask.copy())
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    box = (slice(0, mask.shape[0]),) + tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box[1:])
+    result = _postprocess_box(mask[box], spacing_zyx, rule)
+    full = np.zeros_like(mask)
+    full[box] = result.mask
+    result.mask = full
+    return result
+
+
+def _postprocess_box(mask: np.ndarray, spacing_zyx: Sequence[float], rule: PostprocessRule) -> PostprocessResult:
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    comp, n = ndimage.label(mask, structure=_STRUCTURE_3D)
+    if n == 0:
+        return PostprocessResult(mask.copy())
+    objects = ndimage.find_objects(comp)
+    zranges = {i + 1: (obj[0].start, obj[0].stop - 1) for i, obj in enumerate(objects)}
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)
+    bridges = _find_bridges(mask, comp, rule, sy, sx)
+    group_of = _groups(n, bridges)
+
+    groups = {}
+    for c in range(1, n + 1):
+        g = groups.setdefault(group_of[c], {"members": [], "z0": zranges[c][0], "z1": zranges[c][1], "voxels": 0})
+        g["members"].append(c)
+        g["z0"], g["z1"] = min(g["z0"], zranges[c][0]), max(g["z1"], zranges[c][1])
+        g["voxels"] += int(sizes[c])
+    extent = {g: v["z1"] - v["z0"] + 1 for g, v in groups.items()}
+    main = max(groups, key=lambda g: (extent[g], groups[g]["voxels"]))
+    keep_groups, removed = {main}, []
+    distance = None
+    for g in sorted(groups, key=lambda g: groups[g]["z0"]):
+        if g == main:
+            continue
+        entry = {"first_slice": int(groups[g]["z0"]), "last_slice": int(groups[g]["z1"]),
+                 "voxels": groups[g]["voxels"]}
+        if extent[g] < rule.min_extent_fraction * extent[main]:
+            removed.append({**entry, "reason": f"short: {extent[g]} slice(s), under {rule.min_extent_fraction:g} "
+                                               f"of the nerve tube's {extent[main]}"})
+            continue
+        if distance is None:
+            distance = ndimage.distance_transform_edt(~np.isin(comp, groups[main]["members"]), sampling=(sz, sy, sx))
+        gap = float(distance[np.isin(comp, groups[g]["members"])].min())
+        if gap <= rule.max_branch_distance_mm:
+            keep_groups.add(g)
+        else:
+            removed.append({**entry, "reason": f"far: {gap:.1f} mm from the nerve tube, over "
+                                               f"{rule.max_branch_distance_mm:g} mm"})
+
+    kept_components = [c for g in keep_groups for c in groups[g]["members"]]
+    out = np.isin(comp, kept_components)
+    filled_slices, filled_voxels = set(), 0
+    for lo, up in bridges:
+        if group_of[lo.component] not in keep_groups:
+            continue
+        gap = up.z - lo.z - 1
+        fills = interpolate_gap(_piece_mask(mask, lo), _piece_mask(mask, up), gap, (sy, sx))
+        for z, fill in zip(range(lo.z + 1, up.z), fills):
+            new = fill & ~out[z]
+            out[z] |= fill
+            filled_voxels += int(new.sum())
+            filled_slices.add(z)
+    return PostprocessResult(out, components=n, kept_components=len(kept_components),
+                             removed_voxels=int(mask.sum() - np.isin(comp, kept_components).sum()),
+                             filled_slices=sorted(filled_slices), filled_voxels=filled_voxels,
+                             main_extent_slices=int(extent[main]), removed=removed)
+
+
+# ----------------------------------------------------------------------------- files
+
+def _postprocess_image(path: Path, rule: PostprocessRule):
+    """(output SimpleITK image, result) for one mask file."""
+    import SimpleITK as sitk
+
+    from nnunet_nerve.io.images import read_image, spacing_zyx
+
+    image = read_image(path)
+    if image.GetDimension() != 3:
+        raise NerveError(f"{path}: expected a 3D mask, got {image.GetDimension()}D")
+    result = postprocess_nerve(binary_mask(sitk.GetArrayFromImage(image), str(path)), spacing_zyx(image), rule)
+    out = sitk.GetImageFromArray(result.mask.astype(np.uint8))
+    out.CopyInformation(image)
+    return out, result
+
+
+def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False
+                     ) -> PostprocessResult:
+    """Post-process one mask file into ``out_path`` (uint8 0/1, the input's grid), atomically."""
+    from nnunet_nerve.io.atomic import atomic_file
+    from nnunet_nerve.io.images import write_image
+
+    out, result = _postprocess_image(Path(in_path), rule)
+    with atomic_file(out_path, overwrite) as tmp:
+        write_image(out, tmp)
+    return result
+
+
+def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False,
+                       log: "Callable[[str], None] | None" = None) -> dict:
+    """Post-process every mask file directly in ``in_dir`` (e.g. nnUNetv2_predict's output)
+    into ``out_dir``, built atomically. The folder's .json files (dataset.json, plans.json,
+    ...) are copied so that the result is a drop-in prediction folder; ``REPORT_NAME``
+    records what changed per file. Returns that report."""
+    from nnunet_nerve.io.atomic import atomic_directory
+    from nnunet_nerve.io.images import has_image_suffix, write_image
+
+    in_dir = Path(in_dir)
+    files = sorted(p for p in in_dir.iterdir() if p.is_file() and has_image_suffix(p.name))
+    if not files:
+        raise NerveError(f"{in_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
+    report = {"rule": asdict(rule), "files": {}}
+    with atomic_directory(out_dir, overwrite) as tmp:
+        for i, path in enumerate(files, 1):
+            out, result = _postprocess_image(path, rule)
+            write_image(out, tmp / path.name)
+            report["files"][path.name] = result.as_dict()
+            if log:
+                log(f"[{i}/{len(files)}] {path.name}: {describe(result)}")
+        for extra in sorted(in_dir.glob("*.json")):
+            if extra.name != REPORT_NAME:
+                shutil.copy2(extra, tmp / extra.name)
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def postprocess_path(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False,
+                     log: "Callable[[str], None] | None" = None):
+    """A file to a file, or a folder to a folder."""
+    in_path = Path(in_path)
+    if in_path.is_dir():
+        return postprocess_folder(in_path, out_path, rule, overwrite, log)
+    if not in_path.is_file():
+        raise NerveError(f"{in_path}: no such file or folder")
+    result = postprocess_file(in_path, out_path, rule, overwrite)
+    if log:
+        log(f"{in_path.name}: {describe(result)}")
+    return result
+
+
+def describe(result: PostprocessResult) -> str:
+    """One line: components kept/found, voxels removed, slices filled."""
+    filled = f", filled slice(s) {', '.join(map(str, result.filled_slices))} (+{result.filled_voxels} voxels)" \
+        if result.filled_slices else ""
+    return (f"kept {result.kept_components} of {result.components} component(s), "
+            f"removed {result.removed_voxels} voxel(s){filled}")

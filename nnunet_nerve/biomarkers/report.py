@@ -1,0 +1,452 @@
+"""Writing biomarker results, for one scan or a batch: per-slice CSV, summary JSON and
+Figure-5-like PNGs; and building a normative reference from a dataset's volunteers.
+
+One scan's report folder holds
+
+* ``slices.csv``: one row per slice of the stack (``biomarkers.SLICE_COLUMNS``); empty
+  cells where a value does not exist (no nerve in the slice, no image, not split);
+  flags as 0/1.
+* ``summary.json``: the per-scan summary (``nerve_found``, volume, length, CSA statistics,
+  branches, lesion thresholds, burden and segments, settings).
+* ``profile.png``: CSA (raw and obliquity-corrected, and per branch) and normalised signal
+  along the stack, each part's lesion threshold as a dashed line in its colour, lesion
+  segments shaded red.
+* ``mip.png``: maximum-intensity projections (coronal and sagittal) of the image inside
+  the segmented nerve, coloured by part (sciatic blue, tibial green, peroneal orange,
+  merged branches purple), lesion slices red.
+
+A batch folder holds one such folder per case, ``cases.csv`` (one row per case) and, with
+a normative reference, ``reference.json`` (reusable with ``--reference``). Masks are
+post-processed first unless ``postprocess=False`` (``--no-postprocess``); every summary
+says which mask was measured. Every folder is
+built in a temporary sibling and renamed into place (``atomic.atomic_directory``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from scipy import ndimage
+
+from nnunet_nerve.io.atomic import atomic_directory, atomic_file
+from nnunet_nerve.biomarkers.measures import (BRANCH_LABELS, SLICE_COLUMNS, LesionRule, NerveBiomarkers, NormativeReference,
+                                     biomarkers_from_files)
+from nnunet_nerve.errors import NerveError
+
+CASE_FILES = ("slices.csv", "summary.json", "profile.png", "mip.png")
+CASES_CSV_COLUMNS = ("case", "cohort", "location", "mask_used", "postprocess_removed_voxels", "nerve_found",
+                     "volume_mm3", "volume_ml", "length_mm", "csa_corrected_mean_mm2", "csa_corrected_max_mm2",
+                     "csa_mean_mm2", "csa_max_mm2", "signal_mean_norm", "split", "lesion_burden", "lesion_segments",
+                     "lesion_reference")
+BRANCH_COLOURS = {"sciatic": (0.12, 0.47, 0.71), "tibial": (0.17, 0.63, 0.17), "peroneal": (1.0, 0.5, 0.05),
+                  "merged": (0.58, 0.4, 0.74)}
+LESION_COLOUR = (0.84, 0.15, 0.16)
+Log = Optional[Callable[[str], None]]
+
+
+# ----------------------------------------------------------------------------- writers
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _json_safe(value):
+    """NaN and inf become null; numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_slices_csv(path, result: NerveBiomarkers, overwrite: bool = False) -> None:
+    with atomic_file(path, overwrite) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(SLICE_COLUMNS)
+        for row in result.slices:
+            writer.writerow([_cell(row[c]) for c in SLICE_COLUMNS])
+
+
+def write_json(path, data: dict, overwrite: bool = False) -> None:
+    with atomic_file(path, overwrite) as tmp:
+        Path(tmp).write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+
+
+def _figure(ncols: int, nrows: int, size):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=110)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _shade_lesions(ax, result: NerveBiomarkers) -> None:
+    sz = result.spacing_zyx[0]
+    for i, seg in enumerate(result.summary["lesion"]["segments"]):
+        ax.axvspan(seg["start_mm"] - sz / 2, seg["end_mm"] + sz / 2, color=LESION_COLOUR, alpha=0.18,
+                   label="lesion" if i == 0 else None)
+
+
+def _column(result: NerveBiomarkers, name: str) -> np.ndarray:
+    return np.array([np.nan if r[name] is None else float(r[name]) for r in result.slices])
+
+
+def plot_profile(path, result: NerveBiomarkers, title: str = "", overwrite: bool = False) -> None:
+    """CSA and normalised signal along the stack with lesion segments shaded (Figure 5 style)."""
+    fig, axes = _figure(1, 2, (8, 6))
+    ax_csa, ax_sig = axes[0, 0], axes[1, 0]
+    z = _column(result, "z_mm")
+    nerve = _column(result, "voxels") > 0
+    lesion = result.summary["lesion"]
+    if not result.nerve_found:
+        for ax in (ax_csa, ax_sig):
+            ax.text(0.5, 0.5, "no nerve found", ha="center", va="center", transform=ax.transAxes, fontsize=14)
+    else:
+        for name, style, label in (("csa_mm2", ":", "CSA (in slice)"),
+                                   ("csa_corrected_mm2", "-", "CSA (obliquity-corrected)")):
+            ax_csa.plot(z[nerve], _column(result, name)[nerve], style, color="k", marker=".", label=label)
+        for branch in ("tibial", "peroneal"):
+            values = _column(result, f"{branch}_csa_corrected_mm2")
+            if np.isfinite(values).any():
+                ax_csa.plot(z, values, "-", color=BRANCH_COLOURS[branch], marker=".", label=f"{branch} (corrected)")
+                ax_csa.plot(z, _column(result, f"{branch}_csa_threshold_mm2"), "--", color=BRANCH_COLOURS[branch],
+                            lw=1, label=f"{branch} threshold")
+        regions = np.array([r["region"] for r in result.slices])
+        for part in ("sciatic", "merged"):
+            threshold = np.where(regions == part, _column(result, "csa_threshold_mm2"), np.nan)
+            if np.isfinite(threshold).any():
+                ax_csa.plot(z, threshold, "--", color=BRANCH_COLOURS[part], lw=1, label=f"{part} threshold")
+        signal = _column(result, "signal_mean_norm")
+        if np.isfinite(signal).any():
+            ax_sig.plot(z[nerve], signal[nerve], "-", color="k", marker=".", label="mean signal")
+            ax_sig.plot(z[nerve], _column(result, "signal_median_norm")[nerve], ":", color="k", label="median signal")
+            for part, ref in lesion["references"].items():
+                if ref.get("signal_threshold") is not None and np.isfinite(ref["signal_threshold"]) \
+                        and (part in regions or (part in ("tibial", "peroneal") and "split" in regions)):
+                    ax_sig.axhline(ref["signal_threshold"], ls="--", color=BRANCH_COLOURS[part], lw=1,
+                                   label=f"{part} signal threshold")
+        else:
+            ax_sig.text(0.5, 0.5, "no image: no signal", ha="center", va="center", transform=ax_sig.transAxes)
+        for ax in (ax_csa, ax_sig):
+            _shade_lesions(ax, result)
+            ax.legend(fontsize=7, loc="best")
+            ax.grid(alpha=0.3)
+    ax_csa.set_ylabel("CSA (mm²)")
+    ax_sig.set_ylabel("signal / reference")
+    ax_sig.set_xlabel("position along the stack (mm)")
+    burden = lesion["burden"]
+    used = result.summary.get("mask_used")
+    fig.suptitle(f"{title}  lesion burden {100 * burden:.0f} % ({lesion['reference']['kind']} reference)"
+                 + (f"\n{used} mask" if used else "") if result.nerve_found else title)
+    _save(fig, path, overwrite)
+
+
+def nerve_mip_rgb(result: NerveBiomarkers, axis: int) -> np.ndarray:
+    """RGB maximum-intensity projection along array ``axis`` (1: y, coronal; 2: x, sagittal)
+    of the image inside the nerve, coloured by branch and red on lesion slices; white
+    where no nerve projects. Rows are slices (z)."""
+    box = _nerve_box(result.branch_labels)
+    labels = result.branch_labels[box]
+    inside = labels > 0
+    if result.image is not None:
+        image = np.where(inside, result.image[box].astype(float), -np.inf)
+        mip = image.max(axis=axis)
+        finite = np.isfinite(mip)
+        lo, hi = (np.percentile(mip[finite], [1, 99]) if finite.any() else (0.0, 1.0))
+        shade = np.where(finite, np.clip((mip - lo) / max(hi - lo, 1e-9), 0, 1), 0.0)
+    else:
+        shade = np.ones(inside.max(axis=axis).shape)
+    rgb = np.ones(shade.shape + (3,))
+    for name, label in BRANCH_LABELS.items():
+        present = (labels == label).any(axis=axis)
+        rgb[present] = np.array(BRANCH_COLOURS[name])
+    rgb[result.lesion_slices[:, None] & inside.any(axis=axis)] = np.array(LESION_COLOUR)
+    projected = inside.any(axis=axis)
+    brightness = 0.45 + 0.55 * shade
+    rgb[projected] = rgb[projected] * brightness[projected][:, None]
+    full = np.ones((labels.shape[0], result.branch_labels.shape[3 - axis], 3))
+    full[:, box[3 - axis]] = rgb
+    return full
+
+
+def _nerve_box(labels: np.ndarray) -> tuple:
+    """All slices, and the in-plane bounding box of the nerve (everything when empty)."""
+    found = ndimage.find_objects((labels > 0).astype(np.uint8))
+    if not found:
+        return (slice(None),) * 3
+    return (slice(None),) + found[0][1:]
+
+
+#: In-plane margin (mm) around the nerve in the MIP rendering.
+MIP_MARGIN_MM = 15.0
+
+
+def _mip_window(result: NerveBiomarkers, axis: int) -> tuple[slice, float, float]:
+    """The in-plane index range of the projection (nerve bounding box + MIP_MARGIN_MM), and
+    its start and end in mm."""
+    sz, sy, sx = result.spacing_zyx
+    other = 2 if axis == 1 else 1
+    spacing = (sx if other == 2 else sy)
+    n = result.branch_labels.shape[other]
+    present = np.flatnonzero((result.branch_labels > 0).any(axis=(0, axis)))
+    if present.size == 0:
+        return slice(0, n), 0.0, n * spacing
+    margin = int(np.ceil(MIP_MARGIN_MM / spacing))
+    lo, hi = max(present[0] - margin, 0), min(present[-1] + margin + 1, n)
+    return slice(lo, hi), lo * spacing, hi * spacing
+
+
+def plot_mip(path, result: NerveBiomarkers, title: str = "", overwrite: bool = False) -> None:
+    """Coronal and sagittal MIPs of the nerve (``nerve_mip_rgb``) around the nerve, in mm, z upwards."""
+    from matplotlib.patches import Patch
+
+    fig, axes = _figure(2, 1, (7, 7))
+    sz = result.spacing_zyx[0]
+    nz = result.branch_labels.shape[0]
+    for ax, axis, label in ((axes[0, 0], 1, "x (mm)"), (axes[0, 1], 2, "y (mm)")):
+        window, start, end = _mip_window(result, axis)
+        ax.imshow(nerve_mip_rgb(result, axis)[:, window], origin="lower",
+                  extent=(start, end, -sz / 2, (nz - 0.5) * sz), aspect="equal", interpolation="nearest")
+        ax.set_xlabel(label)
+        ax.set_ylabel("z (mm)")
+        ax.set_title("coronal MIP" if axis == 1 else "sagittal MIP", fontsize=9)
+        if not result.nerve_found:
+            ax.text(0.5, 0.5, "no nerve found", ha="center", va="center", transform=ax.transAxes, fontsize=12)
+    handles = [Patch(color=c, label=n) for n, c in BRANCH_COLOURS.items()] + [Patch(color=LESION_COLOUR,
+                                                                                    label="lesion")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path, overwrite)
+
+
+def _save(fig, path, overwrite: bool) -> None:
+    with atomic_file(path, overwrite) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def write_case_report(folder, result: NerveBiomarkers, title: str = "") -> None:
+    """The four files of ``CASE_FILES`` into an existing (temporary) folder."""
+    folder = Path(folder)
+    write_slices_csv(folder / "slices.csv", result)
+    write_json(folder / "summary.json", result.summary)
+    plot_profile(folder / "profile.png", result, title)
+    plot_mip(folder / "mip.png", result, title)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+def describe(result: NerveBiomarkers) -> str:
+    """One line for progress output: which mask was measured, then the main numbers."""
+    s = result.summary
+    used = ""
+    if s.get("mask_used"):
+        pp = s.get("postprocessing")
+        used = (f"{s['mask_used']} mask (removed {pp['removed_voxels']} voxel(s) in "
+                f"{len(pp['removed'])} component group(s), filled {len(pp['filled_slices'])} slice(s)): "
+                if pp else f"{s['mask_used']} mask: ")
+    if not s["nerve_found"]:
+        return used + s["message"]
+    return (f"{used}volume {s['volume_ml']:.3f} ml, length {s['length_mm']:.0f} mm, "
+            f"CSA mean {s['csa_corrected_mm2']['mean']:.1f} / max {s['csa_corrected_mm2']['max']:.1f} mm², "
+            f"lesion burden {100 * s['lesion']['burden']:.0f} %")
+
+
+def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, log: Log = None,
+                **options) -> NerveBiomarkers:
+    """Biomarkers of one scan into the report folder ``out`` (see the module docstring).
+
+    ``reference``: None (subject's own), a NormativeReference, or anything ``load_reference``
+    accepts. ``options`` go to ``biomarkers_from_files`` (side, rule, postprocess, location).
+    """
+    from nnunet_nerve.io.atomic import refuse_existing
+
+    refuse_existing(Path(out), overwrite, "output folder")
+    reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
+    result = biomarkers_from_files(image, mask, reference=reference, **options)
+    if log:
+        log(f"{Path(mask).name}: {describe(result)}")
+    with atomic_directory(out, overwrite) as tmp:
+        write_case_report(tmp, result, Path(mask).name)
+        if reference is not None:
+            write_json(tmp / "reference.json", reference.to_json())
+    return result
+
+
+def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, reference=None, log: Log = None,
+                 **options) -> dict:
+    """Biomarkers of every mask file in ``masks_dir`` (named ``<case>.nii.gz`` as nnU-Net
+    writes them) over the images of ``images_from``: a converted dataset (folder, id or
+    name; ``imagesTr/<case>_0000.nii.gz``, else ``imagesTs``) or a registry folder
+    (``sub-<id>/anat/sub-<id>_T2w.*``), whose participants.tsv gives each case's thigh
+    location for the normative reference. Every case's files are checked before any work."""
+    from nnunet_nerve.io.atomic import refuse_existing
+    from nnunet_nerve.io.images import IMAGE_SUFFIXES, has_image_suffix
+
+    refuse_existing(Path(out), overwrite, "output folder")
+    masks_dir = Path(masks_dir)
+    if not masks_dir.is_dir():
+        raise NerveError(f"{masks_dir}: no such folder")
+    masks = {_strip_suffix(p.name, IMAGE_SUFFIXES): p for p in sorted(masks_dir.iterdir())
+             if p.is_file() and has_image_suffix(p.name)}
+    if not masks:
+        raise NerveError(f"{masks_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
+    source = ImageSource(images_from)
+    problems = [f"{path}: no image for case {case} in {source.folder}"
+                for case, path in masks.items() if source.image(case) is None]
+    if problems:
+        raise NerveError(f"{masks_dir}: {len(problems)} mask(s) without an image", problems)
+    reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
+    results, rows = {}, []
+    with atomic_directory(out, overwrite) as tmp:
+        for i, (case, mask) in enumerate(masks.items(), 1):
+            participant = source.participant(case)
+            result = biomarkers_from_files(source.image(case), mask, reference=reference,
+                                           location=participant.location if participant else None, **options)
+            (tmp / case).mkdir()
+            write_case_report(tmp / case, result, case)
+            results[case] = result
+            rows.append(_case_row(case, source.participant(case), result.summary))
+            if log:
+                log(f"[{i}/{len(masks)}] {case}: {describe(result)}")
+        with open(tmp / "cases.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CASES_CSV_COLUMNS)
+            writer.writerows([[_cell(r[c]) for c in CASES_CSV_COLUMNS] for r in rows])
+        if reference is not None:
+            write_json(tmp / "reference.json", reference.to_json())
+    return results
+
+
+def _strip_suffix(name: str, suffixes) -> str:
+    return next(name[: -len(s)] for s in suffixes if name.lower().endswith(s))
+
+
+def _case_row(case: str, participant, s: dict) -> dict:
+    found = s["nerve_found"]
+    pp = s.get("postprocessing")
+    return {"case": case, "cohort": participant.cohort if participant else None,
+            "location": participant.location if participant else None, "mask_used": s.get("mask_used"),
+            "postprocess_removed_voxels": pp["removed_voxels"] if pp else None, "nerve_found": found,
+            "volume_mm3": s["volume_mm3"], "volume_ml": s["volume_ml"], "length_mm": s["length_mm"],
+            "csa_corrected_mean_mm2": s["csa_corrected_mm2"]["mean"],
+            "csa_corrected_max_mm2": s["csa_corrected_mm2"]["max"],
+            "csa_mean_mm2": s["csa_mm2"]["mean"], "csa_max_mm2": s["csa_mm2"]["max"],
+            "signal_mean_norm": s["signal_mean_norm"]["mean"], "split": s["split"]["found"],
+            "lesion_burden": s["lesion"]["burden"] if found else None,
+            "lesion_segments": len(s["lesion"]["segments"]), "lesion_reference": s["lesion"]["reference"]["kind"]}
+
+
+# ----------------------------------------------------------------------------- images and references
+
+class ImageSource:
+    """Where the images (and participants) of cases are: a converted dataset or a registry."""
+
+    def __init__(self, id_or_path):
+        from nnunet_nerve.registry.dataset_info import PARTICIPANTS_FILE, find_dataset_dir, read_participants
+
+        path = Path(str(id_or_path)).expanduser()
+        self.registry = None
+        if path.is_dir() and not (path / "imagesTr").is_dir() and (path / PARTICIPANTS_FILE).is_file():
+            from nnunet_nerve.registry.reader import scan_registry
+
+            self.registry = scan_registry(path)
+            self.folder = self.registry.root
+            self.participants = {p.participant_id: p for p in self.registry.participants}
+        else:
+            self.folder = find_dataset_dir(id_or_path)
+            if not (self.folder / "imagesTr").is_dir() and not (self.folder / "imagesTs").is_dir():
+                raise NerveError(f"{self.folder}: neither a converted dataset (no imagesTr) nor a registry "
+                                 f"(no {PARTICIPANTS_FILE})")
+            tsv = self.folder / PARTICIPANTS_FILE
+            self.participants = {p.participant_id: p for p in read_participants(tsv)} if tsv.is_file() else {}
+
+    def image(self, case: str) -> "Path | None":
+        if self.registry is not None:
+            files = self.registry.files.get(case)
+            return files.image if files else None
+        for sub in ("imagesTr", "imagesTs"):
+            candidate = self.folder / sub / f"{case}_0000.nii.gz"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def participant(self, case: str):
+        return self.participants.get(case)
+
+    def volunteer_masks(self) -> dict:
+        """case -> (image path, mask) for every volunteer: the dataset's consensus file
+        (labelsTr), or for a registry the majority vote of the raters' masks (an array)."""
+        volunteers = sorted(c for c, p in self.participants.items() if p.cohort == "volunteer")
+        if not volunteers:
+            raise NerveError(f"{self.folder}: no volunteers in participants.tsv; a normative reference needs them")
+        out = {}
+        for case in volunteers:
+            image = self.image(case)
+            if self.registry is None:
+                mask = self.folder / "labelsTr" / f"{case}.nii.gz"
+            else:
+                mask = sorted(self.registry.files[case].masks.values()) if case in self.registry.files else []
+            if image is None or not mask or (isinstance(mask, Path) and not mask.is_file()):
+                raise NerveError(f"{self.folder}: volunteer {case} lacks an image or a mask")
+            out[case] = (image, mask)
+        return out
+
+
+def load_reference(spec, rule: LesionRule = LesionRule(), log: Log = None, side: "str | None" = None
+                   ) -> "NormativeReference | None":
+    """None -> None; a NormativeReference as is; a ``.json`` file written by this module;
+    else a converted dataset (folder, id, name) or registry whose volunteers' consensus
+    masks (not post-processed: they are the raters') give a reference per thigh location
+    and region (``lesions.NormativeReference``). ``side`` names their branches."""
+    if spec is None or isinstance(spec, NormativeReference):
+        return spec
+    if str(spec).endswith(".json") and Path(spec).is_file():
+        return NormativeReference.from_json_file(spec)
+    source = ImageSource(spec)
+    results = {}
+    for case, (image, mask) in source.volunteer_masks().items():
+        if isinstance(mask, list):
+            results[case] = _registry_consensus_biomarkers(image, mask, side)
+        else:
+            results[case] = biomarkers_from_files(image, mask, rule=rule, side=side, postprocess=False)
+        if log:
+            log(f"reference {case}: {describe(results[case])}")
+    locations = {case: source.participant(case).location for case in results}
+    reference = NormativeReference.from_results(str(source.folder), results, locations)
+    if log:
+        for location, cases in reference.volunteers.items():
+            regions = ", ".join(f"{region} {len(stats['cases'])}"
+                                for region, stats in reference.regions.get(location, {}).items())
+            log(f"normative reference {location}: {len(cases)} volunteer(s); per region {regions or 'none'} "
+                f"(a region needs {reference.min_volunteers})")
+    return reference
+
+
+def _registry_consensus_biomarkers(image_path, mask_paths: list, side: "str | None" = None) -> NerveBiomarkers:
+    """Biomarkers of the raters' majority vote over a registry image."""
+    from nnunet_nerve.biomarkers.measures import lateral_vector, nerve_biomarkers, read_mask_for_image
+    from nnunet_nerve.registry.consensus import majority_vote
+    from nnunet_nerve.io.images import spacing_zyx
+
+    masks, array, image = [], None, None
+    for path in mask_paths:
+        array, mask, image = read_mask_for_image(image_path, path)
+        masks.append(mask)
+    return nerve_biomarkers(majority_vote(masks).astype(bool), spacing_zyx(image), array,
+                            lateral_xy=lateral_vector(image.GetDirection(), side))
