@@ -75,7 +75,7 @@ def prepare_workdir(path: "str | os.PathLike | None") -> Path:
 def demo_inputs(demo: Path) -> dict:
     """The demo's layout: results, model folder, held-out images, cases and their Auto-GT paths."""
     from nnunet_nerve.registry.dataset_info import load_dataset_info
-    from nnunet_nerve.app.demo import DemoLayout
+    from nnunet_nerve.study.demo import DemoLayout
 
     layout = DemoLayout(Path(demo).resolve())
     fold = layout.fold_dir(TRAINER)

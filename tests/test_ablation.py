@@ -18,7 +18,7 @@ from conftest import run, script
 
 
 def _specs():
-    from nnunet_nerve.app.ablation import METRICS
+    from nnunet_nerve.study.ablation import METRICS
 
     return METRICS
 
@@ -31,7 +31,7 @@ def _runs(values: dict) -> list:
 
 
 def test_summary_mean_spread_and_flag_rule():
-    from nnunet_nerve.app.ablation_table import method_summaries
+    from nnunet_nerve.study.ablation_table import method_summaries
 
     values = {"ref": [(0.6, 10.0), (0.7, 12.0), (0.8, 14.0)],
               "far": [(0.9, 11.0), (0.95, 12.5), (0.85, 12.0)],    # Dice +0.2 > 0.1 + 0.05: flagged
@@ -52,7 +52,7 @@ def test_summary_mean_spread_and_flag_rule():
 
 
 def test_markdown_marks_only_differences_beyond_the_spread():
-    from nnunet_nerve.app.ablation_table import markdown_table, method_summaries
+    from nnunet_nerve.study.ablation_table import markdown_table, method_summaries
 
     values = {"ref": [(0.6, 10.0), (0.7, 12.0)], "better": [(0.95, 2.0), (0.96, 2.2)],
               "same": [(0.66, 11.0), (0.64, 12.0)]}
@@ -65,7 +65,7 @@ def test_markdown_marks_only_differences_beyond_the_spread():
 
 
 def test_run_means_leave_out_and_count_empty_predictions():
-    from nnunet_nerve.app.ablation_table import run_means
+    from nnunet_nerve.study.ablation_table import run_means
 
     rows = [{"dice": 0.8, "hd95_mm": 4.0}, {"dice": 0.0, "hd95_mm": math.inf}, {"dice": 0.6, "hd95_mm": 6.0}]
     out = run_means(rows, _specs())

@@ -20,13 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_nerve.biomarkers.report import _figure
-from nnunet_nerve.app.demo_report import three_nerve_slices
 
 #: Manual segmentation time per scan in the paper (Balsiger et al. 2018), minutes.
 MANUAL_MINUTES = (19, 8)
 ZOOM_MARGIN_MM = 25.0
 CONTOUR_COLOUR = "#ffd400"
 REMOVED_COLOUR = "#ff3b30"
+
+
+def three_nerve_slices(consensus: np.ndarray) -> list[int]:
+    """Slices at 20 %, 50 % and 80 % of the nerve's extent along z (the middle slice when empty)."""
+    zs = np.flatnonzero(consensus.reshape(consensus.shape[0], -1).any(axis=1))
+    if zs.size == 0:
+        return [consensus.shape[0] // 2]
+    picks = [zs[int(round(f * (zs.size - 1)))] for f in (0.2, 0.5, 0.8)]
+    return sorted(set(int(z) for z in picks))
+
 
 _STYLE = """
 body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto;
@@ -66,7 +75,7 @@ def _zoom_box(mask: np.ndarray, spacing_yx, shape_yx) -> tuple:
 
 
 def plot_slices(image: np.ndarray, mask: np.ndarray, removed: "np.ndarray | None", spacing_zyx) -> bytes:
-    """PNG: three slices (``demo_report.three_nerve_slices``), whole (top) and zoomed (bottom),
+    """PNG: three slices (``three_nerve_slices``), whole (top) and zoomed (bottom),
     with the mask's contour and the voxels post-processing removed."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle

@@ -38,7 +38,7 @@ def _demo(args) -> int:
     from nnunet_nerve.errors import NerveError
 
     if args.ablation:
-        from nnunet_nerve.app.ablation import run_ablation
+        from nnunet_nerve.study.ablation import run_ablation
 
         if args.full:
             raise NerveError("--ablation runs on the demo budget; --full is not supported with it "
@@ -49,7 +49,7 @@ def _demo(args) -> int:
         return 0
     if args.methods or args.seeds is not None:
         raise NerveError("--seeds and --methods belong to --ablation")
-    from nnunet_nerve.app.demo import run_demo
+    from nnunet_nerve.study.demo import run_demo
 
     run_demo(args.out, full=args.full, volunteers=args.volunteers, patients=args.patients, seed=args.seed,
              device=args.device, epochs=args.epochs, iterations=args.iterations)

@@ -23,7 +23,7 @@ def _trainer_dir(args) -> int:
 
 
 def _doctor(args) -> int:
-    from nnunet_nerve.app.doctor import run_all, training_can_work
+    from nnunet_nerve.training.doctor import run_all, training_can_work
 
     checks = run_all()
     for c in checks:

@@ -16,17 +16,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_nerve.io.atomic import atomic_file
+from nnunet_nerve.segmentation.report import three_nerve_slices
 
 METHOD_COLOURS = ("#e8463a", "#3a8ee8", "#f0c419", "#b04ae8")
-
-
-def three_nerve_slices(consensus: np.ndarray) -> list[int]:
-    """Slices at 20 %, 50 % and 80 % of the nerve's extent along z (the middle slice when empty)."""
-    zs = np.flatnonzero(consensus.reshape(consensus.shape[0], -1).any(axis=1))
-    if zs.size == 0:
-        return [consensus.shape[0] // 2]
-    picks = [zs[int(round(f * (zs.size - 1)))] for f in (0.2, 0.5, 0.8)]
-    return sorted(set(int(z) for z in picks))
 
 
 def plot_figure3(path: Path, image: np.ndarray, consensus: np.ndarray, predictions: dict[str, np.ndarray],

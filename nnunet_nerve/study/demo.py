@@ -205,7 +205,7 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
 
     # 9. The report.
     progress.stage("report.md", False)
-    from nnunet_nerve.app.demo_report import write_report
+    from nnunet_nerve.study.demo_report import write_report
 
     write_report(layout, heldout, case)
     print(f"\nDone in {progress.elapsed()}. Everything is under {layout.out}:")

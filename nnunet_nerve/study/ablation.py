@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnunet_nerve.app import demo
-from nnunet_nerve.app.ablation_table import (MetricSpec, markdown_table, method_summaries, per_seed_table,
+from nnunet_nerve.study import demo
+from nnunet_nerve.study.ablation_table import (MetricSpec, markdown_table, method_summaries, per_seed_table,
                                          run_means)
 from nnunet_nerve.io.atomic import atomic_file
 from nnunet_nerve.errors import NerveError
