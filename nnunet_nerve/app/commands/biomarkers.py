@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from nnunet_nerve import api
+from nnunet_nerve.app.commands import call, default
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser(
@@ -34,17 +37,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--side", choices=("left", "right"),
                    help="the imaged leg; names the branches by position (peroneal = lateral) instead of by volume "
                         "(peroneal = smaller)")
-    p.add_argument("--k", type=float, default=3.0,
+    p.add_argument("--k", type=float, default=default(api.biomarkers, "k"),
                    help="lesion threshold: centre + k x spread (the slice-to-slice noise, or the reference's spread) ...")
-    p.add_argument("--min-excess", type=float, default=0.2, help="... and at least centre x (1 + this)")
-    p.add_argument("--min-lesion-slices", type=int, default=2,
+    p.add_argument("--min-excess", type=float, default=default(api.biomarkers, "min_excess"),
+                   help="... and at least centre x (1 + this)")
+    p.add_argument("--min-lesion-slices", type=int, default=default(api.biomarkers, "min_lesion_slices"),
                    help="a lesion spans at least this many consecutive slices above threshold (shorter runs are "
                         "reported as isolated outliers)")
-    p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--postprocess", action=argparse.BooleanOptionalAction,
+                   default=default(api.biomarkers, "postprocess"),
                    help="post-process the mask first (keep the nerve tube, drop look-alikes, fill one-slice gaps); "
                         "--no-postprocess measures the mask as it is")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.set_defaults(func=_biomarkers, parser=p)
+    p.set_defaults(func=_biomarkers)
 
     q = sub.add_parser(
         "postprocess", help="keep the physiological nerve: one tube that may split in two; fill one-slice gaps",
@@ -56,47 +61,26 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("input", metavar="IN", help="a mask file or a folder of mask files")
     q.add_argument("output", metavar="OUT", help="the output file or folder")
-    q.add_argument("--min-extent", type=float, default=0.5,
+    q.add_argument("--min-extent", type=float, default=default(api.postprocess, "min_extent"),
                    help="keep a component not bridged to the main tube only if its z-extent is at least this "
                         "fraction of the tube's")
-    q.add_argument("--max-branch-distance", type=float, default=20.0,
+    q.add_argument("--max-branch-distance", type=float, default=default(api.postprocess, "max_branch_distance"),
                    help="... and it lies within this many mm of the tube")
-    q.add_argument("--max-gap", type=int, default=1, help="fill gaps of up to this many missed slices")
+    q.add_argument("--max-gap", type=int, default=default(api.postprocess, "max_gap"),
+                   help="fill gaps of up to this many missed slices")
     q.add_argument("--overwrite", action="store_true", help="replace an existing output")
     q.set_defaults(func=_postprocess)
 
 
 def _biomarkers(args) -> int:
-    from nnunet_nerve.biomarkers.report import report_batch, report_scan
-    from nnunet_nerve.biomarkers.measures import LesionRule
-
-    single = args.image or args.mask
-    if single and (args.masks or args.dataset):
-        args.parser.error("give either --image/--mask (one scan) or --masks/--dataset (a batch), not both")
-    if single and not (args.image and args.mask):
-        args.parser.error("one scan needs both --image and --mask")
-    if not single and not (args.masks and args.dataset):
-        args.parser.error("give --image and --mask, or --masks and --dataset")
-    if args.location and not single:
-        args.parser.error("--location is for one scan; a batch takes each case's location from participants.tsv")
-    rule = LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices)
-    options = dict(side=args.side, rule=rule,
-                   postprocess=args.postprocess, overwrite=args.overwrite, reference=args.reference, log=print)
-    if single:
-        result = report_scan(args.image, args.mask, args.out, location=args.location, **options)
-        if not result.nerve_found:
-            print(f"warning: {args.mask}: {result.summary['message']}")
-    else:
-        report_batch(args.masks, args.dataset, args.out, **options)
+    result = call(api.biomarkers, args, progress=print)
+    if args.mask and not result.nerve_found:
+        print(f"warning: {args.mask}: {result.summary['message']}")
     print(f"wrote {args.out}")
     return 0
 
 
 def _postprocess(args) -> int:
-    from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_path
-
-    rule = PostprocessRule(min_extent_fraction=args.min_extent, max_branch_distance_mm=args.max_branch_distance,
-                           max_gap_slices=args.max_gap)
-    postprocess_path(args.input, args.output, rule, overwrite=args.overwrite, log=print)
+    call(api.postprocess, args, progress=print)
     print(f"wrote {args.output}")
     return 0

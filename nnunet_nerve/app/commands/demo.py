@@ -1,6 +1,9 @@
 """The `demo` verb: the whole study on the embedded synthetic registry."""
 from __future__ import annotations
 
+from nnunet_nerve import api
+from nnunet_nerve.app.commands import call, default
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser(
@@ -16,7 +19,8 @@ def add_parsers(sub) -> None:
                         "schedules (FCDenseNetTrainer, nnUNetTrainer): for a GPU")
     p.add_argument("--volunteers", type=int, help="phantom volunteers (default 8, or 10 with --full)")
     p.add_argument("--patients", type=int, help="phantom patients (default 8, or 42 with --full)")
-    p.add_argument("--seed", type=int, default=0, help="phantom and split seed (default 0)")
+    p.add_argument("--seed", type=int, default=default(api.demo, "seed"),
+                   help="phantom and split seed (default %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="training device (default cpu; cuda with --full)")
     p.add_argument("--epochs", type=int, help="demo schedule: epochs for both networks (default 12)")
     p.add_argument("--iterations", type=int, help="demo schedule: iterations per epoch for both networks (default 12)")
@@ -35,22 +39,5 @@ def add_parsers(sub) -> None:
 
 
 def _demo(args) -> int:
-    from nnunet_nerve.errors import NerveError
-
-    if args.ablation:
-        from nnunet_nerve.study.ablation import run_ablation
-
-        if args.full:
-            raise NerveError("--ablation runs on the demo budget; --full is not supported with it "
-                             "(docs/ablation.md gives the full-schedule commands)")
-        run_ablation(args.out, seeds=args.seeds, methods=args.methods, volunteers=args.volunteers,
-                     patients=args.patients, seed=args.seed, device=args.device, epochs=args.epochs,
-                     iterations=args.iterations)
-        return 0
-    if args.methods or args.seeds is not None:
-        raise NerveError("--seeds and --methods belong to --ablation")
-    from nnunet_nerve.study.demo import run_demo
-
-    run_demo(args.out, full=args.full, volunteers=args.volunteers, patients=args.patients, seed=args.seed,
-             device=args.device, epochs=args.epochs, iterations=args.iterations)
+    call(api.demo, args)
     return 0

@@ -1,6 +1,8 @@
 """Verbs about the installation: `trainer-dir` and `doctor`."""
 from __future__ import annotations
 
+from nnunet_nerve import api
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("trainer-dir", help="print the folder to put in nnUNet_extTrainer",
@@ -16,22 +18,18 @@ def add_parsers(sub) -> None:
 
 
 def _trainer_dir(args) -> int:
-    from nnunet_nerve.training.trainer_dir import trainer_dir
-
-    print(trainer_dir())
+    print(api.trainer_dir())
     return 0
 
 
 def _doctor(args) -> int:
-    from nnunet_nerve.training.doctor import run_all, training_can_work
-
-    checks = run_all()
-    for c in checks:
+    result = api.doctor()
+    for c in result.checks:
         mark = {True: "ok  ", False: "FAIL", None: "info"}[c.ok]
         print(f"[{mark}] {c.name}: {c.detail}")
         if c.ok is False and c.fix:
             print(f"       fix: {c.fix}")
-    if training_can_work(checks):
+    if result.training_can_work:
         print("nnU-Net can train FCDenseNetTrainer here.")
         return 0
     print("nnU-Net cannot train FCDenseNetTrainer here until the FAIL lines are fixed.")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from nnunet_nerve.evaluation.columns import DEFAULT_HD95, HD95_DEFINITIONS
+from nnunet_nerve import api
+from nnunet_nerve.app.commands import call, default
+from nnunet_nerve.evaluation.columns import HD95_DEFINITIONS
 
 _PARAGRAPHS = (
     "Compare predictions with the consensus and with every rater of a dataset converted by "
@@ -44,10 +46,12 @@ def add_parsers(sub) -> None:
                    help="name of the method of each --pred, in order (default: the folder's name)")
     p.add_argument("-tr", "--trainer", action="append", default=[], metavar="TRAINER",
                    help="nnU-Net trainer whose cross-validation predictions to gather; repeat for several")
-    p.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration of -tr (default: 2d)")
-    p.add_argument("-p", "--plans", default="nnUNetPlans", help="nnU-Net plans identifier of -tr (default: nnUNetPlans)")
+    p.add_argument("-c", "--configuration", default=default(api.evaluate, "configuration"),
+                   help="nnU-Net configuration of -tr (default: %(default)s)")
+    p.add_argument("-p", "--plans", default=default(api.evaluate, "plans"),
+                   help="nnU-Net plans identifier of -tr (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--hd95", choices=tuple(HD95_DEFINITIONS), default=DEFAULT_HD95,
+    p.add_argument("--hd95", choices=tuple(HD95_DEFINITIONS), default=default(api.evaluate, "hd95"),
                    help="which HD95 table1.md, figure2.png and the tests in table1.md show: evaluatesegmentation "
                         "(the paper's, default) or surface; per_case.csv and statistics.csv always hold both")
     p.add_argument("--paper-reference", action="store_true",
@@ -64,35 +68,6 @@ def add_parsers(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from pathlib import Path
-
-    from nnunet_nerve.io.atomic import refuse_existing
-    from nnunet_nerve.registry.dataset_info import load_dataset_info
-    from nnunet_nerve.errors import NerveError
-    from nnunet_nerve.evaluation.evaluator import evaluate, gather_prediction_folder
-    from nnunet_nerve.evaluation.report import write_report
-    from nnunet_nerve.evaluation.nnunet_results import gather_trainer_predictions
-
-    if not args.pred and not args.trainer:
-        raise NerveError("nothing to evaluate: give --pred FOLDER or -tr TRAINER")
-    if args.name and len(args.name) != len(args.pred):
-        raise NerveError(f"{len(args.name)} --name for {len(args.pred)} --pred; give one name per --pred, in order")
-    refuse_existing(Path(args.out), args.overwrite, "evaluation output folder")
-    info = load_dataset_info(args.dataset)
-    names = args.name or [Path(p).resolve().name for p in args.pred]
-    methods = [gather_prediction_folder(folder, info, name, args.allow_missing)
-               for folder, name in zip(args.pred, names)]
-    methods += [gather_trainer_predictions(info, tr, args.plans, args.configuration, args.allow_missing)
-                for tr in args.trainer]
-    print(f"evaluating {len(info.cases)} case(s) of {info.dataset_name}: "
-          f"{', '.join(m.name for m in methods)} against consensus and raters {', '.join(info.raters)} "
-          f"({info.rater_order_note}); HD95: {args.hd95}", flush=True)
-    evaluation = evaluate(info, methods, progress=lambda s: print(s, flush=True), hd95=args.hd95)
-    out = write_report(evaluation, args.out, overwrite=args.overwrite, progress=lambda s: print(s, flush=True),
-                       paper_reference=args.paper_reference)
-    if args.biomarkers:
-        from nnunet_nerve.biomarkers.agreement import evaluation_agreement
-
-        evaluation_agreement(info, methods, Path(out) / "biomarker_agreement", progress=lambda s: print(s, flush=True))
-    print(f"wrote {out}/table1.md (and per_case.csv, table1.csv, statistics.csv, figure2.png, timing.csv)")
+    result = call(api.evaluate, args, progress=lambda s: print(s, flush=True))
+    print(f"wrote {result.out}/table1.md (and per_case.csv, table1.csv, statistics.csv, figure2.png, timing.csv)")
     return 0

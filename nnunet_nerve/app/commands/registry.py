@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nnunet_nerve import api
+from nnunet_nerve.app.commands import call, default
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser(
@@ -14,13 +17,16 @@ def add_parsers(sub) -> None:
                     "with --overwrite.")
     p.add_argument("registry", type=Path, help="the registry folder (holding participants.tsv)")
     p.add_argument("-d", "--dataset-id", type=int, required=True, help="nnU-Net dataset id (1-999)")
-    p.add_argument("--name", default="Nerve", help="dataset name after the id (default: Nerve)")
-    p.add_argument("--consensus", choices=("majority", "staple"), default="majority",
+    p.add_argument("--name", default=default(api.convert, "name"),
+                   help="dataset name after the id (default: %(default)s)")
+    p.add_argument("--consensus", choices=("majority", "staple"), default=default(api.convert, "consensus"),
                    help="majority: nerve where more than half of the raters marked it (default); "
                         "staple: SimpleITK's STAPLE probability > 0.5")
-    p.add_argument("--folds", type=int, default=4, help="number of cross-validation folds (default: 4; 0 writes no split, for a "
+    p.add_argument("--folds", type=int, default=default(api.convert, "folds"),
+                   help="number of cross-validation folds (default: %(default)s; 0 writes no split, for a "
                         "dataset used only for evaluation or prediction)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    p.add_argument("--seed", type=int, default=default(api.convert, "seed"),
+                   help="seed of the split (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset and split")
     p.set_defaults(func=_convert)
 
@@ -38,10 +44,12 @@ def add_parsers(sub) -> None:
                     "patients, three raters) in the registry layout. It exercises the pipelines; it is no "
                     "evidence of accuracy on real scans.")
     p.add_argument("out", type=Path, help="the registry folder to create")
-    p.add_argument("--volunteers", type=int, default=10, help="number of healthy volunteers (default: 10)")
-    p.add_argument("--patients", type=int, default=42, help="number of patients (default: 42)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--size", choices=("small", "paper"), default="small",
+    p.add_argument("--volunteers", type=int, default=default(api.phantom, "volunteers"),
+                   help="number of healthy volunteers (default: %(default)s)")
+    p.add_argument("--patients", type=int, default=default(api.phantom, "patients"),
+                   help="number of patients (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=default(api.phantom, "seed"), help="random seed (default: %(default)s)")
+    p.add_argument("--size", choices=("small", "paper"), default=default(api.phantom, "size"),
                    help="small: 144x128 pixels of 1.25 mm, 20 slices of 4 mm (tests, the CPU demo); "
                         "paper: 738x635 pixels of 0.52 mm, 60 slices of 4 mm (384 x 330 mm FOV, int16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
@@ -49,17 +57,12 @@ def add_parsers(sub) -> None:
 
 
 def _convert(args) -> int:
-    from nnunet_nerve.registry.conversion import convert_registry
-
-    convert_registry(args.registry, args.dataset_id, name=args.name, consensus_method=args.consensus,
-                     n_folds=args.folds, seed=args.seed, overwrite=args.overwrite)
+    call(api.convert, args, progress=print)
     return 0
 
 
 def _check(args) -> int:
-    from nnunet_nerve.registry.validation import check_registry
-
-    registry = check_registry(args.registry)
+    registry = call(api.check, args)
     cohorts = [p.cohort for p in registry.participants]
     order = "" if registry.rater_table is None else " (order of raters.tsv)"
     print(f"{registry.root}: ok, {len(cohorts)} subjects ({cohorts.count('volunteer')} volunteers, "
@@ -68,8 +71,5 @@ def _check(args) -> int:
 
 
 def _phantom(args) -> int:
-    from nnunet_nerve.registry.phantom import write_phantom_registry
-
-    write_phantom_registry(args.out, volunteers=args.volunteers, patients=args.patients, seed=args.seed,
-                           size=args.size, overwrite=args.overwrite)
+    call(api.phantom, args, progress=print)
     return 0

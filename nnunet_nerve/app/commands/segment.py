@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnunet_nerve import api
+from nnunet_nerve.app.commands import call, default
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser(
@@ -20,28 +23,25 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", "-m", required=True,
                    help="trained model folder, e.g. $nnUNet_results/Dataset042_Thigh/FCDenseNetTrainer__nnUNetPlans__2d "
                         "(as nnUNetv2_predict_from_modelfolder -m takes it)")
-    p.add_argument("-f", "--folds", nargs="+", default=None,
+    p.add_argument("-f", "--folds", nargs="+", default=default(api.segment, "folds"),
                    help="folds to use (numbers or 'all'); default: every fold with checkpoint_final.pth")
-    p.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="where the network runs")
+    p.add_argument("--device", choices=("cpu", "cuda", "mps"), default=default(api.segment, "device"),
+                   help="where the network runs")
     p.add_argument("--no-postprocess", dest="postprocess", action="store_false",
+                   default=default(api.segment, "postprocess"),
                    help="skip the physiological post-processing (keep nnU-Net's prediction as is)")
     p.add_argument("--series", metavar="UID", help="the Series Instance UID to segment when INPUT holds several")
     p.add_argument("--reference", help="normative reference for lesion thresholds and the CSA quality flag: a "
                                        "converted dataset or registry (its volunteers) or a reference.json")
     p.add_argument("--side", choices=("left", "right"), help="the imaged leg (names the branches by position)")
-    p.add_argument("--disable-tta", dest="mirroring", action="store_false",
+    p.add_argument("--disable-tta", action="store_true", default=default(api.segment, "disable_tta"),
                    help="no test-time mirroring (as nnUNetv2_predict --disable_tta; FCDenseNetTrainer never mirrors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=_segment)
 
 
 def _segment(args) -> int:
-    from nnunet_nerve.segmentation.segment import segment
-
-    result = segment(args.input, args.output, args.model, folds=args.folds, device=args.device,
-                     postprocess=args.postprocess, series_uid=args.series, reference=args.reference, side=args.side,
-                     mirroring=args.mirroring, overwrite=args.overwrite, log=print,
-                     progress_bar=sys.stderr.isatty())
+    result = call(api.segment, args, progress=print, progress_bar=sys.stderr.isatty())
     for name, path in result.paths.items():
         print(f"wrote {path}")
     return 0
