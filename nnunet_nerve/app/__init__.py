@@ -1,1 +1,1 @@
-"""The application layer: the command line (parsing and dispatch only), the doctor, the demo and its ablation."""
+"""The application layer: the command line `nnunet-nerve` (parsing, dispatch to nnunet_nerve.api, printing)."""
