@@ -1,8 +1,8 @@
 """`nnunet-nerve <verb>`: parses arguments and dispatches; no logic lives here.
 
 Each module in ``nnunet_nerve.app.commands`` registers its verbs with ``add_parsers`` and
-points them at a library function. Bad input raises ``NerveError``; it becomes one
-``error:`` line on stderr and exit status 2.
+points them at the verb's function in ``nnunet_nerve.api`` (which holds the defaults). Bad input
+raises ``NerveError``; it becomes one ``error:`` line on stderr and exit status 2.
 """
 from __future__ import annotations
 

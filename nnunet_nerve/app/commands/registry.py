@@ -57,7 +57,7 @@ def add_parsers(sub) -> None:
 
 
 def _convert(args) -> int:
-    call(api.convert, args, progress=print)
+    call(api.convert, args, progress=lambda message: print(message, flush=True))
     return 0
 
 
