@@ -312,6 +312,27 @@ def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "Normat
     return info, flags
 
 
+def slice_parts(row: dict) -> tuple:
+    """(column prefix, reference region) of each part a slice is judged as (module docstring)."""
+    return _PARTS[row["region"]]
+
+
+def normative_csa_ranges(reference: "NormativeReference", location: "str | None", rule: LesionRule) -> dict:
+    """{region: (low, high)} of the obliquity-corrected CSA (mm²) for a scan at ``location``:
+    centre -/+ the lesion rule's margin max(k x spread, min_excess x centre), for every region
+    the normative reference holds there (``merged`` derived from both branches); regions it
+    refuses are missing."""
+    refs, _ = reference.for_location(location)
+    refs["merged"] = merged_reference(refs.get("tibial"), refs.get("peroneal"))
+    ranges = {}
+    for region, ref in refs.items():
+        if ref is None or not np.isfinite(ref.csa_centre_mm2):
+            continue
+        margin = rule.threshold(ref.csa_centre_mm2, ref.csa_spread_mm2) - ref.csa_centre_mm2
+        ranges[region] = (ref.csa_centre_mm2 - margin, ref.csa_centre_mm2 + margin)
+    return ranges
+
+
 def _drop_short_runs(rows: list, nerve_z: list, flags: np.ndarray, min_slices: int) -> list:
     """Unflag runs of fewer than ``min_slices`` consecutive flagged nerve slices (all flags of
     their rows); returns those slices."""
