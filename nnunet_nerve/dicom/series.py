@@ -158,7 +158,7 @@ def read_series(folder: "str | os.PathLike", series_uid: "str | None" = None, lo
     members = series[series_uid]
     if len(series) > 1 and log:
         log(f"note: {folder}: using series {series_uid}; ignored {len(series) - 1} other series")
-    return _checked_series(folder, series_uid, members)
+    return checked_series(folder, series_uid, members)
 
 
 def _check_instance(path: Path, ds) -> None:
@@ -177,7 +177,8 @@ def _check_instance(path: Path, ds) -> None:
         raise NerveError(f"{path}: a colour image ({ds.SamplesPerPixel} samples per pixel); expected greyscale MR")
 
 
-def _checked_series(folder: Path, uid: str, members: list) -> DicomSeries:
+def checked_series(folder: Path, uid: str, members: list) -> DicomSeries:
+    """The series of ``members`` ([(path, dataset), ...] of one UID, as ``scan_folder`` gives them), checked."""
     for path, ds in members:
         _check_instance(path, ds)
     first_path, first = members[0]

@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.io.integrity import check_complete
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
@@ -29,33 +30,55 @@ def has_image_suffix(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
-def dicom_series_ids(folder: str | os.PathLike) -> list[str]:
-    """The DICOM series instance UIDs found directly in ``folder``."""
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
-
-
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read an image file or a one-series DICOM folder; NerveError names the file on failure."""
+    """Read an image file or a one-series DICOM folder; NerveError names the file on failure.
+
+    A file is first checked to hold every byte its header promises (``integrity.check_complete``:
+    ITK would read a cut file as zeros). A folder's series is checked and read by
+    ``dicom.series`` (uniform slice spacing, one geometry, the image matches the headers).
+    """
     path = Path(path)
     if path.is_dir():
-        ids = dicom_series_ids(path)
-        if not ids:
-            raise NerveError(f"{path}: folder holds no DICOM series")
-        if len(ids) > 1:
-            raise NerveError(f"{path}: folder holds {len(ids)} DICOM series, expected one")
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0])
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        try:
-            return reader.Execute()
-        except RuntimeError as e:
-            raise NerveError(f"{path}: cannot read DICOM series ({_first_line(e)})") from None
+        return read_dicom_folder(path)
     if not path.is_file():
         raise NerveError(f"{path}: no such file")
+    check_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise NerveError(f"{path}: cannot read image ({_first_line(e)})") from None
+        raise NerveError(f"{path}: cannot read image ({_last_line(e)})") from None
+
+
+def read_dicom_folder(folder: Path) -> sitk.Image:
+    """The one DICOM series directly in ``folder``, read and checked by ``dicom.series``."""
+    from nnunet_nerve.dicom.series import checked_series, scan_folder
+
+    found, _ = scan_folder(folder)
+    if not found:
+        raise NerveError(f"{folder}: folder holds no DICOM series")
+    if len(found) > 1:
+        raise NerveError(f"{folder}: folder holds {len(found)} DICOM series, expected one")
+    uid, members = next(iter(found.items()))
+    return checked_series(folder, uid, members).read_image()
+
+
+def volume_problem(image: sitk.Image, what: str = "image") -> "str | None":
+    """Why ``image`` is not a 3D image with one value per voxel, or None when it is."""
+    if image.GetDimension() != 3:
+        return f"{what} is {image.GetDimension()}D, expected a 3D {what}"
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        return (f"{what} has {image.GetNumberOfComponentsPerPixel()} values per voxel (a 4D or vector image), "
+                "expected one")
+    return None
+
+
+def read_volume(path: str | os.PathLike, what: str = "image") -> sitk.Image:
+    """``read_image``, then NerveError naming ``path`` unless it is 3D with one value per voxel."""
+    image = read_image(path)
+    problem = volume_problem(image, what)
+    if problem:
+        raise NerveError(f"{path}: {problem}")
+    return image
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
@@ -87,6 +110,6 @@ def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     return tuple(float(s) for s in reversed(image.GetSpacing()))
 
 
-def _first_line(exc: BaseException) -> str:
+def _last_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__

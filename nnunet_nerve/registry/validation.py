@@ -28,7 +28,8 @@ import SimpleITK as sitk
 
 from nnunet_nerve.registry.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE, RATERS_FILE
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.io.images import grid_mismatch, read_image
+from nnunet_nerve.io.images import grid_mismatch, read_image, volume_problem
+from nnunet_nerve.io.masks import label_mask_problems
 from nnunet_nerve.registry.reader import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
 
 
@@ -123,12 +124,8 @@ def image_problems(pid: str, path: Path) -> "tuple[sitk.Image | None, list]":
         image = read_image(path)
     except NerveError as e:
         return None, [f"{pid}: {e}"]
-    problems = []
-    if image.GetDimension() != 3:
-        problems.append(f"{pid}: {path}: image is {image.GetDimension()}D, expected a 3D image")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        problems.append(f"{pid}: {path}: image has {image.GetNumberOfComponentsPerPixel()} values per voxel "
-                        "(a 4D or vector image), expected one")
+    not_volume = volume_problem(image)
+    problems = [f"{pid}: {path}: {not_volume}"] if not_volume else []
     n_bad = _non_finite_count(image, path)
     if n_bad:
         problems.append(f"{pid}: {path}: {n_bad} NaN or infinite intensities")
@@ -142,23 +139,15 @@ def mask_problems(pid: str, rater: str, path: Path, image: "sitk.Image | None") 
     except NerveError as e:
         return [f"{pid}: {e}"]
     problems = []
-    if mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
-        return [f"{pid}: {path}: mask of rater {rater} is not a 3D one-value-per-voxel image"]
+    not_volume = volume_problem(mask, f"mask of rater {rater}")
+    if not_volume:
+        return [f"{pid}: {path}: {not_volume}"]
     if image is not None:
         mismatch = grid_mismatch(image, mask)
         if mismatch:
             problems.append(f"{pid}: {path}: mask of rater {rater} is not on the image's grid: {mismatch}")
-    array = sitk.GetArrayViewFromImage(mask)
-    finite = np.isfinite(array) if array.dtype.kind == "f" else None
-    if finite is not None and not finite.all():
-        problems.append(f"{pid}: {path}: mask of rater {rater} holds {int((~finite).sum())} NaN or infinite values")
-        array = array[finite]
-    values = np.unique(array)
-    nonzero = values[values != 0]
-    if nonzero.size > 1:
-        shown = ", ".join(f"{v:g}" for v in nonzero[:5]) + (", ..." if nonzero.size > 5 else "")
-        problems.append(f"{pid}: {path}: mask of rater {rater} has {nonzero.size} different non-zero values "
-                        f"({shown}); expected a binary mask")
+    problems += [f"{pid}: {path}: mask of rater {rater} {problem}"
+                 for problem in label_mask_problems(sitk.GetArrayViewFromImage(mask))]
     return problems
 
 
