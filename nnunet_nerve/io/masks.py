@@ -31,3 +31,14 @@ def label_mask_problems(mask: np.ndarray) -> list:
         shown = ", ".join(f"{v:g}" for v in nonzero[:5]) + (", ..." if nonzero.size > 5 else "")
         problems.append(f"has {nonzero.size} different non-zero values ({shown}); expected a binary mask")
     return problems
+
+
+def uniform_mask_problem(mask: np.ndarray) -> "str | None":
+    """"is empty (no nerve voxel)" or "marks every voxel as nerve" for a mask with one value
+    everywhere (an unfinished or inverted segmentation), else None."""
+    nonzero = int(np.count_nonzero(mask))
+    if nonzero == 0:
+        return "is empty (no nerve voxel)"
+    if nonzero == np.size(mask):
+        return "marks every voxel as nerve"
+    return None
