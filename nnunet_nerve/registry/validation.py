@@ -212,7 +212,7 @@ def rater_agreement(registry: Registry) -> list:
     """A ``RaterAgreement`` per subject and rater of a checked registry (none with fewer than two raters)."""
     rows = []
     for pid in sorted(dict.fromkeys(registry.participant_ids)):
-        masks = {rater: sitk.GetArrayViewFromImage(read_image(path)) != 0
+        masks = {rater: sitk.GetArrayFromImage(read_image(path)) != 0
                  for rater, path in sorted(registry.files[pid].masks.items())}
         if len(masks) < 2:
             continue
