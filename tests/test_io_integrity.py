@@ -163,3 +163,15 @@ def test_segment_refuses_a_cut_image_file(tmp_path):
     cut(path)
     with pytest.raises(NerveError, match=DAMAGED):
         read_input(path)
+
+
+def test_nan_count_of_an_uncompressed_float_nifti_named_nii_gz(tmp_path):
+    from nnunet_nerve.io.images import non_finite_count
+
+    array = np.ones((3, 5, 6), np.float32)
+    array[0, 1, 2], array[2, 4, 5] = np.nan, np.inf
+    plain = tmp_path / "image.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(plain))
+    named = tmp_path / "image.nii.gz"
+    shutil.copy(plain, named)
+    assert non_finite_count(read_image(named), named) == 2

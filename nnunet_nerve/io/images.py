@@ -6,14 +6,16 @@ slice normal, which ``GetGDCMSeriesFileNames`` does).
 """
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.io.integrity import check_complete
+from nnunet_nerve.io.integrity import GZIP_MAGIC, check_complete
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
@@ -108,6 +110,29 @@ def grid_mismatch(image: sitk.Image, other: sitk.Image) -> str | None:
 def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     """The spacing in the axis order of ``sitk.GetArrayFromImage`` (z, y, x)."""
     return tuple(float(s) for s in reversed(image.GetSpacing()))
+
+
+def non_finite_count(image: sitk.Image, path: str | os.PathLike) -> int:
+    """NaN and infinite voxels of ``image`` read from ``path``. ITK's NIfTI reader turns them
+    into 0, so a NIfTI file with a floating-point data type is counted from the file itself
+    (with nibabel, which keeps them; compression recognised by the gzip magic bytes)."""
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:2] == GZIP_MAGIC:
+            data = gzip.decompress(data)
+        nifti2 = data[:4] in (struct.pack("<i", 540), struct.pack(">i", 540))
+        nifti = (nibabel.Nifti2Image if nifti2 else nibabel.Nifti1Image).from_bytes(data)
+        if nifti.get_data_dtype().kind not in "fc":
+            return 0
+        array = np.asanyarray(nifti.dataobj)
+    else:
+        array = sitk.GetArrayViewFromImage(image)
+        if array.dtype.kind not in "fc":
+            return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
 
 
 def _last_line(exc: BaseException) -> str:

@@ -34,7 +34,7 @@ import SimpleITK as sitk
 
 from nnunet_nerve.registry.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE, RATERS_FILE
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.io.images import grid_mismatch, read_image, volume_problem
+from nnunet_nerve.io.images import grid_mismatch, non_finite_count, read_image, volume_problem
 from nnunet_nerve.io.masks import label_mask_problems, uniform_mask_problem
 from nnunet_nerve.registry.consensus import OUTLIER_DICE, mean_dice_with_others
 from nnunet_nerve.registry.reader import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
@@ -133,7 +133,7 @@ def image_problems(pid: str, path: Path) -> "tuple[sitk.Image | None, list]":
         return None, [f"{pid}: {e}"]
     not_volume = volume_problem(image)
     problems = [f"{pid}: {path}: {not_volume}"] if not_volume else []
-    n_bad = _non_finite_count(image, path)
+    n_bad = non_finite_count(image, path)
     if n_bad:
         problems.append(f"{pid}: {path}: {n_bad} NaN or infinite intensities")
     return (image if not problems else None), problems
@@ -237,20 +237,3 @@ def agreement_summary(rows: list, raters: list) -> list:
     lines += [f"warning: {r.participant_id}: rater {r.rater}: mean Dice {r.mean_dice:.3f} with the other raters, "
               f"below {OUTLIER_DICE}: check this mask" for r in rows if r.outlier]
     return lines
-
-
-def _non_finite_count(image: sitk.Image, path: Path) -> int:
-    """NaN and infinite voxels. ITK's NIfTI reader turns them into 0, so NIfTI files with a
-    floating-point data type are counted from the file itself (nibabel keeps them)."""
-    if str(path).lower().endswith((".nii", ".nii.gz")):
-        import nibabel
-
-        nifti = nibabel.load(str(path))
-        if nifti.get_data_dtype().kind not in "fc":
-            return 0
-        array = np.asanyarray(nifti.dataobj)
-    else:
-        array = sitk.GetArrayViewFromImage(image)
-        if array.dtype.kind not in "fc":
-            return 0
-    return int(array.size - np.count_nonzero(np.isfinite(array)))
