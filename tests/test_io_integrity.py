@@ -175,3 +175,18 @@ def test_nan_count_of_an_uncompressed_float_nifti_named_nii_gz(tmp_path):
     named = tmp_path / "image.nii.gz"
     shutil.copy(plain, named)
     assert non_finite_count(read_image(named), named) == 2
+
+
+def test_a_cut_dicom_slice_is_refused_naming_the_file(tmp_path):
+    from nnunet_nerve.dicom.synthetic import write_dicom_series
+    from nnunet_nerve.segmentation.segment import read_input
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(1, 500, (5, 12, 10)).astype(np.int16))
+    image.SetSpacing((0.5, 0.5, 4.0))
+    files = write_dicom_series(image, tmp_path / "series")
+    data = files[2].read_bytes()
+    files[2].write_bytes(data[:-100])  # the end of the pixel data is lost
+    for reader in (read_image, read_input):
+        with pytest.raises(NerveError) as caught:
+            reader(tmp_path / "series")
+        assert str(caught.value).startswith(f"{files[2]}: {DAMAGED} (the pixel data holds ")
