@@ -178,7 +178,7 @@ def load_binary_mask(path, grid: sitk.Image, case: str, what: str) -> np.ndarray
     other than 0 and 1.
     """
     image = imageio.read_image(path)
-    mismatch = imageio.grid_mismatch(grid, image)
+    mismatch = imageio.grid_mismatch(grid, image, "its label's")
     if mismatch:
         raise NerveError(f"case {case}: {what} {path} is not on its label's grid: {mismatch}")
     return binary_mask(sitk.GetArrayViewFromImage(image), f"case {case}: {what} {path}")

@@ -87,24 +87,31 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     sitk.WriteImage(image, str(path), useCompression=compress)
 
 
-def grid_mismatch(image: sitk.Image, other: sitk.Image) -> str | None:
-    """Describe how ``other``'s grid differs from ``image``'s, or None when they agree.
+def grid_mismatch(image: sitk.Image, other: sitk.Image, reference: str = "the image's") -> str | None:
+    """Describe how ``other``'s grid differs from ``image``'s (called ``reference`` in the text),
+    or None when they agree.
 
     Size must match exactly; spacing to ``SPACING_RTOL`` (relative), direction cosines
     to ``DIRECTION_ATOL`` (absolute), origin to ``ORIGIN_TOLERANCE_FRACTION`` x the
     smallest spacing (mm).
     """
     if image.GetSize() != other.GetSize():
-        return f"size {other.GetSize()} differs from the image's {image.GetSize()}"
+        return f"size {other.GetSize()} differs from {reference} {image.GetSize()}"
     sp_a, sp_b = np.array(image.GetSpacing()), np.array(other.GetSpacing())
     if not np.allclose(sp_a, sp_b, rtol=SPACING_RTOL, atol=0):
-        return f"spacing {tuple(np.round(sp_b, 6))} differs from the image's {tuple(np.round(sp_a, 6))}"
+        return f"spacing {_numbers(sp_b, 6)} differs from {reference} {_numbers(sp_a, 6)}"
     if not np.allclose(image.GetDirection(), other.GetDirection(), rtol=0, atol=DIRECTION_ATOL):
-        return "direction cosines differ from the image's"
+        return (f"direction cosines {_numbers(other.GetDirection(), 4)} differ from {reference} "
+                f"{_numbers(image.GetDirection(), 4)} (a flipped or rotated grid: resample the mask onto the image)")
     tol = ORIGIN_TOLERANCE_FRACTION * float(sp_a.min())
     if not np.allclose(image.GetOrigin(), other.GetOrigin(), rtol=0, atol=tol):
-        return f"origin {tuple(np.round(other.GetOrigin(), 4))} differs from the image's {tuple(np.round(image.GetOrigin(), 4))}"
+        return f"origin {_numbers(other.GetOrigin(), 4)} differs from {reference} {_numbers(image.GetOrigin(), 4)}"
     return None
+
+
+def _numbers(values, decimals: int) -> str:
+    """``(0.52, 0.52, 4)``: rounded plain numbers (no numpy reprs)."""
+    return "(" + ", ".join(f"{round(float(v), decimals):g}" for v in values) + ")"
 
 
 def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
