@@ -129,6 +129,7 @@ def test_check_and_convert_refuse_a_cut_image_or_mask(tmp_path, nnunet_env):
     proc = run([script("nnunet-nerve"), "convert", str(root), "-d", "7", "--folds", "0"], env=nnunet_env,
                check=False)
     _single_error(proc, image)
+    _single_error(proc, mask)  # a cut rater mask would change the consensus
     assert not any(Path(nnunet_env["nnUNet_raw"]).iterdir())
 
 
