@@ -36,6 +36,8 @@ def test_last_digit_differences_agree_and_each_real_difference_is_named():
 def test_volume_problem_and_read_volume(tmp_path):
     assert volume_problem(_grid()) is None
     assert volume_problem(sitk.Image((4, 4, 4, 2), sitk.sitkUInt8)) == "image is 4D, expected a 3D image"
+    assert volume_problem(sitk.Image((4, 4), sitk.sitkUInt8), "mask of rater OS") == \
+        "mask of rater OS is 2D, expected a 3D image"
     vector = sitk.GetImageFromArray(np.zeros((3, 4, 5, 2), np.float32), isVector=True)
     assert volume_problem(vector, "mask") == "mask has 2 values per voxel (a 4D or vector image), expected one"
     path = tmp_path / "vector.nii.gz"

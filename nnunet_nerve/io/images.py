@@ -67,7 +67,7 @@ def read_dicom_folder(folder: Path) -> sitk.Image:
 def volume_problem(image: sitk.Image, what: str = "image") -> "str | None":
     """Why ``image`` is not a 3D image with one value per voxel, or None when it is."""
     if image.GetDimension() != 3:
-        return f"{what} is {image.GetDimension()}D, expected a 3D {what}"
+        return f"{what} is {image.GetDimension()}D, expected a 3D image"
     if image.GetNumberOfComponentsPerPixel() != 1:
         return (f"{what} has {image.GetNumberOfComponentsPerPixel()} values per voxel (a 4D or vector image), "
                 "expected one")
