@@ -387,14 +387,10 @@ def read_mask_for_image(image_path, mask_path):
     """(image array, mask as booleans, the SimpleITK image) after checking grids and values."""
     import SimpleITK as sitk
 
-    from nnunet_nerve.io.images import grid_mismatch, read_image
+    from nnunet_nerve.io.images import grid_mismatch, read_volume
 
-    image = read_image(image_path)
-    mask = read_image(mask_path)
-    for path, img in ((image_path, image), (mask_path, mask)):
-        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-            raise NerveError(f"{path}: expected a 3D single-channel image, got {img.GetDimension()}D with "
-                             f"{img.GetNumberOfComponentsPerPixel()} component(s)")
+    image = read_volume(image_path)
+    mask = read_volume(mask_path, "mask")
     why = grid_mismatch(image, mask)
     if why:
         raise NerveError(f"{mask_path}: mask is not on the image's grid ({image_path}): {why}")

@@ -280,11 +280,9 @@ def _postprocess_image(path: Path, rule: PostprocessRule):
     """(output SimpleITK image, result) for one mask file."""
     import SimpleITK as sitk
 
-    from nnunet_nerve.io.images import read_image, spacing_zyx
+    from nnunet_nerve.io.images import read_volume, spacing_zyx
 
-    image = read_image(path)
-    if image.GetDimension() != 3:
-        raise NerveError(f"{path}: expected a 3D mask, got {image.GetDimension()}D")
+    image = read_volume(path, "mask")
     result = postprocess_nerve(binary_mask(sitk.GetArrayFromImage(image), str(path)), spacing_zyx(image), rule)
     out = sitk.GetImageFromArray(result.mask.astype(np.uint8))
     out.CopyInformation(image)

@@ -105,17 +105,19 @@ def write_mask(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
 
 def convert_registry(registry_root: "str | os.PathLike", dataset_id: int, name: str = DEFAULT_NAME,
                      consensus_method: str = "majority", n_folds: int = 4, seed: int = 0,
-                     overwrite: bool = False, log: "Callable[[str], None] | None" = _print) -> Path:
+                     overwrite: bool = False, log: "Callable[[str], None] | None" = _print,
+                     allow_uniform_masks: bool = False) -> Path:
     """Validate a registry and convert it; returns the dataset folder. See the module docstring.
 
-    ``n_folds`` 0 writes no split (a dataset for evaluation or prediction only)."""
+    ``n_folds`` 0 writes no split (a dataset for evaluation or prediction only);
+    ``allow_uniform_masks`` accepts empty and all-nerve rater masks."""
     log = log or (lambda message: None)
     if consensus_method not in METHODS:
         raise NerveError(f"consensus {consensus_method!r}: expected one of {', '.join(METHODS)}")
     if n_folds == 1 or n_folds < 0:
         raise NerveError(f"--folds {n_folds}: expected 0 (no split) or at least 2")
     target, splits_path = check_target(dataset_id, name, overwrite)
-    registry = check_registry(registry_root, log)
+    registry = check_registry(registry_root, log, allow_uniform_masks)
     cases = sorted(registry.participant_ids)
     if len(cases) < n_folds:
         raise NerveError(f"{registry.root}: {len(cases)} subjects cannot be split into {n_folds} folds; "

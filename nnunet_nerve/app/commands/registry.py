@@ -22,6 +22,8 @@ def add_parsers(sub) -> None:
                         "dataset used only for evaluation or prediction)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset and split")
+    p.add_argument("--allow-uniform-masks", action="store_true",
+                   help="accept rater masks that are empty or mark every voxel as nerve (refused by default)")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser(
@@ -29,6 +31,8 @@ def add_parsers(sub) -> None:
         description="Run every check of `convert` on REGISTRY and print each problem as one `error:` line "
                     "naming the subject and the file (exit 2), or a one-line summary (exit 0).")
     p.add_argument("registry", type=Path, help="the registry folder (holding participants.tsv)")
+    p.add_argument("--allow-uniform-masks", action="store_true",
+                   help="accept rater masks that are empty or mark every voxel as nerve (refused by default)")
     p.set_defaults(func=_check)
 
     p = sub.add_parser(
@@ -52,18 +56,21 @@ def _convert(args) -> int:
     from nnunet_nerve.registry.conversion import convert_registry
 
     convert_registry(args.registry, args.dataset_id, name=args.name, consensus_method=args.consensus,
-                     n_folds=args.folds, seed=args.seed, overwrite=args.overwrite)
+                     n_folds=args.folds, seed=args.seed, overwrite=args.overwrite,
+                     allow_uniform_masks=args.allow_uniform_masks)
     return 0
 
 
 def _check(args) -> int:
-    from nnunet_nerve.registry.validation import check_registry
+    from nnunet_nerve.registry.validation import agreement_summary, check_registry, rater_agreement
 
-    registry = check_registry(args.registry)
+    registry = check_registry(args.registry, allow_uniform_masks=args.allow_uniform_masks)
     cohorts = [p.cohort for p in registry.participants]
     order = "" if registry.rater_table is None else " (order of raters.tsv)"
     print(f"{registry.root}: ok, {len(cohorts)} subjects ({cohorts.count('volunteer')} volunteers, "
           f"{cohorts.count('patient')} patients), raters {', '.join(registry.raters)}{order}")
+    for line in agreement_summary(rater_agreement(registry), registry.raters):
+        print(line)
     return 0
 
 
