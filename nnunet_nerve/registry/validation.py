@@ -129,7 +129,7 @@ def image_problems(pid: str, path: Path) -> "tuple[sitk.Image | None, list]":
     if image.GetNumberOfComponentsPerPixel() != 1:
         problems.append(f"{pid}: {path}: image has {image.GetNumberOfComponentsPerPixel()} values per voxel "
                         "(a 4D or vector image), expected one")
-    n_bad = _non_finite_count(image, path)
+    n_bad = non_finite_count(image, path)
     if n_bad:
         problems.append(f"{pid}: {path}: {n_bad} NaN or infinite intensities")
     return (image if not problems else None), problems
@@ -189,7 +189,7 @@ def check_registry(root: "str | os.PathLike", log: "Callable[[str], None] | None
     return registry
 
 
-def _non_finite_count(image: sitk.Image, path: Path) -> int:
+def non_finite_count(image: sitk.Image, path: Path) -> int:
     """NaN and infinite voxels. ITK's NIfTI reader turns them into 0, so NIfTI files with a
     floating-point data type are counted from the file itself (nibabel keeps them)."""
     if str(path).lower().endswith((".nii", ".nii.gz")):
