@@ -340,7 +340,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
                 log(f"[{i}/{len(files)}] {path.name}: {describe(result)}")
         for extra in sorted(in_dir.glob("*.json")):
             if extra.name != REPORT_NAME:
-                shutil.copy2(extra, tmp / extra.name)
+                shutil.copyfile(extra, tmp / extra.name)  # the mode from the umask, as cp gives
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
