@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.parameters import require_number
 
 REGIONS = ("sciatic", "tibial", "peroneal")
 #: 1.4826 x a median absolute value estimates the standard deviation of normal values.
@@ -68,6 +69,13 @@ class LesionRule:
     k: float = 3.0
     min_excess: float = 0.2
     min_slices: int = 2
+
+    def __post_init__(self):
+        """k > 0 (k <= 0 puts the threshold at or below the centre: half the nerve or all of it
+        would be 'lesion'), min_excess >= 0, min_slices an integer >= 1."""
+        require_number(self.k, "--k", above=0)
+        require_number(self.min_excess, "--min-excess", minimum=0)
+        require_number(self.min_slices, "--min-lesion-slices", minimum=1, integer=True)
 
     def threshold(self, centre: float, spread: float) -> float:
         if centre is None or not np.isfinite(centre):

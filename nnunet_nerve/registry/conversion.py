@@ -20,7 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_nerve import __version__
-from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_existing
+from nnunet_nerve.parameters import require_number
+from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_existing, refuse_output_overlap
 from nnunet_nerve.registry.consensus import METHODS, consensus
 from nnunet_nerve.registry.dataset_info import (CHANNEL_SUFFIX, FILE_ENDING, PARTICIPANTS_FILE, PROVENANCE_KEY,
                                        RATERS_FOLDER, dataset_folder_name, nnunet_preprocessed, nnunet_raw,
@@ -114,9 +115,12 @@ def convert_registry(registry_root: "str | os.PathLike", dataset_id: int, name: 
     log = log or (lambda message: None)
     if consensus_method not in METHODS:
         raise NerveError(f"consensus {consensus_method!r}: expected one of {', '.join(METHODS)}")
+    require_number(seed, "--seed", minimum=0, integer=True)
     if n_folds == 1 or n_folds < 0:
         raise NerveError(f"--folds {n_folds}: expected 0 (no split) or at least 2")
     target, splits_path = check_target(dataset_id, name, overwrite)
+    refuse_output_overlap(target, {"registry": registry_root})
+    refuse_output_overlap(splits_path, {"registry": registry_root})
     registry = check_registry(registry_root, log, allow_uniform_masks)
     cases = sorted(registry.participant_ids)
     if len(cases) < n_folds:
