@@ -272,10 +272,14 @@ def test_checkpointing_keeps_far_fewer_activations():
 
 
 def test_checkpointed_levels_keep_little_more_than_the_skip_connections():
-    """With the resolution levels checkpointed too (the default), the forward keeps each
-    level's input and its skip connection; the transitions, the up path's concatenations
-    and the final convolution's input are recomputed. At the top level the skip connection
-    has 96 maps (first convolution's 48 + 4 x 12), the up block's stack 192."""
+    """With the resolution levels checkpointed too (the default), the forward keeps the skip
+    connections and the maps handed from level to level (the pooled maps down, the up
+    blocks' new maps up); the transitions, the up path's concatenations and the final
+    convolution's input are recomputed. In units of the top level's 96-map skip connection
+    (first convolution's 48 + 4 x 12): skip connections 96 + 144/4 + 192/16 + 240/64,
+    pooled maps 96/4 + 144/16 + 192/64 + 240/256, new maps 48 (1/4 + 1/16 + 1/64 + 1/256),
+    about 200 maps at full resolution: 2.1 times the skip connection. The dense layers
+    alone keep more than twice that."""
     torch.manual_seed(0)
     lean = FCDenseNet()
     layers_only = FCDenseNet(checkpoint_levels=False)
@@ -283,7 +287,7 @@ def test_checkpointed_levels_keep_little_more_than_the_skip_connections():
     kept_lean, kept_layers = saved_bytes(lean, x), saved_bytes(layers_only, x)
     skip_bytes = 96 * x.numel() * x.element_size()
     assert kept_lean < 0.5 * kept_layers, (kept_lean, kept_layers)
-    assert kept_lean < 2 * skip_bytes, (kept_lean, skip_bytes)
+    assert kept_lean < 2.2 * skip_bytes, (kept_lean, skip_bytes)
 
 
 def test_checkpointing_only_while_training_with_gradients(monkeypatch):
