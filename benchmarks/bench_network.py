@@ -63,10 +63,12 @@ class Option:
     """How one measured network is built and run."""
 
     def __init__(self, base: str, description: str, memory_efficient: bool = True,
-                 buffered_inference: bool = True, channels_last: bool = False,
+                 buffered_inference: bool = True, checkpoint_levels: bool | None = None,
+                 channels_last: bool = False,
                  compile: bool = False, freezing: bool = False, modes=MODES, env: dict | None = None):
         self.base, self.description = base, description
         self.memory_efficient, self.buffered_inference = memory_efficient, buffered_inference
+        self.checkpoint_levels = checkpoint_levels
         self.channels_last, self.compile, self.freezing = channels_last, compile, freezing
         self.modes = modes
         self.env = env or {}
@@ -77,6 +79,10 @@ OPTIONS = {
     "fcdensenet": Option("fcdensenet", "FCDenseNet() as FCDenseNetTrainer builds it"),
     "fcdensenet_plain": Option("fcdensenet", "no checkpointing, no inference buffer",
                                memory_efficient=False, buffered_inference=False),
+    "fcdensenet_layer_checkpoints": Option("fcdensenet", "dense layers checkpointed, resolution levels not",
+                                           checkpoint_levels=False, modes=("train",)),
+    "fcdensenet_level_checkpoints": Option("fcdensenet", "resolution levels checkpointed, dense layers not",
+                                           memory_efficient=False, checkpoint_levels=True, modes=("train",)),
     "fcdensenet_checkpoint_only": Option("fcdensenet", "checkpointing, no inference buffer",
                                          buffered_inference=False),
     "fcdensenet_channels_last": Option("fcdensenet", "FCDenseNet(), channels-last", channels_last=True),
@@ -129,7 +135,8 @@ def build(name: str):
         return nnunet_default_2d_unet()
     from nnunet_nerve import FCDenseNet
     return FCDenseNet(memory_efficient=option.memory_efficient,
-                      buffered_inference=option.buffered_inference)
+                      buffered_inference=option.buffered_inference,
+                      checkpoint_levels=option.checkpoint_levels)
 
 
 def forward_flops(net, shape) -> float:

@@ -30,7 +30,7 @@ PathLike = Union[str, os.PathLike]
 Progress = Optional[Callable[[str], None]]
 
 __all__ = ["phantom", "check", "convert", "evaluate", "biomarkers", "postprocess", "segment", "demo",
-           "trainer_dir", "doctor", "EvaluateResult", "DoctorResult", "NerveError"]
+           "trainer_dir", "doctor", "CheckResult", "EvaluateResult", "DoctorResult", "NerveError"]
 
 
 def _quiet(progress: Progress) -> Callable[[str], None]:
@@ -48,23 +48,37 @@ def phantom(out: PathLike, *, volunteers: int = 10, patients: int = 42, seed: in
                                   overwrite=overwrite, log=_quiet(progress))
 
 
-def check(registry: PathLike, *, progress: Progress = None):
-    """Validate a registry without writing anything; returns the ``registry.reader.Registry``.
+@dataclass(frozen=True)
+class CheckResult:
+    """A valid registry (``registry.reader.Registry``), the raters' agreement per subject
+    (``RaterAgreement`` rows) and the lines ``check`` prints about it."""
 
-    Every problem found raises one NerveError whose ``problems`` lists them (subject and file)."""
-    from nnunet_nerve.registry.validation import check_registry
+    registry: object
+    agreement: list
+    agreement_lines: list
 
-    return check_registry(registry, log=progress)
+
+def check(registry: PathLike, *, allow_uniform_masks: bool = False, progress: Progress = None) -> CheckResult:
+    """Validate a registry without writing anything. Every problem found raises one NerveError
+    whose ``problems`` lists them (subject and file); ``allow_uniform_masks`` accepts rater masks
+    that are empty or all nerve."""
+    from nnunet_nerve.registry.validation import agreement_summary, check_registry, rater_agreement
+
+    checked = check_registry(registry, log=progress, allow_uniform_masks=allow_uniform_masks)
+    agreement = rater_agreement(checked)
+    return CheckResult(checked, agreement, agreement_summary(agreement, checked.raters))
 
 
 def convert(registry: PathLike, dataset_id: int, *, name: str = "Nerve", consensus: str = "majority",
-            folds: int = 4, seed: int = 0, overwrite: bool = False, progress: Progress = None) -> Path:
+            folds: int = 4, seed: int = 0, overwrite: bool = False, allow_uniform_masks: bool = False,
+            progress: Progress = None) -> Path:
     """Validate ``registry`` and write ``$nnUNet_raw/Dataset<ID>_<name>/`` and its split
     (``folds`` 0: no split); returns the dataset folder. ``consensus``: "majority" or "staple"."""
     from nnunet_nerve.registry.conversion import convert_registry
 
     return convert_registry(registry, dataset_id, name=name, consensus_method=consensus, n_folds=folds,
-                            seed=seed, overwrite=overwrite, log=_quiet(progress))
+                            seed=seed, overwrite=overwrite, allow_uniform_masks=allow_uniform_masks,
+                            log=_quiet(progress))
 
 
 # --- evaluation --------------------------------------------------------------------------------

@@ -75,11 +75,13 @@ def test_phantom_and_check(study):
     same_images(root / "registry_api", root / "registry_cli")
     assert len(study["phantom_messages"]) == 4 + 1  # one line per subject and the closing summary
 
-    registry = api.check(study["registry"])
+    checked = api.check(study["registry"])
+    registry = checked.registry
     assert [p.participant_id for p in registry.participants] == ["sub-001", "sub-002", "sub-003", "sub-004"]
     assert [p.cohort for p in registry.participants].count("volunteer") == 2
     line = cli("check", study["registry"], env=study["env"]).stdout
     assert f"ok, 4 subjects (2 volunteers, 2 patients), raters {', '.join(registry.raters)}" in line
+    assert checked.agreement_lines and all(text in line for text in checked.agreement_lines)
 
 
 def test_convert(study):

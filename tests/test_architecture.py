@@ -11,7 +11,7 @@ from conftest import REPO
 #: Folder (or top-level module) of nnunet_nerve -> layer; imports go to the same or a lower layer.
 LAYERS = {
     "errors": 0,
-    "io": 1,
+    "parameters": 1, "io": 1,
     "network": 2, "training": 2, "registry": 2, "dicom": 2, "evaluation": 2, "biomarkers": 2, "segmentation": 2,
     "study": 3,
     "api": 4,

@@ -33,6 +33,9 @@ def test_options_build_what_they_name():
     plain, default = bn.build("fcdensenet_plain"), bn.build("fcdensenet")
     assert not plain.memory_efficient and not plain.buffered_inference
     assert default.memory_efficient and default.buffered_inference
+    layers, levels = bn.build("fcdensenet_layer_checkpoints"), bn.build("fcdensenet_level_checkpoints")
+    assert not layers.checkpoint_levels and all(layer.memory_efficient for layer in layers.dense_layers())
+    assert levels.checkpoint_levels and not any(layer.memory_efficient for layer in levels.dense_layers())
     assert type(bn.build("unet")).__name__ == "PlainConvUNet"
     assert bn.OPTIONS["fcdensenet_compile_freezing"].modes == ("inference",)
     assert all(o.base in ("unet", "fcdensenet") for o in bn.OPTIONS.values())

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from conftest import run, script
 from nnunet_nerve import __version__
-from nnunet_nerve.dataset_conversion import convert_registry as conversion
+from nnunet_nerve.registry import conversion
 from nnunet_nerve.registry.conversion import convert_registry
 from nnunet_nerve.registry.dataset_info import load_dataset_info, read_participants
 from nnunet_nerve.errors import NerveError

@@ -354,7 +354,7 @@ def test_rater_order_of_raters_tsv_through_convert_and_evaluate(tmp_path, nnunet
     order = ("BW", "OS", "AB")
     (registry / "raters.tsv").write_text("rater_id\tyears\n" + "".join(f"{r}\t{9 - i}\n" for i, r in enumerate(order)))
     check = run([script("nnunet-nerve"), "check", str(registry)], env=nnunet_env)
-    assert check.stdout.strip().endswith("raters BW, OS, AB (order of raters.tsv)")
+    assert check.stdout.splitlines()[0].endswith("raters BW, OS, AB (order of raters.tsv)")  # then the agreement
     run([script("nnunet-nerve"), "convert", str(registry), "-d", "43", "--name", "Phantom"], env=nnunet_env)
     dataset = Path(nnunet_env["nnUNet_raw"]) / "Dataset043_Phantom"
     provenance = json.loads((dataset / "dataset.json").read_text())["nnunet_nerve"]

@@ -126,14 +126,21 @@ def test_transposed_conv_can_be_nearest_neighbour():
 
 # ----------------------------------------------------------------------------- training against the reference
 
-@pytest.mark.parametrize("memory_efficient", [False, True])
+#: how the network may checkpoint: nothing, dense layers and resolution levels (the default),
+#: dense layers only, resolution levels only
+CHECKPOINTING = {"plain": dict(memory_efficient=False), "default": dict(memory_efficient=True),
+                 "layers": dict(memory_efficient=True, checkpoint_levels=False),
+                 "levels": dict(memory_efficient=False, checkpoint_levels=True)}
+
+
+@pytest.mark.parametrize("checkpointing", CHECKPOINTING)
 @pytest.mark.parametrize("kwargs", [{}, SMALL], ids=["paper", "small"])
-def test_train_step_matches_reference_with_dropout_float64(kwargs, memory_efficient):
+def test_train_step_matches_reference_with_dropout_float64(kwargs, checkpointing):
     """The same seed draws the same dropout masks (p = 0.2, every layer and transition) in the
     same order: outputs, input and parameter gradients and running statistics equal the plain
     reference's, and the generator ends where the reference leaves it (checkpointing draws
-    nothing more)."""
-    net, reference = paired(3, dict(memory_efficient=memory_efficient), **kwargs)
+    nothing more; a checkpointed level's recomputation replays its masks)."""
+    net, reference = paired(3, CHECKPOINTING[checkpointing], **kwargs)
     net.double(), reference.double()
     x = torch.randn(3, kwargs.get("in_channels", 1), 32, 48, dtype=torch.float64)
     target = torch.randint(0, kwargs.get("num_classes", 2), (3, 32, 48))
@@ -218,6 +225,25 @@ def test_running_statistics_updated_once_per_checkpointed_step(monkeypatch):
     assert not torch.allclose(layer_norm.running_mean, ref_norm.running_mean)
 
 
+def test_running_statistics_updated_once_per_checkpointed_level(monkeypatch):
+    """The same for a checkpointed resolution level (its transition down's batch norm and its
+    dense layers'): updated once; without the guard, twice."""
+    import nnunet_nerve.network.fcdensenet as network
+
+    net, reference = paired(2, CHECKPOINTING["levels"], dropout=0.0, **SMALL)
+    naive = copy.deepcopy(net)
+    x = torch.randn(3, 2, 32, 32)
+    target = torch.randint(0, 3, (3, 32, 32))
+    training_step(net, x, target)
+    training_step(reference, x, target)
+    assert_same_buffers(net, reference, rtol=1e-6, atol=1e-7)
+
+    monkeypatch.setattr(network, "buffers_restored", lambda *modules: nullcontext())
+    training_step(naive, x, target)
+    for norm in (naive.transitions_down[0].norm, naive.up_blocks[-1].layers[0].norm):
+        assert int(norm.num_batches_tracked) == 2
+
+
 def saved_bytes(net: nn.Module, x: torch.Tensor) -> int:
     """Bytes of the distinct storages autograd keeps for the backward pass of net(x) (those
     saved inside a checkpointed region are not kept, so they are not seen)."""
@@ -240,8 +266,28 @@ def test_checkpointing_keeps_far_fewer_activations():
     plain = FCDenseNet(memory_efficient=False)
     lean = FCDenseNet(memory_efficient=True)
     x = torch.randn(2, 1, 64, 64)
-    kept_plain, kept_lean = saved_bytes(plain, x), saved_bytes(lean, x)
-    assert kept_lean < 0.5 * kept_plain, (kept_lean, kept_plain)
+    layers_only = FCDenseNet(memory_efficient=True, checkpoint_levels=False)
+    kept_plain, kept_layers = saved_bytes(plain, x), saved_bytes(layers_only, x)
+    assert kept_layers < 0.5 * kept_plain, (kept_layers, kept_plain)
+
+
+def test_checkpointed_levels_keep_little_more_than_the_skip_connections():
+    """With the resolution levels checkpointed too (the default), the forward keeps the skip
+    connections and the maps handed from level to level (the pooled maps down, the up
+    blocks' new maps up); the transitions, the up path's concatenations and the final
+    convolution's input are recomputed. In units of the top level's 96-map skip connection
+    (first convolution's 48 + 4 x 12): skip connections 96 + 144/4 + 192/16 + 240/64,
+    pooled maps 96/4 + 144/16 + 192/64 + 240/256, new maps 48 (1/4 + 1/16 + 1/64 + 1/256),
+    about 200 maps at full resolution: 2.1 times the skip connection. The dense layers
+    alone keep more than twice that."""
+    torch.manual_seed(0)
+    lean = FCDenseNet()
+    layers_only = FCDenseNet(checkpoint_levels=False)
+    x = torch.randn(2, 1, 64, 64)
+    kept_lean, kept_layers = saved_bytes(lean, x), saved_bytes(layers_only, x)
+    skip_bytes = 96 * x.numel() * x.element_size()
+    assert kept_lean < 0.5 * kept_layers, (kept_lean, kept_layers)
+    assert kept_lean < 2.2 * skip_bytes, (kept_lean, skip_bytes)
 
 
 def test_checkpointing_only_while_training_with_gradients(monkeypatch):
@@ -258,7 +304,8 @@ def test_checkpointing_only_while_training_with_gradients(monkeypatch):
         net.eval()(x)
     assert calls == []
     net.train()(x)
-    assert len(calls) == sum(len(b.layers) for b in [*net.down_blocks, net.bottleneck, *net.up_blocks])
+    levels = 2 * net.n_pool
+    assert len(calls) == levels + sum(len(b.layers) for b in [*net.down_blocks, net.bottleneck, *net.up_blocks])
 
 
 # ----------------------------------------------------------------------------- basics and checkpoints

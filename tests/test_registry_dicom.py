@@ -4,6 +4,7 @@ Data are read from ../shared/data (the `shared_data` fixture), never copied into
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,35 @@ def test_real_nifti_header_is_kept(tmp_path, shared_data, nnunet_env):
         label = sitk.ReadImage(str(out / folder / "sub-001.nii.gz"))
         assert label.GetPixelID() == sitk.sitkUInt8
         np.testing.assert_array_equal(sitk.GetArrayFromImage(label), sitk.GetArrayFromImage(mask) != 0)
+
+
+def test_dicom_series_with_a_missing_slice_is_refused_by_check_and_convert(tmp_path, nnunet_env):
+    """A synthetic series (4 mm slices) with one file deleted: ITK alone would read it with a
+    stretched z-spacing; check and convert name the subject, the series folder and the gap."""
+    from conftest import run, script
+    from nnunet_nerve.dicom.synthetic import write_dicom_series
+
+    array = np.random.default_rng(0).integers(1, 500, (8, 12, 10)).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.5, 0.5, 4.0))
+    root = tmp_path / "reg"
+    folder = root / "sub-001" / "anat" / "sub-001_T2w"
+    files = write_dicom_series(image, folder)
+    for rater in RATERS:
+        mask = np.zeros(array.shape, np.uint8)
+        mask[:, 4:8, 3:7] = 1
+        path = mask_path(root, "sub-001", rater)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(_float32_geometry(read_image(folder), mask), str(path))
+    _tsv(root)
+    check_registry(root)
+    files[4].unlink()
+    problems = registry_problems(scan_registry(root))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"sub-001: {folder}: series ") and "non-uniform slice spacing" in problems[0]
+    assert "a gap of 8.000 mm" in problems[0] and "median gap is 4.000 mm" in problems[0]
+    for cmd in (["check", str(root)], ["convert", str(root), "-d", "7", "--folds", "0"]):
+        proc = run([script("nnunet-nerve"), *cmd], env=nnunet_env, check=False)
+        assert proc.returncode == 2
+        assert proc.stderr.splitlines()[0] == f"error: {problems[0]}"
+    assert not any(Path(nnunet_env["nnUNet_raw"]).iterdir())

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from conftest import run, script
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.registry.reader import mask_path, scan_registry
-from nnunet_nerve.registry.validation import check_registry, registry_problems
+from nnunet_nerve.registry.validation import check_registry, rater_agreement, registry_problems
 
 SPACING = (0.52, 0.52, 4.0)
 RATERS = ("AB", "BW", "OS")
@@ -152,7 +152,9 @@ def test_mask_off_the_image_grid(tmp_path):
 
 def test_last_digit_geometry_differences_pass(tmp_path):
     root = make_registry(tmp_path / "reg", n=1)
-    mask = _image(np.ones((3, 10, 12), np.uint8), spacing=(0.52 * (1 + 3e-7), 0.52, 4.0 * (1 - 2e-7)),
+    box = np.zeros((3, 10, 12), np.uint8)
+    box[:, 2:5, 3:7] = 1
+    mask = _image(box, spacing=(0.52 * (1 + 3e-7), 0.52, 4.0 * (1 - 2e-7)),
                   origin=(-10.0 + 1e-5, -12.0 - 2e-6, 30.0 + 3e-6))
     sitk.WriteImage(mask, str(mask_path(root, "sub-001", "AB")), useCompression=True)
     assert problems_of(root) == []
@@ -248,7 +250,9 @@ def test_check_cli_ok_and_errors(tmp_path):
     root = make_registry(tmp_path / "reg")
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
     ok = run([script("nnunet-nerve"), "check", str(root)])
-    assert ok.stdout.strip() == f"{root}: ok, 3 subjects (1 volunteers, 2 patients), raters AB, BW, OS"
+    assert ok.stdout.splitlines()[0] == f"{root}: ok, 3 subjects (1 volunteers, 2 patients), raters AB, BW, OS"
+    assert ok.stdout.splitlines()[2:] == [f"  rater {r}: mean 1.000 over 3 subject(s), lowest 1.000 (sub-001), "
+                                          "0 outlier(s)" for r in RATERS]
     write_tsv(root, [("sub-001", "volunteer", "thigh", "1"), ("sub-002", "patient", "distal", "2")])
     bad = run([script("nnunet-nerve"), "check", str(root)], check=False)
     assert bad.returncode == 2
@@ -318,3 +322,59 @@ def test_raters_tsv_without_the_rater_id_column_is_one_error_line(tmp_path):
     proc = run([script("nnunet-nerve"), "check", str(root)], check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {root.resolve() / 'raters.tsv'}: header lacks column(s) rater_id"]
+
+
+def _write_mask(root: Path, pid: str, rater: str, mask: np.ndarray) -> Path:
+    path = mask_path(root, pid, rater)
+    sitk.WriteImage(_image(mask.astype(np.uint8)), str(path))
+    return path
+
+
+def test_empty_and_all_nerve_rater_masks_are_errors_unless_allowed(tmp_path, nnunet_env):
+    root = make_registry(tmp_path / "reg", n=2)
+    empty = _write_mask(root, "sub-001", "BW", np.zeros((3, 10, 12)))
+    full = _write_mask(root, "sub-002", "AB", np.ones((3, 10, 12)))
+    assert problems_of(root) == [
+        f"sub-001: {empty}: mask of rater BW is empty (no nerve voxel); pass --allow-uniform-masks to accept it",
+        f"sub-002: {full}: mask of rater AB marks every voxel as nerve; pass --allow-uniform-masks to accept it"]
+    assert registry_problems(scan_registry(root), allow_uniform_masks=True) == []
+    proc = run([script("nnunet-nerve"), "check", str(root)], check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines()[0] == f"error: {problems_of(root)[0]}"
+    run([script("nnunet-nerve"), "check", str(root), "--allow-uniform-masks"])
+    convert = [script("nnunet-nerve"), "convert", str(root), "-d", "7", "--folds", "0"]
+    proc = run(convert, env=nnunet_env, check=False)
+    assert proc.returncode == 2 and "mask of rater BW is empty" in proc.stderr
+    assert not any(Path(nnunet_env["nnUNet_raw"]).iterdir())
+    run(convert + ["--allow-uniform-masks"], env=nnunet_env)
+    label = next(Path(nnunet_env["nnUNet_raw"]).glob("Dataset007_*/raters/BW/sub-001.nii.gz"))
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(label))).any()
+
+
+def _dice_of_voxel_sets(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice from its definition over sets of voxel coordinates (independent of the package)."""
+    sa, sb = set(zip(*np.nonzero(a))), set(zip(*np.nonzero(b)))
+    return 2 * len(sa & sb) / (len(sa) + len(sb))
+
+
+def test_check_reports_each_raters_agreement_and_flags_an_outlier(tmp_path):
+    root = make_registry(tmp_path / "reg", n=2)
+    box = np.zeros((3, 10, 12), np.uint8)
+    box[:, 3:6, 4:8] = 1  # every rater's mask in make_registry
+    shifted = np.zeros_like(box)
+    shifted[:, 3:6, 5:9] = 1  # one column to the side
+    elsewhere = np.zeros_like(box)
+    elsewhere[:, 7:9, 0:3] = 1  # no overlap: a wrong file
+    _write_mask(root, "sub-001", "OS", shifted)
+    _write_mask(root, "sub-002", "OS", elsewhere)
+    d_shift, d_far = _dice_of_voxel_sets(box, shifted), _dice_of_voxel_sets(box, elsewhere)
+    expected = {  # mean Dice of each rater with the two others
+        ("sub-001", "AB"): (1 + d_shift) / 2, ("sub-001", "BW"): (1 + d_shift) / 2, ("sub-001", "OS"): d_shift,
+        ("sub-002", "AB"): (1 + d_far) / 2, ("sub-002", "BW"): (1 + d_far) / 2, ("sub-002", "OS"): d_far}
+    rows = rater_agreement(check_registry(root))
+    assert {(r.participant_id, r.rater): r.mean_dice for r in rows} == pytest.approx(expected)
+    assert [(r.participant_id, r.rater) for r in rows if r.outlier] == [("sub-002", "OS")]
+    out = run([script("nnunet-nerve"), "check", str(root)]).stdout.splitlines()
+    os_mean = (d_shift + d_far) / 2
+    assert f"  rater OS: mean {os_mean:.3f} over 2 subject(s), lowest {d_far:.3f} (sub-002), 1 outlier(s)" in out
+    assert out[-1] == (f"warning: sub-002: rater OS: mean Dice {d_far:.3f} with the other raters, below 0.5: "
+                       "check this mask")

@@ -71,3 +71,24 @@ def test_a_failure_half_way_leaves_nothing(scan_and_mask, tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         segment_from_prediction(scan, mask, tmp_path / "out", MODEL_INFO)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
+def test_a_normative_reference_reaches_the_flag_the_report_and_reference_json(scan_and_mask, tmp_path):
+    """The per-region NormativeReference of `biomarkers` through segment's stages: lesion
+    thresholds, the csa_reference flag and biomarkers/reference.json (which loads back)."""
+    from nnunet_nerve.biomarkers.lesions import NormativeReference
+    from nnunet_nerve.segmentation.segment import segment_from_prediction
+
+    scan, mask = scan_and_mask
+    trunk = {"cases": ["a", "b", "c"], "slices": 30, "csa_centre_mm2": 1.0, "csa_spread_mm2": 0.1,
+             "signal_centre": 1.0, "signal_spread": 0.1}
+    reference = NormativeReference("test volunteers", {"all": ["a", "b", "c"]}, {"all": {"sciatic": trunk}})
+    result = segment_from_prediction(scan, mask, tmp_path / "out", MODEL_INFO, reference=reference)
+    flags = {f["name"]: f for f in result.record["flags"]}
+    # the 4 x 4-pixel tube is far above a 1 mm² trunk: every nerve slice is above the range
+    assert flags["csa_reference"]["raised"], flags["csa_reference"]["message"]
+    assert "7 nerve slice(s) with a part above and 0 with a part below" in flags["csa_reference"]["message"]
+    saved = NormativeReference.from_json_file(result.paths["biomarkers"] / "reference.json")
+    assert saved.regions == reference.regions
+    report = result.paths["report"].read_text()
+    assert "normative reference" in report and "with a part above" in report

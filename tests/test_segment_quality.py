@@ -54,13 +54,15 @@ def test_csa_outside_the_reference_range_counts_slices_above_and_below():
         mask[1, y, x] = False                # 21 mm² (corners off, centroid kept): inside
     mask[6] = False
     mask[6, 17, 17] = True                   # 1 mm², same centroid: below
-    reference = NormativeReference("test", ["a"], 10, csa_median=20.0, csa_spread=1.0, signal_median=1.0,
-                                   signal_spread=0.1)
-    # range 20 ± max(3 x 1, 0.2 x 20) = 16 .. 24: 6 slices of 25 above, slice 6 below, slice 1 inside
+    trunk = {"cases": ["a", "b", "c"], "slices": 30, "csa_centre_mm2": 20.0, "csa_spread_mm2": 1.0,
+             "signal_centre": 1.0, "signal_spread": 0.1}
+    reference = NormativeReference("test", {"all": ["a", "b", "c"]}, {"all": {"sciatic": trunk}})
+    # sciatic range 20 ± max(3 x 1, 0.2 x 20) = 16 .. 24: 6 slices of 25 above, slice 6 below, slice 1 inside
     biomarkers = nerve_biomarkers(mask, SPACING, reference=reference)
     flag = _flags(mask, biomarkers=biomarkers, reference=reference)["csa_reference"]
     assert flag.raised, flag.message
-    assert "6 nerve slice(s) above and 1 below the reference range 16.0-24.0 mm²" in flag.message
+    assert ("6 nerve slice(s) with a part above and 1 with a part below the normative CSA range "
+            "(all locations: sciatic 16.0-24.0 mm²") in flag.message
     inside = _tube(side=4)
     inside[:, 15, 19] = True                 # 17 mm² in every slice (a straight tube): inside
     biomarkers = nerve_biomarkers(inside, SPACING, reference=reference)

@@ -38,14 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: "list[str] | None" = None) -> int:
+    """Run one verb; Ctrl-C, SIGTERM and SIGHUP remove what was half-written and exit
+    with 128 + the signal's number."""
+    from nnunet_nerve.io.atomic import Terminated, termination_signals_raise
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with termination_signals_raise():
+            return int(args.func(args) or 0)
     except NerveError as e:
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated as e:
+        print(f"error: interrupted ({e})", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

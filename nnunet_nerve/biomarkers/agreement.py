@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from nnunet_nerve.io.atomic import atomic_directory
+from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
 from nnunet_nerve.biomarkers.measures import nerve_biomarkers
 
 QUANTITIES = {"volume_mm3": "nerve volume (mm³)", "csa_corrected_mean_mm2": "mean corrected CSA (mm²)"}
@@ -201,4 +201,7 @@ def write_agreement(out, rows: list, overwrite: bool = False) -> list:
 def evaluation_agreement(info, methods: list, out, overwrite: bool = False, postprocess: bool = True,
                          progress: "Callable[[str], None]" = lambda s: None) -> list:
     """``measure_cases`` then ``write_agreement``: what ``nnunet-nerve evaluate --biomarkers`` adds."""
+    inputs = {"dataset": info.folder}
+    inputs.update({f"predictions of {m.name}": Path(p).parent for m in methods for p in m.paths.values()})
+    refuse_output_overlap(out, inputs)
     return write_agreement(out, measure_cases(info, methods, postprocess, progress), overwrite)

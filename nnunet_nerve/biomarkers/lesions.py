@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.parameters import require_number
 
 REGIONS = ("sciatic", "tibial", "peroneal")
 #: 1.4826 x a median absolute value estimates the standard deviation of normal values.
@@ -68,6 +69,13 @@ class LesionRule:
     k: float = 3.0
     min_excess: float = 0.2
     min_slices: int = 2
+
+    def __post_init__(self):
+        """k > 0 (k <= 0 puts the threshold at or below the centre: half the nerve or all of it
+        would be 'lesion'), min_excess >= 0, min_slices an integer >= 1."""
+        require_number(self.k, "--k", above=0)
+        require_number(self.min_excess, "--min-excess", minimum=0)
+        require_number(self.min_slices, "--min-lesion-slices", minimum=1, integer=True)
 
     def threshold(self, centre: float, spread: float) -> float:
         if centre is None or not np.isfinite(centre):
@@ -310,6 +318,27 @@ def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "Normat
         "segments": lesion_segments(rows, flags),
     }
     return info, flags
+
+
+def slice_parts(row: dict) -> tuple:
+    """(column prefix, reference region) of each part a slice is judged as (module docstring)."""
+    return _PARTS[row["region"]]
+
+
+def normative_csa_ranges(reference: "NormativeReference", location: "str | None", rule: LesionRule) -> dict:
+    """{region: (low, high)} of the obliquity-corrected CSA (mm²) for a scan at ``location``:
+    centre -/+ the lesion rule's margin max(k x spread, min_excess x centre), for every region
+    the normative reference holds there (``merged`` derived from both branches); regions it
+    refuses are missing."""
+    refs, _ = reference.for_location(location)
+    refs["merged"] = merged_reference(refs.get("tibial"), refs.get("peroneal"))
+    ranges = {}
+    for region, ref in refs.items():
+        if ref is None or not np.isfinite(ref.csa_centre_mm2):
+            continue
+        margin = rule.threshold(ref.csa_centre_mm2, ref.csa_spread_mm2) - ref.csa_centre_mm2
+        ranges[region] = (ref.csa_centre_mm2 - margin, ref.csa_centre_mm2 + margin)
+    return ranges
 
 
 def _drop_short_runs(rows: list, nerve_z: list, flags: np.ndarray, min_slices: int) -> list:

@@ -65,6 +65,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.parameters import require_number
 from nnunet_nerve.biomarkers.lesions import LesionRule, NormativeReference, flag_lesions
 from nnunet_nerve.io.masks import binary_mask
 from nnunet_nerve.biomarkers.branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
@@ -217,6 +218,11 @@ def nerve_biomarkers(mask: np.ndarray, spacing_zyx: Sequence[float], image: "np.
         raise NerveError(f"mask: expected a 3D mask (z, y, x), got {mask.ndim} dimensions")
     if image is not None and np.shape(image) != mask.shape:
         raise NerveError(f"image: shape {np.shape(image)} differs from the mask's {mask.shape}")
+    if image is not None and np.asarray(image).dtype.kind in "fc" and not np.isfinite(image).all():
+        raise NerveError(f"image: {int(np.size(image) - np.count_nonzero(np.isfinite(image)))} NaN or infinite "
+                         "intensities")
+    require_number(min_branch_fraction, "min_branch_fraction", above=0, maximum=1)
+    require_number(window, "window", minimum=1, integer=True)
     sz, sy, sx = (float(s) for s in spacing_zyx)
     pixel_area = sy * sx
     nz = mask.shape[0]
@@ -387,14 +393,13 @@ def read_mask_for_image(image_path, mask_path):
     """(image array, mask as booleans, the SimpleITK image) after checking grids and values."""
     import SimpleITK as sitk
 
-    from nnunet_nerve.io.images import grid_mismatch, read_image
+    from nnunet_nerve.io.images import grid_mismatch, non_finite_count, read_volume
 
-    image = read_image(image_path)
-    mask = read_image(mask_path)
-    for path, img in ((image_path, image), (mask_path, mask)):
-        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-            raise NerveError(f"{path}: expected a 3D single-channel image, got {img.GetDimension()}D with "
-                             f"{img.GetNumberOfComponentsPerPixel()} component(s)")
+    image = read_volume(image_path)
+    mask = read_volume(mask_path, "mask")
+    n_bad = non_finite_count(image, Path(image_path))
+    if n_bad:
+        raise NerveError(f"{image_path}: {n_bad} NaN or infinite intensities; biomarkers need finite values")
     why = grid_mismatch(image, mask)
     if why:
         raise NerveError(f"{mask_path}: mask is not on the image's grid ({image_path}): {why}")

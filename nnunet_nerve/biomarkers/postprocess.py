@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.parameters import require_number
 from nnunet_nerve.io.masks import binary_mask
 
 REPORT_NAME = "postprocessing_nerve.json"
@@ -57,6 +58,14 @@ class PostprocessRule:
     max_branch_distance_mm: float = 20.0
     max_gap_slices: int = 1
     facing_tolerance_mm: float = 2.0
+
+    def __post_init__(self):
+        """0 < min_extent_fraction <= 1, max_branch_distance_mm > 0, max_gap_slices an integer
+        >= 0, facing_tolerance_mm >= 0."""
+        require_number(self.min_extent_fraction, "--min-extent", above=0, maximum=1)
+        require_number(self.max_branch_distance_mm, "--max-branch-distance", above=0)
+        require_number(self.max_gap_slices, "--max-gap", minimum=0, integer=True)
+        require_number(self.facing_tolerance_mm, "facing tolerance (mm)", minimum=0)
 
 
 @dataclass
@@ -280,11 +289,9 @@ def _postprocess_image(path: Path, rule: PostprocessRule):
     """(output SimpleITK image, result) for one mask file."""
     import SimpleITK as sitk
 
-    from nnunet_nerve.io.images import read_image, spacing_zyx
+    from nnunet_nerve.io.images import read_volume, spacing_zyx
 
-    image = read_image(path)
-    if image.GetDimension() != 3:
-        raise NerveError(f"{path}: expected a 3D mask, got {image.GetDimension()}D")
+    image = read_volume(path, "mask")
     result = postprocess_nerve(binary_mask(sitk.GetArrayFromImage(image), str(path)), spacing_zyx(image), rule)
     out = sitk.GetImageFromArray(result.mask.astype(np.uint8))
     out.CopyInformation(image)
@@ -294,9 +301,13 @@ def _postprocess_image(path: Path, rule: PostprocessRule):
 def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False
                      ) -> PostprocessResult:
     """Post-process one mask file into ``out_path`` (uint8 0/1, the input's grid), atomically."""
-    from nnunet_nerve.io.atomic import atomic_file
-    from nnunet_nerve.io.images import write_image
+    from nnunet_nerve.io.atomic import atomic_file, refuse_output_overlap
+    from nnunet_nerve.io.images import IMAGE_SUFFIXES, has_image_suffix, write_image
 
+    refuse_output_overlap(out_path, {"input mask": in_path})
+    if not has_image_suffix(out_path) or Path(out_path).is_dir():
+        raise NerveError(f"{out_path}: the output must be a file ending in {', '.join(IMAGE_SUFFIXES)} (formats that "
+                         "hold a 3D mask with its spacing)")
     out, result = _postprocess_image(Path(in_path), rule)
     with atomic_file(out_path, overwrite) as tmp:
         write_image(out, tmp)
@@ -309,10 +320,11 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     into ``out_dir``, built atomically. The folder's .json files (dataset.json, plans.json,
     ...) are copied so that the result is a drop-in prediction folder; ``REPORT_NAME``
     records what changed per file. Returns that report."""
-    from nnunet_nerve.io.atomic import atomic_directory
+    from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
     from nnunet_nerve.io.images import has_image_suffix, write_image
 
     in_dir = Path(in_dir)
+    refuse_output_overlap(out_dir, {"input folder": in_dir})
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and has_image_suffix(p.name))
     if not files:
         raise NerveError(f"{in_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
@@ -326,7 +338,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
                 log(f"[{i}/{len(files)}] {path.name}: {describe(result)}")
         for extra in sorted(in_dir.glob("*.json")):
             if extra.name != REPORT_NAME:
-                shutil.copy2(extra, tmp / extra.name)
+                shutil.copyfile(extra, tmp / extra.name)  # the mode from the umask, as cp gives
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
 

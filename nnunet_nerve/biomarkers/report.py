@@ -274,8 +274,9 @@ def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, lo
     ``reference``: None (subject's own), a NormativeReference, or anything ``load_reference``
     accepts. ``options`` go to ``biomarkers_from_files`` (side, rule, postprocess, location).
     """
-    from nnunet_nerve.io.atomic import refuse_existing
+    from nnunet_nerve.io.atomic import refuse_existing, refuse_output_overlap
 
+    refuse_output_overlap(out, {"image": image, "mask": mask})
     refuse_existing(Path(out), overwrite, "output folder")
     reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
     result = biomarkers_from_files(image, mask, reference=reference, **options)
@@ -295,9 +296,10 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
     name; ``imagesTr/<case>_0000.nii.gz``, else ``imagesTs``) or a registry folder
     (``sub-<id>/anat/sub-<id>_T2w.*``), whose participants.tsv gives each case's thigh
     location for the normative reference. Every case's files are checked before any work."""
-    from nnunet_nerve.io.atomic import refuse_existing
+    from nnunet_nerve.io.atomic import refuse_existing, refuse_output_overlap
     from nnunet_nerve.io.images import IMAGE_SUFFIXES, has_image_suffix
 
+    refuse_output_overlap(out, {"masks folder": masks_dir})
     refuse_existing(Path(out), overwrite, "output folder")
     masks_dir = Path(masks_dir)
     if not masks_dir.is_dir():
@@ -307,6 +309,7 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
     if not masks:
         raise NerveError(f"{masks_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
     source = ImageSource(images_from)
+    refuse_output_overlap(out, {"images' folder": source.folder})
     problems = [f"{path}: no image for case {case} in {source.folder}"
                 for case, path in masks.items() if source.image(case) is None]
     if problems:

@@ -158,7 +158,7 @@ def read_series(folder: "str | os.PathLike", series_uid: "str | None" = None, lo
     members = series[series_uid]
     if len(series) > 1 and log:
         log(f"note: {folder}: using series {series_uid}; ignored {len(series) - 1} other series")
-    return _checked_series(folder, series_uid, members)
+    return checked_series(folder, series_uid, members)
 
 
 def _check_instance(path: Path, ds) -> None:
@@ -170,6 +170,7 @@ def _check_instance(path: Path, ds) -> None:
                          f"series of single-frame slices")
     if "PixelData" not in ds:
         raise NerveError(f"{path}: not an image ({sop_name}, no pixel data)")
+    _check_pixel_data_complete(path, ds)
     missing = [a for a in GEOMETRY_ATTRIBUTES if a not in ds or ds.get(a) in (None, "")]
     if missing:
         raise NerveError(f"{path}: not a slice of a 3D series ({sop_name}): missing {', '.join(missing)}")
@@ -177,7 +178,22 @@ def _check_instance(path: Path, ds) -> None:
         raise NerveError(f"{path}: a colour image ({ds.SamplesPerPixel} samples per pixel); expected greyscale MR")
 
 
-def _checked_series(folder: Path, uid: str, members: list) -> DicomSeries:
+def _check_pixel_data_complete(path: Path, ds) -> None:
+    """NerveError when the file ends before the Pixel Data its header announces (a cut copy;
+    GDCM would refuse it without naming the file). Encapsulated data (undefined length) is
+    left to the decoder."""
+    element = ds.get_item("PixelData")
+    tell, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return
+    size = path.stat().st_size
+    if tell + length > size:
+        raise NerveError(f"{path}: damaged or incomplete file (the pixel data holds {max(size - tell, 0)} bytes, "
+                         f"its header says {length})")
+
+
+def checked_series(folder: Path, uid: str, members: list) -> DicomSeries:
+    """The series of ``members`` ([(path, dataset), ...] of one UID, as ``scan_folder`` gives them), checked."""
     for path, ds in members:
         _check_instance(path, ds)
     first_path, first = members[0]

@@ -44,6 +44,7 @@ import SimpleITK as sitk
 from scipy import stats
 
 from nnunet_nerve.io import images as imageio
+from nnunet_nerve.io.masks import binary_mask
 
 from nnunet_nerve.evaluation import metrics
 from nnunet_nerve.registry.dataset_info import FILE_ENDING, LOCATIONS, DatasetInfo
@@ -177,16 +178,10 @@ def load_binary_mask(path, grid: sitk.Image, case: str, what: str) -> np.ndarray
     other than 0 and 1.
     """
     image = imageio.read_image(path)
-    mismatch = imageio.grid_mismatch(grid, image)
+    mismatch = imageio.grid_mismatch(grid, image, "its label's")
     if mismatch:
         raise NerveError(f"case {case}: {what} {path} is not on its label's grid: {mismatch}")
-    array = sitk.GetArrayViewFromImage(image)
-    not_binary = (array != 0) & (array != 1)
-    if not_binary.any():
-        values = np.unique(array[not_binary])[:5]
-        raise NerveError(f"case {case}: {what} {path} is not binary (holds {', '.join(repr(v.item()) for v in values)}"
-                         " besides 0 and 1)")
-    return array != 0
+    return binary_mask(sitk.GetArrayViewFromImage(image), f"case {case}: {what} {path}")
 
 
 def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str], None] = lambda s: None,

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from nnunet_nerve.evaluation import paper_reference as published
-from nnunet_nerve.io.atomic import atomic_directory
+from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
 from nnunet_nerve.evaluation.evaluator import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present, describe,
                                      select, statistics_rows, summary_rows)
 from nnunet_nerve.evaluation.columns import HD95_DEFINITIONS, METRIC_LABELS, METRICS
@@ -78,6 +78,7 @@ def write_report(evaluation: Evaluation, out, overwrite: bool = False,
                  progress: Callable[[str], None] = lambda s: None, paper_reference: bool = False) -> Path:
     """Write every output file of the module docstring to ``out`` (atomically); with
     ``paper_reference`` table1.md also shows the published values beside ours."""
+    refuse_output_overlap(out, evaluation_inputs(evaluation))
     summaries = summary_rows(evaluation)
     statistics = statistics_rows(evaluation)
     with atomic_directory(out, overwrite=overwrite, what="evaluation output folder") as tmp:
@@ -92,6 +93,16 @@ def write_report(evaluation: Evaluation, out, overwrite: bool = False,
         progress("drawing figure2.png")
         draw_boxplots(evaluation, tmp / "figure2.png")
     return Path(out)
+
+
+def evaluation_inputs(evaluation: Evaluation) -> dict:
+    """{what: folder} of everything an evaluation read: the dataset and the folder of every
+    method's predictions; an output may be none of them, nor lie inside or contain one."""
+    inputs = {"dataset": evaluation.dataset.folder}
+    for method in evaluation.methods:
+        for folder in sorted({Path(p).parent for p in method.paths.values()}):
+            inputs[f"predictions of {method.name} ({folder.name})"] = folder
+    return inputs
 
 
 def write_csv(path: Path, columns, rows) -> None:

@@ -6,13 +6,16 @@ slice normal, which ``GetGDCMSeriesFileNames`` does).
 """
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.io.integrity import GZIP_MAGIC, check_complete
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 
@@ -29,57 +32,86 @@ def has_image_suffix(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
-def dicom_series_ids(folder: str | os.PathLike) -> list[str]:
-    """The DICOM series instance UIDs found directly in ``folder``."""
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
-
-
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read an image file or a one-series DICOM folder; NerveError names the file on failure."""
+    """Read an image file or a one-series DICOM folder; NerveError names the file on failure.
+
+    A file is first checked to hold every byte its header promises (``integrity.check_complete``:
+    ITK would read a cut file as zeros). A folder's series is checked and read by
+    ``dicom.series`` (uniform slice spacing, one geometry, the image matches the headers).
+    """
     path = Path(path)
     if path.is_dir():
-        ids = dicom_series_ids(path)
-        if not ids:
-            raise NerveError(f"{path}: folder holds no DICOM series")
-        if len(ids) > 1:
-            raise NerveError(f"{path}: folder holds {len(ids)} DICOM series, expected one")
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0])
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        try:
-            return reader.Execute()
-        except RuntimeError as e:
-            raise NerveError(f"{path}: cannot read DICOM series ({_first_line(e)})") from None
+        return read_dicom_folder(path)
     if not path.is_file():
         raise NerveError(f"{path}: no such file")
+    check_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise NerveError(f"{path}: cannot read image ({_first_line(e)})") from None
+        raise NerveError(f"{path}: cannot read image ({_last_line(e)})") from None
+
+
+def read_dicom_folder(folder: Path) -> sitk.Image:
+    """The one DICOM series directly in ``folder``, read and checked by ``dicom.series``."""
+    from nnunet_nerve.dicom.series import checked_series, scan_folder
+
+    found, _ = scan_folder(folder)
+    if not found:
+        raise NerveError(f"{folder}: folder holds no DICOM series")
+    if len(found) > 1:
+        raise NerveError(f"{folder}: folder holds {len(found)} DICOM series, expected one")
+    uid, members = next(iter(found.items()))
+    return checked_series(folder, uid, members).read_image()
+
+
+def volume_problem(image: sitk.Image, what: str = "image") -> "str | None":
+    """Why ``image`` is not a 3D image with one value per voxel, or None when it is."""
+    if image.GetDimension() != 3:
+        return f"{what} is {image.GetDimension()}D, expected a 3D image"
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        return (f"{what} has {image.GetNumberOfComponentsPerPixel()} values per voxel (a 4D or vector image), "
+                "expected one")
+    return None
+
+
+def read_volume(path: str | os.PathLike, what: str = "image") -> sitk.Image:
+    """``read_image``, then NerveError naming ``path`` unless it is 3D with one value per voxel."""
+    image = read_image(path)
+    problem = volume_problem(image, what)
+    if problem:
+        raise NerveError(f"{path}: {problem}")
+    return image
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     sitk.WriteImage(image, str(path), useCompression=compress)
 
 
-def grid_mismatch(image: sitk.Image, other: sitk.Image) -> str | None:
-    """Describe how ``other``'s grid differs from ``image``'s, or None when they agree.
+def grid_mismatch(image: sitk.Image, other: sitk.Image, reference: str = "the image's") -> str | None:
+    """Describe how ``other``'s grid differs from ``image``'s (called ``reference`` in the text),
+    or None when they agree.
 
     Size must match exactly; spacing to ``SPACING_RTOL`` (relative), direction cosines
     to ``DIRECTION_ATOL`` (absolute), origin to ``ORIGIN_TOLERANCE_FRACTION`` x the
     smallest spacing (mm).
     """
     if image.GetSize() != other.GetSize():
-        return f"size {other.GetSize()} differs from the image's {image.GetSize()}"
+        return f"size {other.GetSize()} differs from {reference} {image.GetSize()}"
     sp_a, sp_b = np.array(image.GetSpacing()), np.array(other.GetSpacing())
     if not np.allclose(sp_a, sp_b, rtol=SPACING_RTOL, atol=0):
-        return f"spacing {tuple(np.round(sp_b, 6))} differs from the image's {tuple(np.round(sp_a, 6))}"
+        return f"spacing {_numbers(sp_b, 6)} differs from {reference} {_numbers(sp_a, 6)}"
     if not np.allclose(image.GetDirection(), other.GetDirection(), rtol=0, atol=DIRECTION_ATOL):
-        return "direction cosines differ from the image's"
+        return (f"direction cosines {_numbers(other.GetDirection(), 4)} differ from {reference} "
+                f"{_numbers(image.GetDirection(), 4)} (a flipped or rotated grid: resample the mask onto the image)")
     tol = ORIGIN_TOLERANCE_FRACTION * float(sp_a.min())
     if not np.allclose(image.GetOrigin(), other.GetOrigin(), rtol=0, atol=tol):
-        return f"origin {tuple(np.round(other.GetOrigin(), 4))} differs from the image's {tuple(np.round(image.GetOrigin(), 4))}"
+        return f"origin {_numbers(other.GetOrigin(), 4)} differs from {reference} {_numbers(image.GetOrigin(), 4)}"
     return None
+
+
+def _numbers(values, decimals: int) -> str:
+    """``(0.52, 0.52, 4)``: rounded plain numbers (no numpy reprs)."""
+    return "(" + ", ".join(f"{round(float(v), decimals):g}" for v in values) + ")"
 
 
 def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
@@ -87,6 +119,29 @@ def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     return tuple(float(s) for s in reversed(image.GetSpacing()))
 
 
-def _first_line(exc: BaseException) -> str:
+def non_finite_count(image: sitk.Image, path: str | os.PathLike) -> int:
+    """NaN and infinite voxels of ``image`` read from ``path``. ITK's NIfTI reader turns them
+    into 0, so a NIfTI file with a floating-point data type is counted from the file itself
+    (with nibabel, which keeps them; compression recognised by the gzip magic bytes)."""
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:2] == GZIP_MAGIC:
+            data = gzip.decompress(data)
+        nifti2 = data[:4] in (struct.pack("<i", 540), struct.pack(">i", 540))
+        nifti = (nibabel.Nifti2Image if nifti2 else nibabel.Nifti1Image).from_bytes(data)
+        if nifti.get_data_dtype().kind not in "fc":
+            return 0
+        array = np.asanyarray(nifti.dataobj)
+    else:
+        array = sitk.GetArrayViewFromImage(image)
+        if array.dtype.kind not in "fc":
+            return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+def _last_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__

@@ -1,4 +1,4 @@
-"""Checking that an array is a binary mask (0 = background, 1 = nerve)."""
+"""Checking mask arrays: binary (0 = background, 1 = nerve), or one label value (a rater's mask)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,3 +13,32 @@ def binary_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
         shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
         raise NerveError(f"{name}: mask is not binary (values {shown}); expected 0 = background and 1 = nerve")
     return mask.astype(bool)
+
+
+def label_mask_problems(mask: np.ndarray) -> list:
+    """Why ``mask`` is not a one-label mask (finite, at most one non-zero value, which
+    conversion reads as nerve); each a phrase such as "holds 3 NaN or infinite values"."""
+    problems = []
+    array = np.asarray(mask)
+    if array.dtype.kind in "fc":
+        finite = np.isfinite(array)
+        if not finite.all():
+            problems.append(f"holds {int((~finite).sum())} NaN or infinite values")
+            array = array[finite]
+    values = np.unique(array)
+    nonzero = values[values != 0]
+    if nonzero.size > 1:
+        shown = ", ".join(f"{v:g}" for v in nonzero[:5]) + (", ..." if nonzero.size > 5 else "")
+        problems.append(f"has {nonzero.size} different non-zero values ({shown}); expected a binary mask")
+    return problems
+
+
+def uniform_mask_problem(mask: np.ndarray) -> "str | None":
+    """"is empty (no nerve voxel)" or "marks every voxel as nerve" for a mask with one value
+    everywhere (an unfinished or inverted segmentation), else None."""
+    nonzero = int(np.count_nonzero(mask))
+    if nonzero == 0:
+        return "is empty (no nerve voxel)"
+    if nonzero == np.size(mask):
+        return "marks every voxel as nerve"
+    return None

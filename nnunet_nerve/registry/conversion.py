@@ -20,7 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_nerve import __version__
-from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_existing
+from nnunet_nerve.parameters import require_number
+from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_existing, refuse_output_overlap
 from nnunet_nerve.registry.consensus import METHODS, consensus
 from nnunet_nerve.registry.dataset_info import (CHANNEL_SUFFIX, FILE_ENDING, PARTICIPANTS_FILE, PROVENANCE_KEY,
                                        RATERS_FOLDER, dataset_folder_name, nnunet_preprocessed, nnunet_raw,
@@ -105,17 +106,22 @@ def write_mask(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
 
 def convert_registry(registry_root: "str | os.PathLike", dataset_id: int, name: str = DEFAULT_NAME,
                      consensus_method: str = "majority", n_folds: int = 4, seed: int = 0,
-                     overwrite: bool = False, log: "Callable[[str], None] | None" = _print) -> Path:
+                     overwrite: bool = False, log: "Callable[[str], None] | None" = _print,
+                     allow_uniform_masks: bool = False) -> Path:
     """Validate a registry and convert it; returns the dataset folder. See the module docstring.
 
-    ``n_folds`` 0 writes no split (a dataset for evaluation or prediction only)."""
+    ``n_folds`` 0 writes no split (a dataset for evaluation or prediction only);
+    ``allow_uniform_masks`` accepts empty and all-nerve rater masks."""
     log = log or (lambda message: None)
     if consensus_method not in METHODS:
         raise NerveError(f"consensus {consensus_method!r}: expected one of {', '.join(METHODS)}")
+    require_number(seed, "--seed", minimum=0, integer=True)
     if n_folds == 1 or n_folds < 0:
         raise NerveError(f"--folds {n_folds}: expected 0 (no split) or at least 2")
     target, splits_path = check_target(dataset_id, name, overwrite)
-    registry = check_registry(registry_root, log)
+    refuse_output_overlap(target, {"registry": registry_root})
+    refuse_output_overlap(splits_path, {"registry": registry_root})
+    registry = check_registry(registry_root, log, allow_uniform_masks)
     cases = sorted(registry.participant_ids)
     if len(cases) < n_folds:
         raise NerveError(f"{registry.root}: {len(cases)} subjects cannot be split into {n_folds} folds; "

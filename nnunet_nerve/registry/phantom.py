@@ -427,6 +427,9 @@ def write_phantom_registry(out: "str | os.PathLike", volunteers: int = 10, patie
 
     if size not in SIZES:
         raise NerveError(f"phantom size {size!r}: expected one of {', '.join(SIZES)}")
+    from nnunet_nerve.parameters import require_number
+
+    require_number(seed, "--seed", minimum=0, integer=True)
     if volunteers < 0 or patients < 0 or volunteers + patients == 0:
         raise NerveError(f"phantom: need at least one subject (got {volunteers} volunteers, {patients} patients)")
     log = log or (lambda message: None)

@@ -14,12 +14,18 @@ the file. The rules (docs/registry.md):
 - the image is 3D, one value per voxel, with finite intensities;
 - each mask is 3D, on its image's grid (``imageio.grid_mismatch``: exact size, spacing and
   direction to 1e-4, origin to 1e-3 of the smallest spacing, so a NIfTI mask written from
-  a DICOM series passes), finite, with at most one non-zero value.
+  a DICOM series passes), finite, with at most one non-zero value;
+- each mask marks some voxels as nerve, but not all: an empty or all-nerve rater mask is
+  an error unless ``allow_uniform_masks`` (``--allow-uniform-masks``) accepts it.
+
+``rater_agreement`` (printed by ``check``) measures how far each rater's mask is from the
+other raters' masks of the same subject (``consensus.mean_dice_with_others``).
 """
 from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +34,9 @@ import SimpleITK as sitk
 
 from nnunet_nerve.registry.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE, RATERS_FILE
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.io.images import grid_mismatch, read_image
+from nnunet_nerve.io.images import grid_mismatch, non_finite_count, read_image, volume_problem
+from nnunet_nerve.io.masks import label_mask_problems, uniform_mask_problem
+from nnunet_nerve.registry.consensus import OUTLIER_DICE, mean_dice_with_others
 from nnunet_nerve.registry.reader import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
 
 
@@ -123,46 +131,42 @@ def image_problems(pid: str, path: Path) -> "tuple[sitk.Image | None, list]":
         image = read_image(path)
     except NerveError as e:
         return None, [f"{pid}: {e}"]
-    problems = []
-    if image.GetDimension() != 3:
-        problems.append(f"{pid}: {path}: image is {image.GetDimension()}D, expected a 3D image")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        problems.append(f"{pid}: {path}: image has {image.GetNumberOfComponentsPerPixel()} values per voxel "
-                        "(a 4D or vector image), expected one")
-    n_bad = _non_finite_count(image, path)
+    not_volume = volume_problem(image)
+    problems = [f"{pid}: {path}: {not_volume}"] if not_volume else []
+    n_bad = non_finite_count(image, path)
     if n_bad:
         problems.append(f"{pid}: {path}: {n_bad} NaN or infinite intensities")
     return (image if not problems else None), problems
 
 
-def mask_problems(pid: str, rater: str, path: Path, image: "sitk.Image | None") -> list:
-    """A rater's mask: readable, 3D, on ``image``'s grid (when given), finite, at most one non-zero value."""
+def mask_problems(pid: str, rater: str, path: Path, image: "sitk.Image | None",
+                  allow_uniform_masks: bool = False) -> list:
+    """A rater's mask: readable, 3D, on ``image``'s grid (when given), finite, at most one non-zero
+    value, and (unless ``allow_uniform_masks``) neither empty nor nerve everywhere."""
     try:
         mask = read_image(path)
     except NerveError as e:
         return [f"{pid}: {e}"]
     problems = []
-    if mask.GetDimension() != 3 or mask.GetNumberOfComponentsPerPixel() != 1:
-        return [f"{pid}: {path}: mask of rater {rater} is not a 3D one-value-per-voxel image"]
+    not_volume = volume_problem(mask, f"mask of rater {rater}")
+    if not_volume:
+        return [f"{pid}: {path}: {not_volume}"]
     if image is not None:
         mismatch = grid_mismatch(image, mask)
         if mismatch:
             problems.append(f"{pid}: {path}: mask of rater {rater} is not on the image's grid: {mismatch}")
     array = sitk.GetArrayViewFromImage(mask)
-    finite = np.isfinite(array) if array.dtype.kind == "f" else None
-    if finite is not None and not finite.all():
-        problems.append(f"{pid}: {path}: mask of rater {rater} holds {int((~finite).sum())} NaN or infinite values")
-        array = array[finite]
-    values = np.unique(array)
-    nonzero = values[values != 0]
-    if nonzero.size > 1:
-        shown = ", ".join(f"{v:g}" for v in nonzero[:5]) + (", ..." if nonzero.size > 5 else "")
-        problems.append(f"{pid}: {path}: mask of rater {rater} has {nonzero.size} different non-zero values "
-                        f"({shown}); expected a binary mask")
+    problems += [f"{pid}: {path}: mask of rater {rater} {problem}" for problem in label_mask_problems(array)]
+    if not allow_uniform_masks and not problems:
+        uniform = uniform_mask_problem(array)
+        if uniform:
+            problems.append(f"{pid}: {path}: mask of rater {rater} {uniform}; pass --allow-uniform-masks "
+                            "to accept it")
     return problems
 
 
-def registry_problems(registry: Registry, log: "Callable[[str], None] | None" = None) -> list:
+def registry_problems(registry: Registry, log: "Callable[[str], None] | None" = None,
+                      allow_uniform_masks: bool = False) -> list:
     """Every problem of a scanned registry, one line each naming the subject and the file."""
     problems = participant_problems(registry) + rater_problems(registry) + layout_problems(registry)
     listed = [pid for pid in dict.fromkeys(registry.participant_ids) if SAFE_ID.match(pid)]
@@ -175,32 +179,61 @@ def registry_problems(registry: Registry, log: "Callable[[str], None] | None" = 
             image, found = image_problems(pid, files.image)
             problems += found
         for rater, path in sorted(files.masks.items()):
-            problems += mask_problems(pid, rater, path, image)
+            problems += mask_problems(pid, rater, path, image, allow_uniform_masks)
     return problems
 
 
-def check_registry(root: "str | os.PathLike", log: "Callable[[str], None] | None" = None) -> Registry:
+def check_registry(root: "str | os.PathLike", log: "Callable[[str], None] | None" = None,
+                   allow_uniform_masks: bool = False) -> Registry:
     """Scan and validate a registry; the Registry when it is fine, else NerveError listing every problem."""
     registry = scan_registry(root)
-    problems = registry_problems(registry, log)
+    problems = registry_problems(registry, log, allow_uniform_masks)
     if problems:
         raise NerveError(f"{registry.root}: {len(problems)} problem(s) in the registry; nothing was written",
                          problems)
     return registry
 
 
-def _non_finite_count(image: sitk.Image, path: Path) -> int:
-    """NaN and infinite voxels. ITK's NIfTI reader turns them into 0, so NIfTI files with a
-    floating-point data type are counted from the file itself (nibabel keeps them)."""
-    if str(path).lower().endswith((".nii", ".nii.gz")):
-        import nibabel
+@dataclass
+class RaterAgreement:
+    """How far one rater's mask of one subject is from the other raters' masks."""
 
-        nifti = nibabel.load(str(path))
-        if nifti.get_data_dtype().kind not in "fc":
-            return 0
-        array = np.asanyarray(nifti.dataobj)
-    else:
-        array = sitk.GetArrayViewFromImage(image)
-        if array.dtype.kind not in "fc":
-            return 0
-    return int(array.size - np.count_nonzero(np.isfinite(array)))
+    participant_id: str
+    rater: str
+    mean_dice: float   # mean Dice with each other rater's mask of the subject
+
+    @property
+    def outlier(self) -> bool:
+        """Below ``consensus.OUTLIER_DICE``: the mask hardly overlaps the others (a wrong file, a shift)."""
+        return self.mean_dice < OUTLIER_DICE
+
+
+def rater_agreement(registry: Registry) -> list:
+    """A ``RaterAgreement`` per subject and rater of a checked registry (none with fewer than two raters)."""
+    rows = []
+    for pid in sorted(dict.fromkeys(registry.participant_ids)):
+        masks = {rater: sitk.GetArrayFromImage(read_image(path)) != 0
+                 for rater, path in sorted(registry.files[pid].masks.items())}
+        if len(masks) < 2:
+            continue
+        rows += [RaterAgreement(pid, rater, dice) for rater, dice in mean_dice_with_others(masks).items()]
+    return rows
+
+
+def agreement_summary(rows: list, raters: list) -> list:
+    """Lines for ``check``: per rater, the mean over subjects of its mean Dice with the other
+    raters, its lowest subject, and a ``warning:`` line per outlier (``RaterAgreement.outlier``)."""
+    if not rows:
+        return []
+    lines = ["rater agreement (mean Dice of each rater's mask with the other raters' masks of the same subject):"]
+    for rater in raters:
+        own = [r for r in rows if r.rater == rater]
+        if not own:
+            continue
+        worst = min(own, key=lambda r: r.mean_dice)
+        outliers = sum(r.outlier for r in own)
+        lines.append(f"  rater {rater}: mean {np.mean([r.mean_dice for r in own]):.3f} over {len(own)} subject(s), "
+                     f"lowest {worst.mean_dice:.3f} ({worst.participant_id}), {outliers} outlier(s)")
+    lines += [f"warning: {r.participant_id}: rater {r.rater}: mean Dice {r.mean_dice:.3f} with the other raters, "
+              f"below {OUTLIER_DICE}: check this mask" for r in rows if r.outlier]
+    return lines

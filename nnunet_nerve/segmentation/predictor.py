@@ -206,8 +206,11 @@ def simpleitk_io_input(image) -> tuple:
     file holding ``image``: float32 (1, z, y, x) and {'sitk_stuff': ..., 'spacing': (z, y, x)}."""
     import SimpleITK as sitk
 
-    if image.GetDimension() != 3:
-        raise NerveError(f"expected a 3D image, got {image.GetDimension()}D")
+    from nnunet_nerve.io.images import volume_problem
+
+    problem = volume_problem(image)
+    if problem:
+        raise NerveError(problem)
     array = sitk.GetArrayFromImage(image)[None].astype(np.float32, casting="unsafe")
     props = {"sitk_stuff": {"spacing": image.GetSpacing(), "origin": image.GetOrigin(),
                             "direction": image.GetDirection()},

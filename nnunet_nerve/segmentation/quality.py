@@ -8,10 +8,13 @@ Each flag is raised (a warning to look at the images) or not, with one line sayi
   through the stack, so touching the first or last slice is expected and not flagged.)
 * ``postprocessing``: post-processing removed components (how many, voxels and mm³) or
   filled missed slices; not raised when it changed nothing or was off.
-* ``csa_reference``: with a normative reference, the nerve slices whose obliquity-corrected
-  CSA lies outside the reference range centre ± max(k x spread, min_excess x centre) (the
-  lesion rule's margin, ``biomarkers.LesionRule``, on both sides); raised when any does.
-  Without a reference it is not evaluated.
+* ``csa_reference``: with a normative reference, the nerve slices with a part (the sciatic
+  trunk, a branch, both branches merged: ``biomarkers.lesions``) whose obliquity-corrected
+  CSA lies outside that region's normative range centre ± max(k x spread, min_excess x
+  centre) (the lesion rule's margin, ``LesionRule``, on both sides), at the scan's thigh
+  location (unknown: all locations pooled); raised when any does. Parts of a region the
+  reference refuses (too few volunteers) are not compared. Without a reference it is not
+  evaluated.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from nnunet_nerve.biomarkers.measures import LesionRule
+from nnunet_nerve.biomarkers.lesions import LesionRule, normative_csa_ranges, slice_parts
 
 
 #: The heading of each flag in the report.
@@ -89,19 +92,36 @@ def quality_flags(mask: np.ndarray, spacing_zyx, postprocessing=None, biomarkers
         flags.append(QualityFlag("csa_reference", False, "no normative reference given (--reference): CSA not "
                                                          "compared with a reference range"))
     else:
-        centre, spread = reference.csa_median, reference.csa_spread
-        margin = rule.threshold(centre, spread) - centre
-        low, high = centre - margin, centre + margin
-        rows = [r for r in (biomarkers.slices if biomarkers is not None else []) if r["voxels"] > 0
-                and r["csa_corrected_mm2"] is not None and np.isfinite(r["csa_corrected_mm2"])]
-        above = [r["slice"] for r in rows if r["csa_corrected_mm2"] > high]
-        below = [r["slice"] for r in rows if r["csa_corrected_mm2"] < low]
-        median = float(np.median([r["csa_corrected_mm2"] for r in rows])) if rows else float("nan")
-        if not rows:
-            message = f"reference range {low:.1f}-{high:.1f} mm²: no nerve slices to compare"
-        else:
-            message = (f"{len(above)} nerve slice(s) above and {len(below)} below the reference range "
-                       f"{low:.1f}-{high:.1f} mm² (obliquity-corrected CSA; this scan's median {median:.1f} mm², "
-                       f"{len(rows)} nerve slices)")
-        flags.append(QualityFlag("csa_reference", bool(above or below), message))
+        flags.append(csa_reference_flag(biomarkers, reference, rule))
     return flags
+
+
+def csa_reference_flag(biomarkers, reference, rule: LesionRule) -> QualityFlag:
+    """The ``csa_reference`` flag (module docstring) from the biomarkers' per-slice rows."""
+    lesion = (biomarkers.summary.get("lesion") or {}) if biomarkers is not None else {}
+    location = (lesion.get("reference") or {}).get("location")
+    ranges = normative_csa_ranges(reference, location, rule)
+    above, below, compared, values = [], [], 0, []
+    for row in (biomarkers.slices if biomarkers is not None else []):
+        if row["voxels"] == 0 or row.get("region") in (None, "none"):
+            continue
+        parts = [(row.get(f"{prefix}csa_corrected_mm2"), ranges[region])
+                 for prefix, region in slice_parts(row) if region in ranges]
+        parts = [(v, r) for v, r in parts if v is not None and np.isfinite(v)]
+        if not parts:
+            continue
+        compared += 1
+        values += [v for v, _ in parts]
+        if any(v > high for v, (_, high) in parts):
+            above.append(row["slice"])
+        if any(v < low for v, (low, _) in parts):
+            below.append(row["slice"])
+    where = location or "all locations"
+    shown = "; ".join(f"{region} {low:.1f}-{high:.1f}" for region, (low, high) in sorted(ranges.items()))
+    if not compared:
+        message = (f"normative CSA ranges ({where}: {shown or 'none usable'} mm²): no nerve slice part to compare")
+    else:
+        message = (f"{len(above)} nerve slice(s) with a part above and {len(below)} with a part below the normative "
+                   f"CSA range ({where}: {shown} mm²; obliquity-corrected CSA; this scan's median "
+                   f"{float(np.median(values)):.1f} mm² over {compared} compared slices)")
+    return QualityFlag("csa_reference", bool(above or below), message)

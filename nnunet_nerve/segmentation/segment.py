@@ -95,7 +95,7 @@ class ScanInput:
 
 def read_input(path: "str | os.PathLike", series_uid: "str | None" = None, log: Log = None) -> ScanInput:
     """The input scan: a DICOM series folder or an image file (3D, one channel)."""
-    from nnunet_nerve.io.images import IMAGE_SUFFIXES, has_image_suffix, read_image
+    from nnunet_nerve.io.images import IMAGE_SUFFIXES, has_image_suffix, read_volume
 
     path = Path(path)
     if path.is_dir():
@@ -111,11 +111,7 @@ def read_input(path: "str | os.PathLike", series_uid: "str | None" = None, log: 
         raise NerveError(f"{path}: a single DICOM file; give the folder that holds the whole series")
     if not has_image_suffix(path):
         raise NerveError(f"{path}: not an image file ({', '.join(IMAGE_SUFFIXES)}) or a DICOM series folder")
-    image = read_image(path)
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise NerveError(f"{path}: expected a 3D single-channel image, got {image.GetDimension()}D with "
-                         f"{image.GetNumberOfComponentsPerPixel()} component(s)")
-    return ScanInput(path, "file", image)
+    return ScanInput(path, "file", read_volume(path))
 
 
 def _is_dicom_file(path: Path) -> bool:

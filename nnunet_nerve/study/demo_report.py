@@ -64,7 +64,7 @@ def postprocessing_effect(layout, heldout: list[str]) -> list[dict]:
                 path = folder / name / f"{case}.nii.gz"
                 if not path.is_file():
                     continue
-                pred = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+                pred = sitk.GetArrayFromImage(read_image(path)) > 0
                 row = next(r for r in case_comparisons(consensus, {}, {name: pred}, spacing_zyx(label))
                            if r["comparison"] == AUTO_GT)
                 values.setdefault((name, when), []).append(row)
@@ -113,10 +113,11 @@ def _biomarker_lines(summary: dict) -> list[str]:
 
 def write_report(layout, heldout: list[str], case: str) -> Path:
     """Write ``layout.report`` (report.md) and its Figure 3; returns the report's path."""
+    from nnunet_nerve.io.images import read_image
     from nnunet_nerve.training.demo_budget import DEMO_BATCH_SIZE, DEMO_PATCH, demo_epochs, demo_iterations
 
     out = layout.out
-    read = lambda p: sitk.GetArrayFromImage(sitk.ReadImage(str(p)))  # noqa: E731
+    read = lambda p: sitk.GetArrayFromImage(read_image(p))  # noqa: E731
     image = read(layout.dataset / "imagesTr" / f"{case}_0000.nii.gz")
     consensus = read(layout.dataset / "labelsTr" / f"{case}.nii.gz") > 0
     preds = {name: read(layout.predictions / name / f"{case}.nii.gz") > 0 for name in layout.methods}

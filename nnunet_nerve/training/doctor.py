@@ -78,7 +78,62 @@ def check_trainer_lookup(environ=os.environ, trainer: str = "FCDenseNetTrainer")
     fix = ext_trainer_line()
     if "torchvision" in out or "nms" in out:
         fix = TORCH_PAIR_FIX
+    cause = trainer_import_problem(environ)
+    if cause:
+        return Check(f"nnU-Net finds {trainer}", False, cause,
+                     "reinstall nnunet-nerve (pip install --force-reinstall nnunet-nerve, or pip install . in a clone)"
+                     if fix != TORCH_PAIR_FIX else fix)
     return Check(f"nnU-Net finds {trainer}", False, _last_line(out), fix)
+
+
+def trainer_import_problem(environ=os.environ) -> "str | None":
+    """Why the trainer folders of nnUNet_extTrainer do not import (the real cause behind
+    nnU-Net's generic 'Unable to locate trainer class'): ``nnunet_nerve.training`` or one of
+    the folders' modules raising on import, as 'FILE: ExceptionType: message'; None if all import."""
+    code = (
+        "import importlib, importlib.util, os, sys, traceback\n"
+        "def fail(where, e):\n"
+        "    print('CAUSE ' + where + ': ' + type(e).__name__ + ': ' + str(e)); sys.exit(0)\n"
+        "try:\n"
+        "    importlib.import_module('nnunet_nerve.training')\n"
+        "except Exception as e:\n"
+        "    fail('import nnunet_nerve.training', e)\n"
+        "for folder in [p for p in os.environ.get('nnUNet_extTrainer', '').split(os.pathsep) if p.strip()]:\n"
+        "    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:\n"
+        "        if name.endswith('.py'):\n"
+        "            path = os.path.join(folder, name)\n"
+        "            spec = importlib.util.spec_from_file_location('_doctor_' + name[:-3], path)\n"
+        "            try:\n"
+        "                spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "            except Exception as e:\n"
+        "                fail(path, e)\n")
+    ok, out = _python(code, env=dict(environ))
+    lines = [ln for ln in out.splitlines() if ln.startswith("CAUSE ")]
+    return lines[-1][len("CAUSE "):][:400] if lines else None
+
+
+def check_nnunet_version() -> Check:
+    """The installed nnunetv2 lies in the range this package declares (its trainer API changes
+    between minor versions): FAIL outside it."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    try:
+        installed = version("nnunetv2")
+    except PackageNotFoundError:
+        return Check("nnunetv2 version", False, "nnunetv2 is not installed", "pip install nnunet-nerve")
+    try:
+        from packaging.requirements import Requirement
+
+        declared = next(Requirement(r) for r in requires("nnunet-nerve") or []
+                        if Requirement(r).name == "nnunetv2")
+    except (PackageNotFoundError, StopIteration, ImportError):
+        return Check("nnunetv2 version", None, f"{installed} (the range nnunet-nerve declares is unknown: not "
+                                               "installed as a distribution)")
+    if declared.specifier.contains(installed, prereleases=True):
+        return Check("nnunetv2 version", True, f"{installed} (tested range {declared.specifier})")
+    return Check("nnunetv2 version", False,
+                 f"{installed} is outside the range nnunet-nerve is tested with ({declared.specifier}); its trainer "
+                 "API may differ", f'pip install "nnunetv2{declared.specifier}"')
 
 
 def check_gpu() -> Check:
@@ -96,7 +151,7 @@ def check_gpu() -> Check:
 
 
 def run_all(environ=os.environ) -> list[Check]:
-    return [*check_nnunet_paths(environ), check_ext_trainer(environ), check_torch_pair(),
+    return [*check_nnunet_paths(environ), check_nnunet_version(), check_ext_trainer(environ), check_torch_pair(),
             check_trainer_lookup(environ), check_gpu()]
 
 

@@ -12,6 +12,8 @@ Each concern sits in the hook nnU-Net provides for it:
   ``get_training_transforms``: flips, translation, elastic deformation only; no test-time
   mirroring (the paper used none).
 - ``on_train_start``: an epoch is one pass over the training slices.
+- ``do_split``: a fold beyond splits_final.json is refused (nnU-Net would train on a random
+  80:20 split).
 Intensity normalisation is nnU-Net's per-image z-score, applied at preprocessing; the trainer
 refuses plans that normalise otherwise.
 
@@ -22,6 +24,8 @@ voxels, uniform 320 x 320 crops of 640 x 768 slices would often hold no nerve at
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
@@ -31,6 +35,10 @@ from nnunet_nerve.training import plans as nnunet_plans
 from nnunet_nerve.training.augmentation import initial_patch_size, paper_training_transforms
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.training.schedule import EpochStepLR
+
+
+#: The folds nnU-Net writes into a new splits_final.json.
+NNUNET_DEFAULT_FOLDS = 5
 
 
 class FCDenseNetTrainer(nnUNetTrainer):
@@ -118,6 +126,22 @@ class FCDenseNetTrainer(nnUNetTrainer):
 
             save_json(self.plans_for_inference(), join(self.output_folder_base, "plans.json"), sort_keys=False)
         self.set_iterations_per_epoch()
+
+    def do_split(self):
+        """nnU-Net's split, but a fold beyond splits_final.json is refused (nnU-Net would
+        silently train on a random 80:20 split instead): ``SystemExit`` with one ``error:``
+        line saying how many folds the split file holds. Without the file nnU-Net writes 5."""
+        if self.fold != "all":
+            import json
+            import os
+
+            splits_file = os.path.join(self.preprocessed_dataset_folder_base, "splits_final.json")
+            n_folds = len(json.loads(Path(splits_file).read_text())) if os.path.isfile(splits_file) else NNUNET_DEFAULT_FOLDS
+            if not 0 <= int(self.fold) < n_folds:
+                raise SystemExit(
+                    f"error: fold {self.fold}: {splits_file} holds {n_folds} folds (0 to {n_folds - 1}); nnU-Net would "
+                    f"silently train on a random 80:20 split instead. Train fold 0 to {n_folds - 1}, or 'all'")
+        return super().do_split()
 
     def set_iterations_per_epoch(self):
         """An epoch is one pass over the training slices; validation one pass over the validation slices."""

@@ -28,6 +28,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=default(api.convert, "seed"),
                    help="seed of the split (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset and split")
+    p.add_argument("--allow-uniform-masks", action="store_true",
+                   help="accept rater masks that are empty or mark every voxel as nerve (refused by default)")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser(
@@ -35,6 +37,8 @@ def add_parsers(sub) -> None:
         description="Run every check of `convert` on REGISTRY and print each problem as one `error:` line "
                     "naming the subject and the file (exit 2), or a one-line summary (exit 0).")
     p.add_argument("registry", type=Path, help="the registry folder (holding participants.tsv)")
+    p.add_argument("--allow-uniform-masks", action="store_true",
+                   help="accept rater masks that are empty or mark every voxel as nerve (refused by default)")
     p.set_defaults(func=_check)
 
     p = sub.add_parser(
@@ -62,11 +66,14 @@ def _convert(args) -> int:
 
 
 def _check(args) -> int:
-    registry = call(api.check, args)
+    result = call(api.check, args)
+    registry = result.registry
     cohorts = [p.cohort for p in registry.participants]
     order = "" if registry.rater_table is None else " (order of raters.tsv)"
     print(f"{registry.root}: ok, {len(cohorts)} subjects ({cohorts.count('volunteer')} volunteers, "
           f"{cohorts.count('patient')} patients), raters {', '.join(registry.raters)}{order}")
+    for line in result.agreement_lines:
+        print(line)
     return 0
 
 
