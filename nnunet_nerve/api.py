@@ -62,7 +62,8 @@ def check(registry: PathLike, *, allow_uniform_masks: bool = False, progress: Pr
     """Validate a registry without writing anything. Every problem found raises one NerveError
     whose ``problems`` lists them (subject and file); ``allow_uniform_masks`` accepts rater masks
     that are empty or all nerve."""
-    from nnunet_nerve.registry.validation import agreement_summary, check_registry, rater_agreement
+    from nnunet_nerve.evaluation.rater_agreement import agreement_summary, rater_agreement
+    from nnunet_nerve.registry.validation import check_registry
 
     checked = check_registry(registry, log=progress, allow_uniform_masks=allow_uniform_masks)
     agreement = rater_agreement(checked)

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
-from nnunet_nerve.dicom.series import read_series
+from nnunet_nerve.io.dicom_series import read_series
 from nnunet_nerve.errors import NerveError
 from dicom_series_cases import SYNTHETIC, write_synthetic_series
 

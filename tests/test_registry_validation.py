@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from conftest import run, script
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.registry.reader import mask_path, scan_registry
-from nnunet_nerve.registry.validation import check_registry, rater_agreement, registry_problems
+from nnunet_nerve.evaluation.rater_agreement import rater_agreement
+from nnunet_nerve.registry.validation import check_registry, registry_problems
 
 SPACING = (0.52, 0.52, 4.0)
 RATERS = ("AB", "BW", "OS")

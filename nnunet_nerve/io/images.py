@@ -37,7 +37,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 
     A file is first checked to hold every byte its header promises (``integrity.check_complete``:
     ITK would read a cut file as zeros). A folder's series is checked and read by
-    ``dicom.series`` (uniform slice spacing, one geometry, the image matches the headers).
+    ``io.dicom_series`` (uniform slice spacing, one geometry, the image matches the headers).
     """
     path = Path(path)
     if path.is_dir():
@@ -52,8 +52,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 
 
 def read_dicom_folder(folder: Path) -> sitk.Image:
-    """The one DICOM series directly in ``folder``, read and checked by ``dicom.series``."""
-    from nnunet_nerve.dicom.series import checked_series, scan_folder
+    """The one DICOM series directly in ``folder``, read and checked by ``io.dicom_series``."""
+    from nnunet_nerve.io.dicom_series import checked_series, scan_folder
 
     found, _ = scan_folder(folder)
     if not found:

@@ -10,12 +10,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_nerve.evaluation.metrics import dice
 
 METHODS = ("majority", "staple")
-#: A rater's mask whose mean Dice with the other raters' masks of a subject is below this is
-#: flagged as an outlier by ``check`` (the paper's raters agree at Dice 0.8 to 0.9).
-OUTLIER_DICE = 0.5
 #: STAPLE's per-voxel probability of nerve above which the consensus is nerve.
 STAPLE_THRESHOLD = 0.5
 
@@ -53,16 +49,3 @@ def consensus(masks: Sequence[np.ndarray], method: str = "majority") -> np.ndarr
     if method == "staple":
         return staple(masks)
     raise ValueError(f"unknown consensus method {method!r}; expected one of {', '.join(METHODS)}")
-
-
-def mean_dice_with_others(masks: "dict[str, np.ndarray]") -> "dict[str, float]":
-    """{rater: mean of ``metrics.dice`` (1.0 for two empty masks) between the rater's mask and
-    each other rater's mask}, for two or more masks of one subject."""
-    if len(masks) < 2:
-        raise ValueError("agreement needs at least two rater masks")
-    pair = {}
-    raters = list(masks)
-    for i, r in enumerate(raters):
-        for s in raters[i + 1:]:
-            pair[r, s] = pair[s, r] = dice(masks[r], masks[s])
-    return {r: float(np.mean([pair[r, s] for s in raters if s != r])) for r in raters}

@@ -18,8 +18,8 @@ the file. The rules (docs/registry.md):
 - each mask marks some voxels as nerve, but not all: an empty or all-nerve rater mask is
   an error unless ``allow_uniform_masks`` (``--allow-uniform-masks``) accepts it.
 
-``rater_agreement`` (printed by ``check``) measures how far each rater's mask is from the
-other raters' masks of the same subject (``consensus.mean_dice_with_others``).
+How far each rater's mask is from the other raters' masks (printed by ``check``) is
+``evaluation.rater_agreement``.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ from nnunet_nerve.registry.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.io.images import grid_mismatch, non_finite_count, read_image, volume_problem
 from nnunet_nerve.io.masks import label_mask_problems, uniform_mask_problem
-from nnunet_nerve.registry.consensus import OUTLIER_DICE, mean_dice_with_others
 from nnunet_nerve.registry.reader import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
 
 
@@ -192,48 +191,3 @@ def check_registry(root: "str | os.PathLike", log: "Callable[[str], None] | None
         raise NerveError(f"{registry.root}: {len(problems)} problem(s) in the registry; nothing was written",
                          problems)
     return registry
-
-
-@dataclass
-class RaterAgreement:
-    """How far one rater's mask of one subject is from the other raters' masks."""
-
-    participant_id: str
-    rater: str
-    mean_dice: float   # mean Dice with each other rater's mask of the subject
-
-    @property
-    def outlier(self) -> bool:
-        """Below ``consensus.OUTLIER_DICE``: the mask hardly overlaps the others (a wrong file, a shift)."""
-        return self.mean_dice < OUTLIER_DICE
-
-
-def rater_agreement(registry: Registry) -> list:
-    """A ``RaterAgreement`` per subject and rater of a checked registry (none with fewer than two raters)."""
-    rows = []
-    for pid in sorted(dict.fromkeys(registry.participant_ids)):
-        masks = {rater: sitk.GetArrayFromImage(read_image(path)) != 0
-                 for rater, path in sorted(registry.files[pid].masks.items())}
-        if len(masks) < 2:
-            continue
-        rows += [RaterAgreement(pid, rater, dice) for rater, dice in mean_dice_with_others(masks).items()]
-    return rows
-
-
-def agreement_summary(rows: list, raters: list) -> list:
-    """Lines for ``check``: per rater, the mean over subjects of its mean Dice with the other
-    raters, its lowest subject, and a ``warning:`` line per outlier (``RaterAgreement.outlier``)."""
-    if not rows:
-        return []
-    lines = ["rater agreement (mean Dice of each rater's mask with the other raters' masks of the same subject):"]
-    for rater in raters:
-        own = [r for r in rows if r.rater == rater]
-        if not own:
-            continue
-        worst = min(own, key=lambda r: r.mean_dice)
-        outliers = sum(r.outlier for r in own)
-        lines.append(f"  rater {rater}: mean {np.mean([r.mean_dice for r in own]):.3f} over {len(own)} subject(s), "
-                     f"lowest {worst.mean_dice:.3f} ({worst.participant_id}), {outliers} outlier(s)")
-    lines += [f"warning: {r.participant_id}: rater {r.rater}: mean Dice {r.mean_dice:.3f} with the other raters, "
-              f"below {OUTLIER_DICE}: check this mask" for r in rows if r.outlier]
-    return lines

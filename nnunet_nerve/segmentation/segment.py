@@ -99,7 +99,7 @@ def read_input(path: "str | os.PathLike", series_uid: "str | None" = None, log: 
 
     path = Path(path)
     if path.is_dir():
-        from nnunet_nerve.dicom.series import read_series
+        from nnunet_nerve.io.dicom_series import read_series
 
         series = read_series(path, series_uid, log)
         return ScanInput(path, "dicom", series.read_image(), series)
