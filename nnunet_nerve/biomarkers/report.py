@@ -251,7 +251,7 @@ def write_case_report(folder, result: NerveBiomarkers, title: str = "") -> None:
 
 # ----------------------------------------------------------------------------- entry points
 
-def describe(result: NerveBiomarkers) -> str:
+def summary_line(result: NerveBiomarkers) -> str:
     """One line for progress output: which mask was measured, then the main numbers."""
     s = result.summary
     used = ""
@@ -280,7 +280,7 @@ def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, lo
     reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
     result = biomarkers_from_files(image, mask, reference=reference, **options)
     if log:
-        log(f"{Path(mask).name}: {describe(result)}")
+        log(f"{Path(mask).name}: {summary_line(result)}")
     with atomic_directory(out, overwrite) as tmp:
         write_case_report(tmp, result, Path(mask).name)
         if reference is not None:
@@ -323,7 +323,7 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
             results[case] = result
             rows.append(_case_row(case, source.participant(case), result.summary))
             if log:
-                log(f"[{i}/{len(masks)}] {case}: {describe(result)}")
+                log(f"[{i}/{len(masks)}] {case}: {summary_line(result)}")
         with open(tmp / "cases.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(CASES_CSV_COLUMNS)
@@ -426,7 +426,7 @@ def load_reference(spec, rule: LesionRule = LesionRule(), log: Log = None, side:
         else:
             results[case] = biomarkers_from_files(image, mask, rule=rule, side=side, postprocess=False)
         if log:
-            log(f"reference {case}: {describe(results[case])}")
+            log(f"reference {case}: {summary_line(results[case])}")
     locations = {case: source.participant(case).location for case in results}
     reference = NormativeReference.from_results(str(source.folder), results, locations)
     if log:

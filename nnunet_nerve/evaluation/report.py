@@ -32,7 +32,7 @@ import numpy as np
 
 from nnunet_nerve.evaluation import paper_reference as published
 from nnunet_nerve.io.atomic import atomic_directory
-from nnunet_nerve.evaluation.evaluator import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present, describe,
+from nnunet_nerve.evaluation.evaluator import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present, finite_mean_sd,
                                      select, statistics_rows, summary_rows)
 from nnunet_nerve.evaluation.columns import HD95_DEFINITIONS, METRIC_LABELS, METRICS
 
@@ -228,7 +228,7 @@ def _side_by_side(evaluation: Evaluation, statistics: list, footnotes: list) -> 
 def _described_cell(evaluation: Evaluation, method: str, comparison: str, cohort: str, key: str,
                     footnotes: list) -> str:
     """``mean ± SD (n=..)`` of one comparison's values in a cohort, footnoted as in Table 1."""
-    d = describe([r[key] for r in select(evaluation.rows, method, comparison, cohort)])
+    d = finite_mean_sd([r[key] for r in select(evaluation.rows, method, comparison, cohort)])
     entry = {"method": method, "comparison": comparison, "cohort": cohort, "location": "all",
              "n": d["n"], f"{key}_mean": d["mean"], f"{key}_sd": d["sd"], f"{key}_n_inf": d["n_inf"]}
     return mean_sd(entry, key, footnotes) + f" (n={d['n']})"

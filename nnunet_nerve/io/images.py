@@ -49,13 +49,13 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         try:
             return reader.Execute()
         except RuntimeError as e:
-            raise NerveError(f"{path}: cannot read DICOM series ({_first_line(e)})") from None
+            raise NerveError(f"{path}: cannot read DICOM series ({_last_line(e)})") from None
     if not path.is_file():
         raise NerveError(f"{path}: no such file")
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise NerveError(f"{path}: cannot read image ({_first_line(e)})") from None
+        raise NerveError(f"{path}: cannot read image ({_last_line(e)})") from None
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
@@ -87,6 +87,8 @@ def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     return tuple(float(s) for s in reversed(image.GetSpacing()))
 
 
-def _first_line(exc: BaseException) -> str:
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of the exception's message (SimpleITK/ITK put the reason there,
+    after the file and line of the C++ source); the exception type's name when empty."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
