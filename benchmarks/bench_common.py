@@ -27,10 +27,15 @@ def add_workdir_arguments(parser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
 
 
-def bin_path(name: str) -> str:
-    """A console script next to this interpreter (nnUNetv2_predict, ...)."""
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
+def tiles_per_slice(rows: int, cols: int, patch_size, step_size: float) -> int:
+    """Sliding-window tiles nnU-Net places on one slice of ``rows`` x ``cols`` pixels with a
+    (rows, cols) ``patch_size`` (the slice is padded up to the patch first)."""
+    import numpy as np
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    image = [max(rows, patch_size[0]), max(cols, patch_size[1])]
+    steps = compute_steps_for_sliding_window(image, list(patch_size), step_size)
+    return int(np.prod([len(s) for s in steps]))
 
 
 def run_checked(cmd: list, env: dict) -> subprocess.CompletedProcess:

@@ -46,7 +46,8 @@ import numpy as np
 
 import bench_common
 import bench_predict
-from bench_common import bin_path, run_checked, timed
+from bench_common import run_checked, tiles_per_slice, timed
+from nnunet_nerve.app.console_scripts import console_script
 
 #: stages of `segment` that run after the network
 AFTER_NETWORK = ("post-process", "biomarkers", "write segmentation", "report")
@@ -83,7 +84,7 @@ def write_dicom_scan(wd: bench_predict.Workdir) -> Path:
 
 
 def segment_command(wd: bench_predict.Workdir, dicom: Path, trainer: str, out: Path) -> list:
-    return [bin_path("nnunet-nerve"), "segment", str(dicom), str(out), "--model", str(wd.model_folder(trainer)),
+    return [console_script("nnunet-nerve"), "segment", str(dicom), str(out), "--model", str(wd.model_folder(trainer)),
             "-f", str(bench_predict.FOLD), "--device", wd.device, "--disable-tta"]
 
 
@@ -104,7 +105,7 @@ def realistic_after_network(dicom: Path, slices: int, rows: int, cols: int, seed
 
 
 def run_benchmark(args) -> str:
-    root = bench_predict.prepare_workdir(args.workdir)
+    root = bench_common.prepare_workdir(args.workdir, bench_predict.WORKDIR_PREFIX)
     wd = bench_predict.Workdir(root, threads=args.threads, device=args.device)
     lines = []
     try:
@@ -141,7 +142,7 @@ def run_benchmark(args) -> str:
             lines += [f"## {trainer}",
                       f"network {model['network']}, {model['parameters']:,} parameters, tile {model['patch_size']}, "
                       f"mirroring axes {model['mirror_axes']} (untrained weights, classifier set to predict no nerve); "
-                      f"{bench_predict.tiles_per_slice(args.rows, args.cols, model['patch_size'], 0.5)} tile(s) per slice",
+                      f"{tiles_per_slice(args.rows, args.cols, model['patch_size'], 0.5)} tile(s) per slice",
                       "",
                       "| command | s per scan (median of %d) |" % args.rounds, "|---|---|",
                       f"| nnUNetv2_predict (NIfTI in, NIfTI out) | {predict_s:.1f} |",

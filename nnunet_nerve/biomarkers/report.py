@@ -36,6 +36,7 @@ from nnunet_nerve.io.atomic import atomic_directory, atomic_file
 from nnunet_nerve.biomarkers.measures import (BRANCH_LABELS, SLICE_COLUMNS, LesionRule, NerveBiomarkers, NormativeReference,
                                      biomarkers_from_files)
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.registry.dataset_info import FILE_ENDING, IMAGES_TR, IMAGES_TS, LABELS_TR, image_file_name
 
 CASE_FILES = ("slices.csv", "summary.json", "profile.png", "mip.png")
 CASES_CSV_COLUMNS = ("case", "cohort", "location", "mask_used", "postprocess_removed_voxels", "nerve_found",
@@ -362,7 +363,7 @@ class ImageSource:
 
         path = Path(str(id_or_path)).expanduser()
         self.registry = None
-        if path.is_dir() and not (path / "imagesTr").is_dir() and (path / PARTICIPANTS_FILE).is_file():
+        if path.is_dir() and not (path / IMAGES_TR).is_dir() and (path / PARTICIPANTS_FILE).is_file():
             from nnunet_nerve.registry.reader import scan_registry
 
             self.registry = scan_registry(path)
@@ -370,7 +371,7 @@ class ImageSource:
             self.participants = {p.participant_id: p for p in self.registry.participants}
         else:
             self.folder = find_dataset_dir(id_or_path)
-            if not (self.folder / "imagesTr").is_dir() and not (self.folder / "imagesTs").is_dir():
+            if not (self.folder / IMAGES_TR).is_dir() and not (self.folder / IMAGES_TS).is_dir():
                 raise NerveError(f"{self.folder}: neither a converted dataset (no imagesTr) nor a registry "
                                  f"(no {PARTICIPANTS_FILE})")
             tsv = self.folder / PARTICIPANTS_FILE
@@ -380,8 +381,8 @@ class ImageSource:
         if self.registry is not None:
             files = self.registry.files.get(case)
             return files.image if files else None
-        for sub in ("imagesTr", "imagesTs"):
-            candidate = self.folder / sub / f"{case}_0000.nii.gz"
+        for sub in (IMAGES_TR, IMAGES_TS):
+            candidate = self.folder / sub / image_file_name(case)
             if candidate.is_file():
                 return candidate
         return None
@@ -399,7 +400,7 @@ class ImageSource:
         for case in volunteers:
             image = self.image(case)
             if self.registry is None:
-                mask = self.folder / "labelsTr" / f"{case}.nii.gz"
+                mask = self.folder / LABELS_TR / f"{case}{FILE_ENDING}"
             else:
                 mask = sorted(self.registry.files[case].masks.values()) if case in self.registry.files else []
             if image is None or not mask or (isinstance(mask, Path) and not mask.is_file()):
