@@ -2,7 +2,7 @@
 
 The scan is the paper's geometry by default: 60 axial slices of 640 x 768 pixels (rows x
 columns) at 0.52 x 0.52 mm in plane and 4.0 mm slice thickness (Balsiger et al. 2018; DESIGN.md,
-``nnunet_nerve.registry.phantom.SIZES["paper"]``). Everything happens under one work folder (a new
+``nnunet_nerve.registry.phantom_anatomy.SIZES["paper"]``). Everything happens under one work folder (a new
 temporary folder, or ``--workdir``), with nnUNet_raw/preprocessed/results and MPLCONFIGDIR
 pointing there:
 
@@ -127,11 +127,11 @@ def content_kind(rows: int, cols: int) -> str:
 
 def phantom_case(index: int, slices: int, rows: int, cols: int, seed: int = 0) -> tuple:
     """(int16 image, uint8 label) [z, y, x]: phantom subject ``index`` rendered on this grid."""
-    from nnunet_nerve.registry import phantom
+    from nnunet_nerve.registry import phantom, phantom_anatomy
 
-    size = phantom.PhantomSize("bench", (cols, rows, slices), SPACING_XYZ, anatomy_scale=1.0, nerve_scale=1.0)
+    size = phantom_anatomy.PhantomSize("bench", (cols, rows, slices), SPACING_XYZ, anatomy_scale=1.0, nerve_scale=1.0)
     cohort = "volunteer" if index % 2 == 0 else "patient"
-    subject = phantom.draw_subject(index, f"sub-{index + 1:03d}", cohort, size, seed)
+    subject = phantom_anatomy.draw_subject(index, f"sub-{index + 1:03d}", cohort, size, seed)
     image, _, truth = phantom.render_subject(subject, size, seed, index)
     return image, truth
 

@@ -42,11 +42,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 import bench_common
 import bench_predict
-from bench_common import run_checked, tiles_per_slice, timed
+from bench_common import tiles_per_slice, timed
 from nnunet_nerve.app.console_scripts import console_script
 
 #: stages of `segment` that run after the network

@@ -16,7 +16,8 @@ from nnunet_nerve.dataset_conversion import convert_registry as conversion
 from nnunet_nerve.registry.conversion import convert_registry
 from nnunet_nerve.registry.dataset_info import load_dataset_info, read_participants
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.registry.phantom import RATERS, write_phantom_registry
+from nnunet_nerve.registry.phantom import write_phantom_registry
+from nnunet_nerve.registry.phantom_anatomy import RATERS
 from nnunet_nerve.registry.reader import image_path, mask_path
 
 

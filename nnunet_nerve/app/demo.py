@@ -151,15 +151,34 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
     device = device or ("cuda" if full else "cpu")
     progress = Progress(total_stages=6 + 2 * len(layout.methods) + 1)
     prepare_dataset(layout, progress, env, volunteers, patients, seed)
+    train_methods(layout, progress, env, device)
+    heldout = predict_methods(layout, progress, env, device)
+    postprocess_predictions(layout, progress, env)
+    evaluate_methods(layout, progress, env)
+    case = biomarkers_of_one_case(layout, progress, env, heldout)
 
-    # 4. Training, one method after the other, same fold, same budget.
+    # 9. The report.
+    progress.stage("report.md", False)
+    from nnunet_nerve.app.demo_report import write_report
+
+    write_report(layout, heldout, case)
+    print_outputs(layout, progress)
+    return layout.report
+
+
+def train_methods(layout: DemoLayout, progress: Progress, env: dict, device: str) -> None:
+    """Stage 4: training, one method after the other, same fold, same budget (skipped per
+    method when its final checkpoint exists)."""
     for name, trainer in layout.methods.items():
         final = layout.fold_dir(trainer) / "checkpoint_final.pth"
         progress.stage(f"nnUNetv2_train {DATASET_ID} 2d {FOLD} -tr {trainer} ({name})", final.exists())
         if not final.exists():
             train_fold(trainer, device, env, progress, layout.logs / f"4_train_{trainer}.log", layout.full)
 
-    # 5. Prediction of the held-out fold with nnU-Net's own command.
+
+def predict_methods(layout: DemoLayout, progress: Progress, env: dict, device: str) -> list:
+    """Stage 5: prediction of the held-out fold with nnU-Net's own command, per method;
+    returns the held-out cases."""
     heldout = heldout_cases(layout)
     link_heldout_images(layout, heldout)
     for name, trainer in layout.methods.items():
@@ -168,8 +187,12 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
                        target.exists())
         if not target.exists():
             predict_heldout(layout, trainer, target, device, env, layout.logs / f"5_predict_{trainer}.log")
+    return heldout
 
-    # 6. Physiological post-processing of both methods' predictions (the report compares before and after).
+
+def postprocess_predictions(layout: DemoLayout, progress: Progress, env: dict) -> None:
+    """Stage 6: physiological post-processing of every method's predictions (the report
+    compares before and after)."""
     done = all((layout.postprocessed / name).exists() for name in layout.methods)
     progress.stage("nnunet-nerve postprocess of both methods' predictions", done)
     if not done:
@@ -178,32 +201,37 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
                 run_logged([console_script("nnunet-nerve"), "postprocess", str(layout.predictions / name),
                             str(layout.postprocessed / name)], layout.logs / "6_postprocess.log", env)
 
-    # 7. Evaluation: the paper's Table 1, both methods side by side, and the biomarker agreement.
+
+def evaluate_methods(layout: DemoLayout, progress: Progress, env: dict) -> None:
+    """Stage 7: the paper's Table 1, the methods side by side, and the biomarker agreement."""
     done = (layout.evaluation / "table1.md").exists()
     progress.stage("nnunet-nerve evaluate --biomarkers (Table 1, statistics, boxplots, biomarker agreement)", done)
     if not done:
-        cmd = [console_script("nnunet-nerve"), "evaluate", "--dataset", str(layout.dataset), "--out", str(layout.evaluation),
-               "--allow-missing", "--biomarkers"]
+        cmd = [console_script("nnunet-nerve"), "evaluate", "--dataset", str(layout.dataset),
+               "--out", str(layout.evaluation), "--allow-missing", "--biomarkers"]
         for name in layout.methods:
             cmd += ["--pred", str(layout.predictions / name), "--name", name]
         run_logged(cmd, layout.logs / "7_evaluate.log", env)
 
-    # 8. Biomarkers of one held-out patient from the FC-DenseNet segmentation, post-processed (the default;
-    # the summary lists what post-processing removed). The phantom's stacks are right legs.
+
+def biomarkers_of_one_case(layout: DemoLayout, progress: Progress, env: dict, heldout: list) -> str:
+    """Stage 8: biomarkers of one held-out patient from the first method's segmentation,
+    post-processed (the default; the summary lists what post-processing removed). The
+    phantom's stacks are right legs. Returns the case."""
     case = _biomarker_case(layout, heldout)
     done = layout.biomarkers.exists()
     progress.stage(f"nnunet-nerve biomarkers of {case} (post-processed FC-DenseNet mask)", done)
     if not done:
         first = next(iter(layout.methods))
-        run_logged([console_script("nnunet-nerve"), "biomarkers", "--image", str(layout.dataset / IMAGES_TR / image_file_name(case)),
+        run_logged([console_script("nnunet-nerve"), "biomarkers",
+                    "--image", str(layout.dataset / IMAGES_TR / image_file_name(case)),
                     "--mask", str(layout.predictions / first / f"{case}.nii.gz"), "--side", "right",
                     "--out", str(layout.biomarkers)], layout.logs / "8_biomarkers.log", env)
+    return case
 
-    # 9. The report.
-    progress.stage("report.md", False)
-    from nnunet_nerve.app.demo_report import write_report
 
-    write_report(layout, heldout, case)
+def print_outputs(layout: DemoLayout, progress: Progress) -> None:
+    """The closing lines: the elapsed time and where each output is."""
     print(f"\nDone in {progress.elapsed()}. Everything is under {layout.out}:")
     for label, path in [("report", layout.report), ("registry", layout.registry), ("nnU-Net dataset", layout.dataset),
                         ("trained models", layout.results / layout.dataset.name),
@@ -211,7 +239,6 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
                         ("evaluation", layout.evaluation),
                         ("biomarkers", layout.biomarkers), ("logs", layout.logs)]:
         print(f"  {label:16s} {path}")
-    return layout.report
 
 
 def open_demo_folder(out: str | os.PathLike, full: bool = False, epochs: int | None = None,

@@ -234,7 +234,7 @@ def _postprocess(raw: np.ndarray, image, enabled: bool):
 
 
 def _reference(reference, log):
-    from nnunet_nerve.biomarkers.report import load_reference
+    from nnunet_nerve.biomarkers.sources import load_reference
 
     return load_reference(reference, log=log)
 
