@@ -74,6 +74,8 @@ DEFAULT_WINDOW = 5
 #: How ``biomarkers_from_files`` names the mask it measured (``summary["mask_used"]``).
 MASK_POSTPROCESSED, MASK_RAW = "post-processed", "raw (not post-processed)"
 
+#: Significant digits of the biomarker CSV files (``io.tables.csv_cell``).
+CSV_DIGITS = 6
 BRANCH_COLUMNS = ("csa_mm2", "cos_theta", "csa_corrected_mm2", "centroid_x_mm", "centroid_y_mm",
                   "signal_mean_norm", "signal_median_norm", "lesion", "csa_threshold_mm2")
 SLICE_COLUMNS = (

@@ -5,7 +5,8 @@ One scan's report folder holds
 
 * ``slices.csv``: one row per slice of the stack (``biomarkers.SLICE_COLUMNS``); empty
   cells where a value does not exist (no nerve in the slice, no image, not split);
-  flags as 0/1.
+  ``nan``/``inf`` where a number is undefined or infinite; flags as 0/1
+  (``io.tables.csv_cell``).
 * ``summary.json``: the per-scan summary (``nerve_found``, volume, length, CSA statistics,
   branches, lesion thresholds, burden and segments, settings).
 * ``profile.png``: CSA (raw and obliquity-corrected, and per branch) and normalised signal
@@ -23,7 +24,6 @@ built in a temporary sibling and renamed into place (``atomic.atomic_directory``
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -33,7 +33,8 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_nerve.io.atomic import atomic_directory, atomic_file
-from nnunet_nerve.biomarkers.measures import (BRANCH_LABELS, SLICE_COLUMNS, LesionRule, NerveBiomarkers,
+from nnunet_nerve.io.tables import write_csv
+from nnunet_nerve.biomarkers.measures import (BRANCH_LABELS, CSV_DIGITS, SLICE_COLUMNS, LesionRule, NerveBiomarkers,
                                      biomarkers_from_files)
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.biomarkers.sources import ImageSource, load_reference
@@ -52,16 +53,6 @@ Log = Optional[Callable[[str], None]]
 
 # ----------------------------------------------------------------------------- writers
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.6g}"
-    return str(value)
-
-
 def _json_safe(value):
     """NaN and inf become null; numpy scalars become Python numbers."""
     if isinstance(value, dict):
@@ -76,11 +67,8 @@ def _json_safe(value):
 
 
 def write_slices_csv(path, result: NerveBiomarkers, overwrite: bool = False) -> None:
-    with atomic_file(path, overwrite) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(SLICE_COLUMNS)
-        for row in result.slices:
-            writer.writerow([_cell(row[c]) for c in SLICE_COLUMNS])
+    with atomic_file(path, overwrite) as tmp:
+        write_csv(tmp, SLICE_COLUMNS, result.slices, CSV_DIGITS)
 
 
 def write_json(path, data: dict, overwrite: bool = False) -> None:
@@ -310,10 +298,7 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
             rows.append(_case_row(case, source.participant(case), result.summary))
             if log:
                 log(f"[{i}/{len(masks)}] {case}: {summary_line(result)}")
-        with open(tmp / "cases.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(CASES_CSV_COLUMNS)
-            writer.writerows([[_cell(r[c]) for c in CASES_CSV_COLUMNS] for r in rows])
+        write_csv(tmp / "cases.csv", CASES_CSV_COLUMNS, rows, CSV_DIGITS)
         if reference is not None:
             write_json(tmp / "reference.json", reference.to_json())
     return results

@@ -23,7 +23,6 @@ kept unless ``overwrite``. Files written:
 """
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Callable
@@ -32,6 +31,7 @@ import numpy as np
 
 from nnunet_nerve.evaluation import paper_reference as published
 from nnunet_nerve.io.atomic import atomic_directory
+from nnunet_nerve.io.tables import write_csv
 from nnunet_nerve.evaluation.evaluator import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present, finite_mean_sd,
                                      select, statistics_rows, summary_rows)
 from nnunet_nerve.evaluation.columns import HD95_DEFINITIONS, METRIC_LABELS, METRICS
@@ -92,14 +92,6 @@ def write_report(evaluation: Evaluation, out, overwrite: bool = False,
         progress("drawing figure2.png")
         draw_boxplots(evaluation, tmp / "figure2.png")
     return Path(out)
-
-
-def write_csv(path: Path, columns, rows) -> None:
-    """Rows (dicts) as CSV with the given columns; floats at full precision (``inf`` as is)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 # ---------------------------------------------------------------- Markdown
