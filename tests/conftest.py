@@ -63,3 +63,18 @@ def run(cmd: list[str], env: dict | None = None, timeout: float = 1800, check: b
             f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
             f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
     return proc
+
+
+def read_csv(path: "str | os.PathLike") -> list:
+    """The rows of a CSV file as dicts (header = keys), read with the standard csv module."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_array(path: "str | os.PathLike"):
+    """The voxels of an image file (SimpleITK's (z, y, x) order)."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))

@@ -20,6 +20,8 @@ import bench_common  # noqa: E402
 import bench_inference_settings as bis  # noqa: E402
 import bench_predict as bp  # noqa: E402
 
+pytestmark = pytest.mark.benchmark_script
+
 BENCH_PREDICT = str(REPO / "benchmarks" / "bench_predict.py")
 
 

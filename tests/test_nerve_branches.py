@@ -208,6 +208,7 @@ def test_single_slice_outlier_is_not_a_lesion():
     assert lesion["segments"] == [] and lesion["burden"] == 0 and lesion["isolated_slices"] == [17]
 
 
+@pytest.mark.benchmark_script
 def test_stability_benchmark_runs_and_post_processing_is_what_makes_it_stable():
     """A small run of benchmarks/bench_biomarker_stability.py (docs/biomarkers.md quotes its full run)."""
     import sys

@@ -176,6 +176,7 @@ def test_branch_that_lost_its_junction_slice_is_bridged_to_the_sciatic():
     assert not (result.mask & vein()).any()
 
 
+@pytest.mark.benchmark_script
 def test_benchmark_runs_and_postprocessing_beats_no_postprocessing():
     """A small run of benchmarks/bench_postprocess.py (the docs quote its full run)."""
     import sys
