@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -18,6 +20,20 @@ def prepare_workdir(path: "str | os.PathLike | None", prefix: str) -> Path:
         raise SystemExit(f"error: --workdir {path} exists and is not empty; give a new or empty folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def work_folder(args, prefix: str):
+    """``prepare_workdir(args.workdir, prefix)`` for the ``with`` block; afterwards a temporary
+    folder is removed unless ``args.keep``, and a kept one is printed."""
+    root = prepare_workdir(args.workdir, prefix)
+    try:
+        yield root
+    finally:
+        if args.workdir is None and not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"kept {root}")
 
 
 def add_workdir_arguments(parser) -> None:

@@ -210,8 +210,7 @@ def settings_from(step_sizes, mirroring) -> list:
 
 def run_benchmark(args) -> tuple:
     inputs = demo_inputs(Path(args.demo))
-    root = bench_common.prepare_workdir(args.workdir, "bench_inference_settings_")
-    try:
+    with bench_common.work_folder(args, "bench_inference_settings_") as root:
         layout = inputs["layout"]
         mirrored_results = root / "nnUNet_results_mirroring"
         mirrored_model_copy(inputs["model_folder"], mirrored_results, inputs["dataset_name"])
@@ -256,11 +255,6 @@ def run_benchmark(args) -> tuple:
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return rows, table
-    finally:
-        if args.workdir is None and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"kept {root}")
 
 
 def parse_args(argv=None):

@@ -346,9 +346,8 @@ def report(args, set_up_info: dict, times: dict, tiles: dict) -> str:
 
 
 def run_benchmark(args) -> str:
-    root = bench_common.prepare_workdir(args.workdir, WORKDIR_PREFIX)
-    wd = Workdir(root, threads=args.threads, device=args.device)
-    try:
+    with bench_common.work_folder(args, WORKDIR_PREFIX) as root:
+        wd = Workdir(root, threads=args.threads, device=args.device)
         print(f"work folder: {root}", flush=True)
         t0 = time.perf_counter()
         info = set_up(wd, args.slices, args.rows, args.cols, args.seed)
@@ -362,11 +361,6 @@ def run_benchmark(args) -> str:
         text = report(args, info, times, tiles)
         print("\n" + text, flush=True)
         return text
-    finally:
-        if args.workdir is None and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"kept {root}")
 
 
 def parse_args(argv=None):

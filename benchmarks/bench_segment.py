@@ -104,10 +104,9 @@ def realistic_after_network(dicom: Path, slices: int, rows: int, cols: int, seed
 
 
 def run_benchmark(args) -> str:
-    root = bench_common.prepare_workdir(args.workdir, bench_predict.WORKDIR_PREFIX)
-    wd = bench_predict.Workdir(root, threads=args.threads, device=args.device)
-    lines = []
-    try:
+    with bench_common.work_folder(args, bench_predict.WORKDIR_PREFIX) as root:
+        wd = bench_predict.Workdir(root, threads=args.threads, device=args.device)
+        lines = []
         print(f"work folder: {root}", flush=True)
         t0 = time.perf_counter()
         info = bench_predict.set_up(wd, args.slices, args.rows, args.cols, args.seed)
@@ -171,11 +170,6 @@ def run_benchmark(args) -> str:
         text = "\n".join(lines)
         print("\n" + text, flush=True)
         return text
-    finally:
-        if args.workdir is None and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"kept {root}")
 
 
 def parse_args(argv=None):

@@ -78,3 +78,15 @@ def read_array(path: "str | os.PathLike"):
     import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def import_benchmark(name: str):
+    """The module ``benchmarks/<name>.py``, imported with benchmarks/ on sys.path for the
+    import only (the scripts import ``bench_common`` and each other from there)."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
