@@ -36,6 +36,13 @@ def work_folder(args, prefix: str):
             print(f"kept {root}")
 
 
+def add_scan_arguments(parser) -> None:
+    """--slices, --rows, --cols of the timed scan; the defaults are the paper's grid (60 x 640 x 768)."""
+    parser.add_argument("--slices", type=int, default=60)
+    parser.add_argument("--rows", type=int, default=640)
+    parser.add_argument("--cols", type=int, default=768)
+
+
 def add_workdir_arguments(parser) -> None:
     """--workdir and --keep, as both nnU-Net benchmarks take them (see `prepare_workdir`)."""
     parser.add_argument("--workdir", default=None, help="a new or empty folder (kept); default a temporary one")

@@ -365,9 +365,7 @@ def run_benchmark(args) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=int, default=60)
-    parser.add_argument("--rows", type=int, default=640)
-    parser.add_argument("--cols", type=int, default=768)
+    bench_common.add_scan_arguments(parser)
     parser.add_argument("--step-size", type=float, default=0.5, help="nnUNetv2_predict -step_size (nnU-Net's default 0.5)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                         help="test-time mirroring for the U-Net (nnU-Net's default: on)")

@@ -174,9 +174,7 @@ def run_benchmark(args) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=int, default=60)
-    parser.add_argument("--rows", type=int, default=640)
-    parser.add_argument("--cols", type=int, default=768)
+    bench_common.add_scan_arguments(parser)
     parser.add_argument("--trainer", action="append", choices=bench_predict.TRAINERS,
                         help="trainer(s) to time (default FCDenseNetTrainer_plannedPatchInference)")
     parser.add_argument("--threads", type=int, default=2)
