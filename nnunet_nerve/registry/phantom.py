@@ -88,6 +88,8 @@ def render_slice(s: Subject, k: int, size: PhantomSize, X: np.ndarray, Y: np.nda
 
 
 def _render_thigh(s: Subject, k: int, size: PhantomSize, X: np.ndarray, Y: np.ndarray) -> tuple:
+    """Slice ``k`` on the grid ``X``, ``Y`` (mm): (image, truth, raters) as ``render_slice``,
+    painted from the outside in (each tissue over the ones before)."""
     sx, sy, sz = size.spacing_xyz
     pixel = min(sx, sy)
     scale = size.anatomy_scale
@@ -95,6 +97,19 @@ def _render_thigh(s: Subject, k: int, size: PhantomSize, X: np.ndarray, Y: np.nd
     a, b = s.thigh_a * scale * thigh_taper(z), s.thigh_b * scale * thigh_taper(z)
     x, y = X - s.center[0], Y - s.center[1]
     image = np.zeros(X.shape, np.float32)
+    _paint_compartments(image, s, z, x, y, a, b, scale, pixel)
+    fx, fy = _paint_femur(image, z, x, y, a, b, scale, pixel)
+    # Great saphenous vein in the medial subcutaneous fat.
+    _paint(image, coverage(np.hypot(x - 0.93 * a + s.fat * scale * 0.5, y - 0.15 * b) - 2.2 * scale, pixel), SAPHENOUS)
+    comps = nerve_components(s, z, scale, size.nerve_scale)
+    _paint_nerve_surroundings(image, s, z, X, Y, comps, (fx, fy), a, b, scale, pixel)
+    truth, raters = _paint_nerve(image, s, k, z, X, Y, comps, pixel)
+    return image, truth, raters
+
+
+def _paint_compartments(image, s: Subject, z: float, x, y, a: float, b: float, scale: float, pixel: float) -> None:
+    """Skin, subcutaneous fat, fascia and the muscles with their fat septa (``x``, ``y``: mm
+    from the thigh's centre; ``a``, ``b``: the thigh's semi-axes at this height)."""
     # Thigh: skin, subcutaneous fat, fascia, muscle compartment.
     wobble = 1 + 0.025 * np.cos(3 * np.arctan2(y, x) + 0.01 * z)
     d_skin = ellipse_distance(x, y, a, b) * wobble
@@ -116,17 +131,24 @@ def _render_thigh(s: Subject, k: int, size: PhantomSize, X: np.ndarray, Y: np.nd
     septum = coverage((d2 - d1) * 0.5 * (fa + fb) / 2 - 0.9, pixel)
     inner = coverage(d_fascia + 1.2, pixel)
     _paint(image, inner, muscle * (1 - septum) + FAT * septum)
-    # Femur: dark cortex, bright marrow; wider towards the knee.
+
+
+def _paint_femur(image, z: float, x, y, a: float, b: float, scale: float, pixel: float) -> tuple:
+    """The femur; returns its centre (mm from the thigh's centre)."""
+    # Dark cortex, bright marrow; wider towards the knee.
     fx, fy = -0.06 * a, -0.12 * b
     r_bone = (12.5 + 9 * np.exp(-(z - 20) / 45)) * scale
     cortex = (4.0 - 2.2 * np.exp(-(z - 20) / 45)) * scale
     d_bone = np.hypot(x - fx, y - fy) - r_bone
     _paint(image, coverage(d_bone, pixel), CORTEX)
     _paint(image, coverage(d_bone + cortex, pixel), MARROW)
-    # Great saphenous vein in the medial subcutaneous fat.
-    _paint(image, coverage(np.hypot(x - 0.93 * a + s.fat * scale * 0.5, y - 0.15 * b) - 2.2 * scale, pixel), SAPHENOUS)
-    # Nerve, its fat pad and the vessels beside it.
-    comps = nerve_components(s, z, scale, size.nerve_scale)
+    return fx, fy
+
+
+def _paint_nerve_surroundings(image, s: Subject, z: float, X, Y, comps: list, femur: tuple, a: float, b: float,
+                              scale: float, pixel: float) -> None:
+    """The nerve's fat pad and the vessels beside it (``comps``: ``nerve_components``)."""
+    fx, fy = femur
     ncx = np.mean([c[0] for c in comps])
     ncy = np.mean([c[1] for c in comps])
     pad = np.minimum.reduce([ellipse_distance(X - c[0], Y - c[1], c[2] + 5.0 * scale, c[3] + 4.0 * scale)
@@ -144,6 +166,10 @@ def _render_thigh(s: Subject, k: int, size: PhantomSize, X: np.ndarray, Y: np.nd
         px = ncx + 10 * scale * np.cos(0.01 * z + 1.0)
         py = ncy - 7 * scale
         _paint(image, coverage(np.hypot(X - px, Y - py) - 2.4 * scale, pixel), PERFORATOR)
+
+
+def _paint_nerve(image, s: Subject, k: int, z: float, X, Y, comps: list, pixel: float) -> tuple:
+    """The nerve's fascicles into ``image``; returns (true nerve mask, rater masks)."""
     # Nerve fascicles: bright interfascicular fat around intermediate fascicles; lesions brighten them.
     truth = np.zeros(X.shape, bool)
     raters = np.zeros((len(RATERS),) + X.shape, bool)
@@ -172,7 +198,7 @@ def _render_thigh(s: Subject, k: int, size: PhantomSize, X: np.ndarray, Y: np.nd
             phase = s.rater_phase[r, k]
             jitter = sum(0.45 * pixel / (h + 1) ** 0.5 * np.cos((h + 1) * angle + phase[h]) for h in range(4))
             raters[r][near] |= d[near] + (s.rater_bias[r] * pixel) + jitter < 0
-    return image, truth, raters
+    return truth, raters
 
 
 def bias_field(s: Subject, X: np.ndarray, Y: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
