@@ -303,7 +303,8 @@ def train_fold(trainer: str, device: str, env: dict, progress: Progress, log: Pa
         if m:
             progress.bar(f"{trainer} epoch", int(m.group(1)), total)
 
-    run_logged([console_script("nnUNetv2_train"), str(DATASET_ID), "2d", str(FOLD), "-tr", trainer, "-device", device, "--c"],
+    run_logged([console_script("nnUNetv2_train"), str(DATASET_ID), "2d", str(FOLD), "-tr", trainer,
+                "-device", device, "--c"],
                log, env, on_line)
     progress.bar(f"{trainer} epoch", total, total)
 

@@ -82,8 +82,8 @@ class PostprocessResult:
 @dataclass
 class _Piece:
     """An 8-connected 2D piece of the mask: slice, label in that slice's 2D labelling, 3D
-    component, centroid (x_mm, y_mm) as in ``branches.SlicePieces``, equivalent radius (mm), and whether no mask voxel of
-    the next (``down``) or previous (``up``) slice touches it."""
+    component, centroid (x_mm, y_mm) as in ``branches.SlicePieces``, equivalent radius (mm),
+    and whether no mask voxel of the next (``down``) or previous (``up``) slice touches it."""
 
     z: int
     label: int

@@ -32,8 +32,8 @@ import numpy as np
 from nnunet_nerve.evaluation import paper_reference as published
 from nnunet_nerve.io.atomic import atomic_directory
 from nnunet_nerve.io.tables import write_csv
-from nnunet_nerve.evaluation.evaluator import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present, finite_mean_sd,
-                                     select, statistics_rows, summary_rows)
+from nnunet_nerve.evaluation.evaluator import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present,
+                                               finite_mean_sd, select, statistics_rows, summary_rows)
 from nnunet_nerve.evaluation.columns import HD95_DEFINITIONS, METRIC_LABELS, METRICS
 
 PER_CASE_COLUMNS = ("case", "cohort", "location", "method", "comparison", "kind") + tuple(key for key, _ in METRICS)

@@ -23,7 +23,8 @@ from nnunet_nerve import __version__
 from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_existing
 from nnunet_nerve.registry.consensus import METHODS, consensus
 from nnunet_nerve.registry.dataset_info import (FILE_ENDING, IMAGES_TR, LABELS_TR, PARTICIPANTS_FILE, PROVENANCE_KEY,
-                                       RATERS_FOLDER, dataset_folder_name, image_file_name, nnunet_preprocessed, nnunet_raw,
+                                       RATERS_FOLDER, dataset_folder_name, image_file_name, nnunet_preprocessed,
+                                       nnunet_raw,
                                        write_participants)
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.io.images import read_image, write_image
