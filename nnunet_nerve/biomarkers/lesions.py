@@ -76,6 +76,7 @@ class LesionRule:
         return float(centre + max(self.k * spread, self.min_excess * abs(centre)))
 
     def text(self) -> str:
+        """The rule in words, as summaries report it."""
         return (f"value > centre + max({self.k:g} x spread, {self.min_excess:g} x centre) on at least "
                 f"{self.min_slices} consecutive nerve slice(s)")
 
@@ -118,6 +119,7 @@ class RegionReference:
     signal_spread: float
 
     def with_thresholds(self, rule: LesionRule) -> dict:
+        """The fields as a dict plus the CSA and signal thresholds ``rule`` derives from them."""
         return {**asdict(self), "csa_threshold_mm2": rule.threshold(self.csa_centre_mm2, self.csa_spread_mm2),
                 "signal_threshold": rule.threshold(self.signal_centre, self.signal_spread)}
 
