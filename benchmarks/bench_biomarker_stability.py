@@ -49,7 +49,8 @@ import nerve_tubes  # noqa: E402  (the network-like errors, shared with the test
 
 from nnunet_nerve.biomarkers.measures import NormativeReference, lateral_vector, nerve_biomarkers  # noqa: E402
 from nnunet_nerve.registry.consensus import majority_vote  # noqa: E402
-from nnunet_nerve.registry.phantom import SIZES, lesion_extent, phantom_subjects, render_subject  # noqa: E402
+from nnunet_nerve.registry.phantom import render_subject  # noqa: E402
+from nnunet_nerve.registry.phantom_anatomy import SIZES, lesion_extent, phantom_subjects  # noqa: E402
 from nnunet_nerve.biomarkers.postprocess import postprocess_nerve  # noqa: E402
 
 #: The phantom's stacks are right legs in an identity grid: lateral is -x.

@@ -52,7 +52,8 @@ from pathlib import Path
 
 import bench_common
 import bench_predict as bp
-from bench_common import run_checked, timed
+from bench_common import run_checked, tiles_per_slice, timed
+from nnunet_nerve.study.console_scripts import console_script
 
 HERE = Path(__file__).resolve().parent
 TRAINER_FOLDER = HERE / "gpu_trainers"
@@ -336,7 +337,7 @@ def write_split(wd: bp.Workdir) -> None:
 def train_and_predict(args) -> None:
     from gpu_trainers.gpu_benchmark_trainers import RESULT_FILE
 
-    root = bp.prepare_workdir(args.workdir)
+    root = bench_common.prepare_workdir(args.workdir, bp.WORKDIR_PREFIX)
     threads = os.cpu_count() if args.device == "cuda" else args.threads
     wd = bp.Workdir(root, threads=threads, device=args.device)
     slices, rows, cols = TINY_SCAN if args.tiny else PAPER_SCAN
@@ -353,7 +354,7 @@ def train_and_predict(args) -> None:
         if not args.skip_train:
             for trainer in TRAINERS:
                 start = time.perf_counter()
-                run_checked([bp.bin_path("nnUNetv2_train"), bp.DATASET_ID, bp.CONFIGURATION, bp.FOLD,
+                run_checked([console_script("nnUNetv2_train"), bp.DATASET_ID, bp.CONFIGURATION, bp.FOLD,
                              "-tr", trainer, "-device", args.device], env)
                 results[trainer] = json.loads((wd.model_folder(trainer) / f"fold_{bp.FOLD}" / RESULT_FILE).read_text())
                 print(f"  nnUNetv2_train -tr {trainer}: {time.perf_counter() - start:.0f} s in all", flush=True)
@@ -398,7 +399,7 @@ def predict(wd: bp.Workdir, args, env: dict, slices: int, rows: int, cols: int) 
             raise RuntimeError("; ".join(problems))
         plans = json.loads((wd.model_folder(trainer) / "plans.json").read_text())
         patch = plans["configurations"][bp.CONFIGURATION]["patch_size"]
-        tiles = bp.tiles_per_slice(rows, cols, patch, 0.5)
+        tiles = tiles_per_slice(rows, cols, patch, 0.5)
         scan = statistics.median(times[trainer]["scan"])
         startup = statistics.median(times[trainer]["startup"])
         print(f"    {trainer:32s} patch {patch[0]} x {patch[1]} ({tiles} tile(s) per slice): "

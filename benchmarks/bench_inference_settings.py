@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -41,14 +40,15 @@ from pathlib import Path
 import numpy as np
 
 import bench_common
-from bench_common import bin_path, timed
+from bench_common import tiles_per_slice, timed
+from nnunet_nerve.study.console_scripts import console_script
+from nnunet_nerve.registry.dataset_info import CHANNEL_SUFFIX, FILE_ENDING
 
 TRAINER = "FCDenseNetTrainer_demo"
 STEP_SIZES = (0.5, 0.75, 1.0)
 MIRRORING = ("off", "on")
 DEFAULT = (0.5, "off")
 MIRROR_AXES_2D = (0, 1)
-FILE_ENDING = ".nii.gz"
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,6 @@ class Setting:
         return f"step{self.step_size:g}_mirror{self.mirroring}{tile}"
 
 
-def prepare_workdir(path: "str | os.PathLike | None") -> Path:
-    return bench_common.prepare_workdir(path, "bench_inference_settings_")
-
-
 def demo_inputs(demo: Path) -> dict:
     """The demo's layout: results, model folder, held-out images, cases and their Auto-GT paths."""
     from nnunet_nerve.registry.dataset_info import load_dataset_info
@@ -81,11 +77,11 @@ def demo_inputs(demo: Path) -> dict:
     fold = layout.fold_dir(TRAINER)
     if not (fold / "checkpoint_final.pth").is_file():
         raise SystemExit(f"error: {fold}/checkpoint_final.pth not found; run ./run_demo.sh {demo} first")
-    images = sorted(layout.heldout_images.glob(f"*_0000{FILE_ENDING}"))
+    images = sorted(layout.heldout_images.glob(f"*{CHANNEL_SUFFIX}{FILE_ENDING}"))
     if not images:
         raise SystemExit(f"error: no held-out images in {layout.heldout_images}")
     info = load_dataset_info(layout.dataset)
-    cases = [p.name[: -len(f"_0000{FILE_ENDING}")] for p in images]
+    cases = [p.name[: -len(CHANNEL_SUFFIX + FILE_ENDING)] for p in images]
     return {"layout": layout, "model_folder": fold.parent, "images": layout.heldout_images, "cases": cases,
             "labels": {c: info.consensus_path(c) for c in cases}, "dataset_name": layout.dataset.name}
 
@@ -129,7 +125,7 @@ def planned_tile_model_copy(model_folder: Path, results_root: Path, dataset_name
 
 
 def predict_command(images: Path, out: Path, dataset_name: str, setting: Setting, resume: bool = False) -> list:
-    cmd = [bin_path("nnUNetv2_predict"), "-i", str(images), "-o", str(out), "-d", dataset_name, "-c", "2d",
+    cmd = [console_script("nnUNetv2_predict"), "-i", str(images), "-o", str(out), "-d", dataset_name, "-c", "2d",
            "-tr", TRAINER, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1",
            "-step_size", f"{setting.step_size:g}", "--disable_progress_bar"]
     if setting.mirroring == "off":
@@ -139,15 +135,13 @@ def predict_command(images: Path, out: Path, dataset_name: str, setting: Setting
     return cmd
 
 
-def tiles_per_slice(image: Path, plans_json: Path, step_size: float) -> int:
-    """Sliding-window tiles per slice of ``image`` with the model's patch (image padded up to the patch)."""
+def model_tiles_per_slice(image: Path, plans_json: Path, step_size: float) -> int:
+    """``bench_common.tiles_per_slice`` for a slice of ``image`` with the 2d patch of the model's plans.json."""
     import SimpleITK as sitk
-    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
     patch = json.loads(Path(plans_json).read_text())["configurations"]["2d"]["patch_size"]
     size_x, size_y = sitk.ReadImage(str(image)).GetSize()[:2]
-    shape = [max(size_y, patch[0]), max(size_x, patch[1])]
-    return int(np.prod([len(s) for s in compute_steps_for_sliding_window(shape, patch, step_size)]))
+    return tiles_per_slice(size_y, size_x, patch, step_size)
 
 
 def score_folder(pred_dir: Path, labels: dict, reference_dir: "Path | None" = None) -> dict:
@@ -216,8 +210,7 @@ def settings_from(step_sizes, mirroring) -> list:
 
 def run_benchmark(args) -> tuple:
     inputs = demo_inputs(Path(args.demo))
-    root = prepare_workdir(args.workdir)
-    try:
+    with bench_common.work_folder(args, "bench_inference_settings_") as root:
         layout = inputs["layout"]
         mirrored_results = root / "nnUNet_results_mirroring"
         mirrored_model_copy(inputs["model_folder"], mirrored_results, inputs["dataset_name"])
@@ -255,18 +248,13 @@ def run_benchmark(args) -> tuple:
         for s in settings:
             reference = default_dir if default_dir.is_dir() else None
             scores = score_folder(root / "predictions" / s.folder, inputs["labels"], reference)
-            tiles = tiles_per_slice(first_image, plans_of[s.tile], s.step_size)
+            tiles = model_tiles_per_slice(first_image, plans_of[s.tile], s.step_size)
             rows.append(summarise(s, scores, wall[s], startup[s], n, tiles))
         table = format_table(rows)
         print("\n" + table, flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return rows, table
-    finally:
-        if args.workdir is None and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"kept {root}")
 
 
 def parse_args(argv=None):

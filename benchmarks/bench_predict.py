@@ -2,7 +2,7 @@
 
 The scan is the paper's geometry by default: 60 axial slices of 640 x 768 pixels (rows x
 columns) at 0.52 x 0.52 mm in plane and 4.0 mm slice thickness (Balsiger et al. 2018; DESIGN.md,
-``nnunet_nerve.registry.phantom.SIZES["paper"]``). Everything happens under one work folder (a new
+``nnunet_nerve.registry.phantom_anatomy.SIZES["paper"]``). Everything happens under one work folder (a new
 temporary folder, or ``--workdir``), with nnUNet_raw/preprocessed/results and MPLCONFIGDIR
 pointing there:
 
@@ -57,7 +57,9 @@ from pathlib import Path
 import numpy as np
 
 import bench_common
-from bench_common import bin_path, run_checked, timed
+from bench_common import run_checked, tiles_per_slice, timed
+from nnunet_nerve.study.console_scripts import console_script
+from nnunet_nerve.registry.dataset_info import CHANNEL_SUFFIX, FILE_ENDING, IMAGES_TR, LABELS_TR
 
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID}_PredictBench"
@@ -69,6 +71,8 @@ TRAINERS = ("FCDenseNetTrainer", "FCDenseNetTrainer_plannedPatchInference", "nnU
 SPACING_XYZ = (0.52, 0.52, 4.0)
 N_TRAIN = 2
 SCAN = "scan_000"
+#: Prefix of the temporary work folder (``bench_common.prepare_workdir``) of this script and those built on it.
+WORKDIR_PREFIX = "bench_predict_"
 #: Smallest field of view (mm) on which the phantom's thigh fits (it is about 2 x 86 mm plus fat).
 PHANTOM_MIN_FOV_MM = 300.0
 
@@ -92,7 +96,7 @@ class Workdir:
     @property
     def scan_dir(self) -> Path: return self.root / "scan"
     @property
-    def scan_path(self) -> Path: return self.scan_dir / f"{SCAN}_0000.nii.gz"
+    def scan_path(self) -> Path: return self.scan_dir / f"{SCAN}{CHANNEL_SUFFIX}{FILE_ENDING}"
 
     def predictions(self, trainer: str) -> Path:
         return self.root / "predictions" / trainer
@@ -113,10 +117,6 @@ class Workdir:
         return env
 
 
-def prepare_workdir(path: "str | os.PathLike | None") -> Path:
-    return bench_common.prepare_workdir(path, "bench_predict_")
-
-
 # ----------------------------------------------------------------------------- the dataset
 
 def content_kind(rows: int, cols: int) -> str:
@@ -127,11 +127,11 @@ def content_kind(rows: int, cols: int) -> str:
 
 def phantom_case(index: int, slices: int, rows: int, cols: int, seed: int = 0) -> tuple:
     """(int16 image, uint8 label) [z, y, x]: phantom subject ``index`` rendered on this grid."""
-    from nnunet_nerve.registry import phantom
+    from nnunet_nerve.registry import phantom, phantom_anatomy
 
-    size = phantom.PhantomSize("bench", (cols, rows, slices), SPACING_XYZ, anatomy_scale=1.0, nerve_scale=1.0)
+    size = phantom_anatomy.PhantomSize("bench", (cols, rows, slices), SPACING_XYZ, anatomy_scale=1.0, nerve_scale=1.0)
     cohort = "volunteer" if index % 2 == 0 else "patient"
-    subject = phantom.draw_subject(index, f"sub-{index + 1:03d}", cohort, size, seed)
+    subject = phantom_anatomy.draw_subject(index, f"sub-{index + 1:03d}", cohort, size, seed)
     image, _, truth = phantom.render_subject(subject, size, seed, index)
     return image, truth
 
@@ -166,8 +166,8 @@ def write_dataset(wd: Workdir, slices: int, rows: int, cols: int, seed: int = 0)
     for i in range(N_TRAIN + 1):
         image, label = make(i, slices, rows, cols, seed)
         if i < N_TRAIN:
-            _write(image, wd.dataset / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
-            _write(label, wd.dataset / "labelsTr" / f"case_{i:03d}.nii.gz")
+            _write(image, wd.dataset / IMAGES_TR / f"case_{i:03d}{CHANNEL_SUFFIX}{FILE_ENDING}")
+            _write(label, wd.dataset / LABELS_TR / f"case_{i:03d}{FILE_ENDING}")
         else:
             _write(image, wd.scan_path)
     (wd.dataset / "dataset.json").write_text(json.dumps({
@@ -179,7 +179,7 @@ def write_dataset(wd: Workdir, slices: int, rows: int, cols: int, seed: int = 0)
 
 
 def plan_and_preprocess(wd: Workdir) -> None:
-    run_checked([bin_path("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", CONFIGURATION,
+    run_checked([console_script("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", CONFIGURATION,
                  "-np", "1", "-npfp", "1"], wd.env())
 
 
@@ -256,17 +256,8 @@ def set_up(wd: Workdir, slices: int, rows: int, cols: int, seed: int = 0) -> dic
 
 # ----------------------------------------------------------------------------- timing
 
-def tiles_per_slice(rows: int, cols: int, patch_size, step_size: float) -> int:
-    """Sliding-window tiles nnU-Net places on one slice (the image is padded up to the patch first)."""
-    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
-
-    image = [max(rows, patch_size[0]), max(cols, patch_size[1])]
-    steps = compute_steps_for_sliding_window(image, list(patch_size), step_size)
-    return int(np.prod([len(s) for s in steps]))
-
-
 def predict_command(wd: Workdir, trainer: str, step_size: float, tta: bool, resume: bool = False) -> list:
-    cmd = [bin_path("nnUNetv2_predict"), "-i", wd.scan_dir, "-o", wd.predictions(trainer), "-d", DATASET_ID,
+    cmd = [console_script("nnUNetv2_predict"), "-i", wd.scan_dir, "-o", wd.predictions(trainer), "-d", DATASET_ID,
            "-c", CONFIGURATION, "-tr", trainer, "-f", FOLD, "-device", wd.device, "-npp", "1", "-nps", "1",
            "-step_size", step_size, "--disable_progress_bar"]
     if not tta:
@@ -355,9 +346,8 @@ def report(args, set_up_info: dict, times: dict, tiles: dict) -> str:
 
 
 def run_benchmark(args) -> str:
-    root = prepare_workdir(args.workdir)
-    wd = Workdir(root, threads=args.threads, device=args.device)
-    try:
+    with bench_common.work_folder(args, WORKDIR_PREFIX) as root:
+        wd = Workdir(root, threads=args.threads, device=args.device)
         print(f"work folder: {root}", flush=True)
         t0 = time.perf_counter()
         info = set_up(wd, args.slices, args.rows, args.cols, args.seed)
@@ -371,18 +361,11 @@ def run_benchmark(args) -> str:
         text = report(args, info, times, tiles)
         print("\n" + text, flush=True)
         return text
-    finally:
-        if args.workdir is None and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"kept {root}")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=int, default=60)
-    parser.add_argument("--rows", type=int, default=640)
-    parser.add_argument("--cols", type=int, default=768)
+    bench_common.add_scan_arguments(parser)
     parser.add_argument("--step-size", type=float, default=0.5, help="nnUNetv2_predict -step_size (nnU-Net's default 0.5)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                         help="test-time mirroring for the U-Net (nnU-Net's default: on)")

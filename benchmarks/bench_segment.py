@@ -42,11 +42,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 import bench_common
 import bench_predict
-from bench_common import bin_path, run_checked, timed
+from bench_common import tiles_per_slice, timed
+from nnunet_nerve.study.console_scripts import console_script
 
 #: stages of `segment` that run after the network
 AFTER_NETWORK = ("post-process", "biomarkers", "write segmentation", "report")
@@ -83,7 +83,7 @@ def write_dicom_scan(wd: bench_predict.Workdir) -> Path:
 
 
 def segment_command(wd: bench_predict.Workdir, dicom: Path, trainer: str, out: Path) -> list:
-    return [bin_path("nnunet-nerve"), "segment", str(dicom), str(out), "--model", str(wd.model_folder(trainer)),
+    return [console_script("nnunet-nerve"), "segment", str(dicom), str(out), "--model", str(wd.model_folder(trainer)),
             "-f", str(bench_predict.FOLD), "--device", wd.device, "--disable-tta"]
 
 
@@ -104,10 +104,9 @@ def realistic_after_network(dicom: Path, slices: int, rows: int, cols: int, seed
 
 
 def run_benchmark(args) -> str:
-    root = bench_predict.prepare_workdir(args.workdir)
-    wd = bench_predict.Workdir(root, threads=args.threads, device=args.device)
-    lines = []
-    try:
+    with bench_common.work_folder(args, bench_predict.WORKDIR_PREFIX) as root:
+        wd = bench_predict.Workdir(root, threads=args.threads, device=args.device)
+        lines = []
         print(f"work folder: {root}", flush=True)
         t0 = time.perf_counter()
         info = bench_predict.set_up(wd, args.slices, args.rows, args.cols, args.seed)
@@ -141,7 +140,7 @@ def run_benchmark(args) -> str:
             lines += [f"## {trainer}",
                       f"network {model['network']}, {model['parameters']:,} parameters, tile {model['patch_size']}, "
                       f"mirroring axes {model['mirror_axes']} (untrained weights, classifier set to predict no nerve); "
-                      f"{bench_predict.tiles_per_slice(args.rows, args.cols, model['patch_size'], 0.5)} tile(s) per slice",
+                      f"{tiles_per_slice(args.rows, args.cols, model['patch_size'], 0.5)} tile(s) per slice",
                       "",
                       "| command | s per scan (median of %d) |" % args.rounds, "|---|---|",
                       f"| nnUNetv2_predict (NIfTI in, NIfTI out) | {predict_s:.1f} |",
@@ -171,18 +170,11 @@ def run_benchmark(args) -> str:
         text = "\n".join(lines)
         print("\n" + text, flush=True)
         return text
-    finally:
-        if args.workdir is None and not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"kept {root}")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=int, default=60)
-    parser.add_argument("--rows", type=int, default=640)
-    parser.add_argument("--cols", type=int, default=768)
+    bench_common.add_scan_arguments(parser)
     parser.add_argument("--trainer", action="append", choices=bench_predict.TRAINERS,
                         help="trainer(s) to time (default FCDenseNetTrainer_plannedPatchInference)")
     parser.add_argument("--threads", type=int, default=2)

@@ -63,3 +63,30 @@ def run(cmd: list[str], env: dict | None = None, timeout: float = 1800, check: b
             f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
             f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
     return proc
+
+
+def read_csv(path: "str | os.PathLike") -> list:
+    """The rows of a CSV file as dicts (header = keys), read with the standard csv module."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_array(path: "str | os.PathLike"):
+    """The voxels of an image file (SimpleITK's (z, y, x) order)."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def import_benchmark(name: str):
+    """The module ``benchmarks/<name>.py``, imported with benchmarks/ on sys.path for the
+    import only (the scripts import ``bench_common`` and each other from there)."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)

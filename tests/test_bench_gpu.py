@@ -11,6 +11,8 @@ import pytest
 
 from conftest import REPO, run
 
+pytestmark = pytest.mark.benchmark_script
+
 BENCH_GPU = str(REPO / "benchmarks" / "bench_gpu.py")
 
 

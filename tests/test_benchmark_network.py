@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from conftest import REPO, run
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_network as bn  # noqa: E402
+
+pytestmark = pytest.mark.benchmark_script
 
 
 def test_bench_network_tiny_run():

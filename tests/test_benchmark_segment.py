@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_segment as bs  # noqa: E402
+
+pytestmark = pytest.mark.benchmark_script
 
 
 def test_predict_no_nerve_changes_only_the_classifier(tmp_path):

@@ -16,8 +16,11 @@ import SimpleITK as sitk
 from conftest import REPO, run
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_common  # noqa: E402
 import bench_inference_settings as bis  # noqa: E402
 import bench_predict as bp  # noqa: E402
+
+pytestmark = pytest.mark.benchmark_script
 
 BENCH_PREDICT = str(REPO / "benchmarks" / "bench_predict.py")
 
@@ -76,19 +79,23 @@ def test_bench_predict_refuses_non_empty_workdir(tmp_path, nnunet_env):
     assert "not empty" in proc.stderr
     assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]
     with pytest.raises(SystemExit):
-        bp.prepare_workdir(work)
+        bench_common.prepare_workdir(work, bp.WORKDIR_PREFIX)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert bp.prepare_workdir(empty) == empty.resolve()
-    assert bp.prepare_workdir(tmp_path / "new").is_dir()
+    assert bench_common.prepare_workdir(empty, bp.WORKDIR_PREFIX) == empty.resolve()
+    assert bench_common.prepare_workdir(tmp_path / "new", bp.WORKDIR_PREFIX).is_dir()
 
 
 def test_tiles_per_slice_follow_nnunet_sliding_window():
-    assert bp.tiles_per_slice(640, 768, (320, 320), 0.5) == 3 * 4
-    assert bp.tiles_per_slice(640, 768, (320, 320), 1.0) == 2 * 3
-    assert bp.tiles_per_slice(640, 768, (640, 768), 0.5) == 1
-    assert bp.tiles_per_slice(64, 64, (320, 320), 0.5) == 1  # padded up to the patch
-    assert bis.tiles_per_slice  # same rule in the other script, checked below on a file
+    tiles = bench_common.tiles_per_slice
+    assert tiles(640, 768, (320, 320), 0.5) == 3 * 4
+    assert tiles(640, 768, (320, 320), 1.0) == 2 * 3
+    assert tiles(640, 768, (640, 768), 0.5) == 1
+    assert tiles(64, 64, (320, 320), 0.5) == 1  # padded up to the patch
+    # (rows, cols) order: a 320 x 960 slice is one tile of a 320 x 960 patch, but padded to
+    # 960 x 960 under a 960 x 320 patch it takes 1 x 5 tiles at half-patch steps.
+    assert tiles(320, 960, (320, 960), 0.5) == 1
+    assert tiles(320, 960, (960, 320), 0.5) == 1 * 5
 
 
 def test_bench_predict_content_paper_grid_is_phantom():
@@ -181,8 +188,8 @@ def test_mirrored_model_copy_sets_axes_and_leaves_the_original(tmp_path):
 
     image = tmp_path / "img_0000.nii.gz"
     _write(np.zeros((3, 128, 144)), image)
-    assert bis.tiles_per_slice(image, copy / "plans.json", 0.5) == 3 * 4
-    assert bis.tiles_per_slice(image, copy / "plans.json", 1.0) == 2 * 3
+    assert bis.model_tiles_per_slice(image, copy / "plans.json", 0.5) == 3 * 4
+    assert bis.model_tiles_per_slice(image, copy / "plans.json", 1.0) == 2 * 3
 
 
 def test_planned_tile_model_copy_sets_the_planned_patch(tmp_path):
@@ -208,7 +215,7 @@ def test_planned_tile_model_copy_sets_the_planned_patch(tmp_path):
         (model / "fold_0" / "checkpoint_final.pth").read_bytes()
     image = tmp_path / "img_0000.nii.gz"
     _write(np.zeros((3, 128, 144)), image)
-    assert bis.tiles_per_slice(image, copy / "plans.json", 0.5) == 1
+    assert bis.model_tiles_per_slice(image, copy / "plans.json", 0.5) == 1
     setting = bis.Setting(0.5, "off", "planned")
     assert setting.name == "step 0.5, mirroring off, planned patch" and setting.folder.endswith("_planned")
     assert "--disable_tta" in bis.predict_command(Path("in"), Path("out"), "Dataset900_X", setting)

@@ -2,24 +2,18 @@
 `nnunet-nerve evaluate --biomarkers`, every number recomputed here with numpy from the masks."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import run, script
+from conftest import read_csv, run, script
 from nerve_tubes import SPACING, add_vein_blobs, tube, write
 
 SHAPE = (12, 64, 64)
 RATERS = ("AB", "BW", "OS")
 CASES = {"sub-001": "volunteer", "sub-002": "volunteer", "sub-003": "patient", "sub-004": "patient"}
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def straight(radius: float, x: float = 16.0) -> np.ndarray:

@@ -1,7 +1,6 @@
 """Nerve biomarkers on masks whose answers are known, through the library and the CLI."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run, script
+from conftest import read_csv, run, script
 from nerve_tubes import SHAPE, SPACING, disc_area_tolerance, oblique_tube, t2_image, tube, write
 from nnunet_nerve.biomarkers.measures import NormativeReference, nerve_biomarkers, track_cosines
 from nnunet_nerve.errors import NerveError
@@ -20,11 +19,6 @@ PIXEL_AREA = SPACING[1] * SPACING[2]
 
 def cli(*args, check=True):
     return run([script("nnunet-nerve"), *map(str, args)], check=check, timeout=300)
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def scan(tmp_path, mask, image=None, name="case"):

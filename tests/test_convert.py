@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run, script
+from conftest import read_array, run, script
 from nnunet_nerve import __version__
 from nnunet_nerve.registry import conversion
 from nnunet_nerve.registry.conversion import convert_registry
 from nnunet_nerve.registry.dataset_info import load_dataset_info, read_participants
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.registry.phantom import RATERS, write_phantom_registry
+from nnunet_nerve.registry.phantom import write_phantom_registry
+from nnunet_nerve.registry.phantom_anatomy import RATERS
 from nnunet_nerve.registry.reader import image_path, mask_path
 
 
@@ -25,10 +26,6 @@ def phantom(tmp_path_factory) -> Path:
     """4 volunteers + 4 patients, small size (read-only for the tests: copy before changing)."""
     return write_phantom_registry(tmp_path_factory.mktemp("phantom") / "reg", volunteers=4, patients=4, seed=1,
                                   log=None)
-
-
-def _array(path) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
 def _tree(folder: Path) -> list:
@@ -50,7 +47,7 @@ def test_conversion_voxel_by_voxel(phantom, nnunet_env, tmp_path):
         np.testing.assert_allclose(converted.GetSpacing(), source.GetSpacing(), rtol=1e-6)
         np.testing.assert_allclose(converted.GetOrigin(), source.GetOrigin(), atol=1e-5)
         assert converted.GetDirection() == source.GetDirection()
-        rater_masks = [_array(mask_path(phantom, case, r)) for r in RATERS]
+        rater_masks = [read_array(mask_path(phantom, case, r)) for r in RATERS]
         votes = np.zeros(rater_masks[0].shape, int)
         for m in rater_masks:
             votes += m
@@ -59,7 +56,7 @@ def test_conversion_voxel_by_voxel(phantom, nnunet_env, tmp_path):
         np.testing.assert_array_equal(sitk.GetArrayFromImage(label), (votes >= 2).astype(np.uint8))
         assert label.GetOrigin() == converted.GetOrigin() and label.GetSpacing() == converted.GetSpacing()
         for rater, m in zip(RATERS, rater_masks):
-            np.testing.assert_array_equal(_array(out / "raters" / rater / f"{case}.nii.gz"), m)
+            np.testing.assert_array_equal(read_array(out / "raters" / rater / f"{case}.nii.gz"), m)
     assert read_participants(out / "participants.tsv") == read_participants(phantom / "participants.tsv")
     header = (out / "participants.tsv").read_text().splitlines()[0].split("\t")
     assert header == ["participant_id", "cohort", "location", "age", "sex", "lesion", "lesion_first_slice",
@@ -87,7 +84,7 @@ def test_staple_consensus(phantom, nnunet_env):
     for case in ("sub-001", "sub-008"):
         masks = [sitk.ReadImage(str(mask_path(phantom, case, r))) for r in RATERS]
         probability = sitk.GetArrayFromImage(sitk.STAPLE([sitk.Cast(m, sitk.sitkUInt8) for m in masks], 1.0))
-        np.testing.assert_array_equal(_array(out / "labelsTr" / f"{case}.nii.gz"), probability > 0.5)
+        np.testing.assert_array_equal(read_array(out / "labelsTr" / f"{case}.nii.gz"), probability > 0.5)
 
 
 def test_failure_midway_leaves_nothing(phantom, nnunet_env, tmp_path, monkeypatch):

@@ -3,7 +3,6 @@ layout of the conversion contract, predictions as NIfTI files, the CLI in a subp
 every number it writes checked against medpy / scipy / numpy called here."""
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -16,7 +15,7 @@ import SimpleITK as sitk
 from medpy.metric import binary as medpy_binary
 from scipy import stats
 
-from conftest import run, script
+from conftest import read_csv, run, script
 from evaluatesegmentation_reference import paper_hd95_brute_force
 
 SPACING_XYZ = (0.52, 0.52, 4.0)
@@ -90,11 +89,6 @@ def write_predictions(dataset: Path, folder: Path, seed: int, empty_case: "str |
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("raw"))
-
-
-def read_csv(path: Path) -> list:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def file_spacing_zyx(path: Path) -> tuple:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import import_benchmark
 from nerve_tubes import (SHAPE, SPACING, add_vein_blobs, disc_area_tolerance, drop_slices, drop_small_branch,
                          jitter_boundary, tube)
 from nnunet_nerve.biomarkers.measures import BRANCH_LABELS, nerve_biomarkers
@@ -208,16 +209,10 @@ def test_single_slice_outlier_is_not_a_lesion():
     assert lesion["segments"] == [] and lesion["burden"] == 0 and lesion["isolated_slices"] == [17]
 
 
+@pytest.mark.benchmark_script
 def test_stability_benchmark_runs_and_post_processing_is_what_makes_it_stable():
     """A small run of benchmarks/bench_biomarker_stability.py (docs/biomarkers.md quotes its full run)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import bench_biomarker_stability as bench
-    finally:
-        sys.path.pop(0)
+    bench = import_benchmark("bench_biomarker_stability")
     result = bench.run(volunteers=4, patients=2, seed=0, variants=1)
     masks = [v for c in result["cases"] for v in c["variants"]]
     assert len(masks) == 6 and all(any(e.startswith("vein blob") for e in v["errors"]) for v in masks)

@@ -11,12 +11,13 @@ from scipy import ndimage
 
 from conftest import run, script
 from nnunet_nerve.registry import phantom as P
+from nnunet_nerve.registry import phantom_anatomy as A
 from nnunet_nerve.registry.consensus import majority_vote
 from nnunet_nerve.registry.dataset_info import read_participants
 from nnunet_nerve.registry.reader import image_path, mask_path
 from nnunet_nerve.registry.validation import check_registry
 
-SMALL = P.SIZES["small"]
+SMALL = A.SIZES["small"]
 
 
 def dice(a, b) -> float:
@@ -27,7 +28,7 @@ def dice(a, b) -> float:
 @pytest.fixture(scope="module")
 def rendered():
     """A few small subjects rendered in memory: (subject, image, rater masks, truth)."""
-    subjects = P.phantom_subjects(4, 8, SMALL, seed=0)
+    subjects = A.phantom_subjects(4, 8, SMALL, seed=0)
     return [(s, *P.render_subject(s, SMALL, 0, i)) for i, s in enumerate(subjects)]
 
 
@@ -35,7 +36,7 @@ def test_registry_layout_geometry_and_validity(tmp_path):
     out = P.write_phantom_registry(tmp_path / "reg", volunteers=2, patients=3, seed=4, log=None)
     registry = check_registry(out)
     assert registry.participant_ids == ["sub-001", "sub-002", "sub-003", "sub-004", "sub-005"]
-    assert registry.raters == list(P.RATERS) == ["OS", "BW", "AB"]  # raters.tsv: most experienced first
+    assert registry.raters == list(A.RATERS) == ["OS", "BW", "AB"]  # raters.tsv: most experienced first
     assert (out / "raters.tsv").read_text() == "rater_id\texperience_rank\nOS\t1\nBW\t2\nAB\t3\n"
     rows = read_participants(out / "participants.tsv")
     assert [r.cohort for r in rows] == ["volunteer"] * 2 + ["patient"] * 3
@@ -64,7 +65,7 @@ def test_deterministic_for_a_seed(tmp_path):
         arrays = [sitk.GetArrayFromImage(sitk.ReadImage(str(image_path(r, pid)))) for r in (a, b, c)]
         np.testing.assert_array_equal(arrays[0], arrays[1])
         assert not np.array_equal(arrays[0], arrays[2])
-        for rater in P.RATERS:
+        for rater in A.RATERS:
             np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(a, pid, rater)))),
                                           sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path(b, pid, rater)))))
     assert (a / "participants.tsv").read_text() == (b / "participants.tsv").read_text()
@@ -72,8 +73,8 @@ def test_deterministic_for_a_seed(tmp_path):
 
 def test_subjects_do_not_depend_on_the_cohort_sizes():
     # Subject i is drawn from (seed, i): adding patients does not change the volunteers.
-    few = P.phantom_subjects(2, 1, SMALL, 0)
-    many = P.phantom_subjects(2, 5, SMALL, 0)
+    few = A.phantom_subjects(2, 1, SMALL, 0)
+    many = A.phantom_subjects(2, 5, SMALL, 0)
     assert few[0].thigh_a == many[0].thigh_a and few[1].nerve_uv == many[1].nerve_uv
 
 
@@ -85,7 +86,7 @@ def test_tissue_contrast_of_a_t2_tse_without_fat_suppression(rendered):
         air = sl[:5, :5].mean()
         nerve = sl[truth[mid] > 0].mean()
         z = s.z_start + mid * 4.0
-        a = s.thigh_a * SMALL.anatomy_scale * P._taper(z)
+        a = s.thigh_a * SMALL.anatomy_scale * A.thigh_taper(z)
         thigh = sl[np.hypot((x - s.center[0]) / a, (y - s.center[1]) / (0.85 * a)) < 0.9]
         fat = np.percentile(thigh, 90)  # the brightest tenth of the thigh: subcutaneous and septal fat
         femur_centre = sl[(np.hypot(x - s.center[0] + 0.06 * a, y - s.center[1] + 0.12 * a * 0.87) < 4)].mean()
@@ -117,15 +118,15 @@ def test_nerve_is_small_and_lesions_make_it_thicker_and_brighter(rendered):
     for s, image, truth in focal:
         k_lesion = int(round((s.lesion_z - s.z_start) / 4.0))
         area = truth.sum(axis=(1, 2))
-        far = int(np.argmin([P.lesion_profile(s, s.z_start + 4.0 * k) for k in range(truth.shape[0])]))
+        far = int(np.argmin([A.lesion_profile(s, s.z_start + 4.0 * k) for k in range(truth.shape[0])]))
         assert area[k_lesion] > 1.2 * area[far], (s.participant_id, area[k_lesion], area[far])
         bright_lesion = image[k_lesion][truth[k_lesion] > 0].mean()
         bright_far = image[far][truth[far] > 0].mean()
         assert bright_lesion > bright_far
         # the recorded extent is the full width at half maximum of the swelling, inside the stack
-        first, last = P.lesion_extent(s, SMALL)
+        first, last = A.lesion_extent(s, SMALL)
         assert first <= k_lesion <= last
-        swelling = np.array([P.lesion_profile(s, s.z_start + 4.0 * k) for k in range(truth.shape[0])])
+        swelling = np.array([A.lesion_profile(s, s.z_start + 4.0 * k) for k in range(truth.shape[0])])
         inside = np.zeros(truth.shape[0], dtype=bool)
         inside[first:last + 1] = True
         assert swelling[inside].min() >= s.lesion_amplitude / 2 > swelling[~inside].max(initial=0.0)
@@ -133,7 +134,7 @@ def test_nerve_is_small_and_lesions_make_it_thicker_and_brighter(rendered):
 def test_raters_differ_like_real_raters(rendered):
     pairwise, to_truth, missed_branch = [], [], 0
     for s, _, masks, truth in rendered:
-        ms = [masks[r] for r in P.RATERS]
+        ms = [masks[r] for r in A.RATERS]
         pairwise += [dice(ms[i], ms[j]) for i in range(3) for j in range(i + 1, 3)]
         to_truth.append(dice(majority_vote(ms), truth))
         for m in ms:
@@ -156,11 +157,11 @@ def test_some_patients_have_motion_ghosts(rendered):
 
 
 def test_paper_size_grid():
-    paper = P.SIZES["paper"]
+    paper = A.SIZES["paper"]
     assert paper.shape_xyz[2] == 60 and paper.spacing_xyz == (0.52, 0.52, 4.0)
     np.testing.assert_allclose(np.array(paper.shape_xyz[:2]) * 0.52, [384, 330], atol=1)
     few_slices = dataclasses.replace(paper, shape_xyz=paper.shape_xyz[:2] + (3,))  # the full in-plane grid
-    s = P.phantom_subjects(1, 0, few_slices, 0)[0]
+    s = A.phantom_subjects(1, 0, few_slices, 0)[0]
     image, masks, truth = P.render_subject(s, few_slices, 0, 0)
     assert image.shape == (3, 635, 738) and image.dtype == np.int16
     assert 0.0003 < truth.mean() < 0.003  # the paper: about 0.14 % of the voxels

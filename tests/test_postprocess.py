@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import run, script
+from conftest import import_benchmark, run, script
 from nerve_tubes import SHAPE, SPACING, oblique_tube, tube, write
 from nnunet_nerve.biomarkers.postprocess import REPORT_NAME, PostprocessRule, interpolate_gap, postprocess_nerve
 
@@ -176,16 +176,10 @@ def test_branch_that_lost_its_junction_slice_is_bridged_to_the_sciatic():
     assert not (result.mask & vein()).any()
 
 
+@pytest.mark.benchmark_script
 def test_benchmark_runs_and_postprocessing_beats_no_postprocessing():
     """A small run of benchmarks/bench_postprocess.py (the docs quote its full run)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import bench_postprocess
-    finally:
-        sys.path.pop(0)
+    bench_postprocess = import_benchmark("bench_postprocess")
     result = bench_postprocess.run(cases=4, seed=0)
     ours = np.mean([c["nnunet-nerve postprocess"]["dice"] for c in result["cases"]])
     raw = np.mean([c["none"]["dice"] for c in result["cases"]])

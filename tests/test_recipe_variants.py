@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import run, script
-from test_trainer import DATASET_ID, preprocessed, trainer_factory  # noqa: F401 (fixtures: one dataset per module)
+from tiny_trainer import DATASET_ID, preprocessed, trainer_factory  # noqa: F401 (fixtures: one dataset per module)
 
 BASE = "FCDenseNetTrainer"
 #: variant -> the components it may change (keys of ``components``)

@@ -42,7 +42,7 @@ def test_doctor_names_the_import_error_behind_a_failed_lookup(nnunet_env, tmp_pa
     """A trainer folder whose module cannot import (a broken or partial install) makes nnU-Net's
     lookup fail; doctor names the file and its ImportError, and does not offer the
     nnUNet_extTrainer line as the fix (it is already set)."""
-    from nnunet_nerve.app.doctor import check_trainer_lookup
+    from nnunet_nerve.training.doctor import check_trainer_lookup
 
     folder = tmp_path / "trainers"
     folder.mkdir()
@@ -61,14 +61,14 @@ def test_doctor_fails_an_nnunetv2_outside_the_tested_range(nnunet_env, tmp_path)
     dist = tmp_path / "meta" / "nnunetv2-2.9.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: nnunetv2\nVersion: 2.9.0\n")
-    code = ("from nnunet_nerve.app.doctor import check_nnunet_version as c; r = c(); "
+    code = ("from nnunet_nerve.training.doctor import check_nnunet_version as c; r = c(); "
             "print(r.ok, r.detail, '|', r.fix, sep='\\n')")
     out = run([sys.executable, "-c", code], env=dict(nnunet_env, PYTHONPATH=str(dist.parent))).stdout.splitlines()
     assert out[0] == "False", out
     assert out[1].startswith("2.9.0 is outside the range nnunet-nerve is tested with") and "<2.9" in out[1] \
         and ">=2.8" in out[1]
     assert out[3].startswith('pip install "nnunetv2')
-    from nnunet_nerve.app.doctor import check_nnunet_version
+    from nnunet_nerve.training.doctor import check_nnunet_version
 
     assert check_nnunet_version().ok is True      # the installed one is inside
 

@@ -63,10 +63,6 @@ def dicom_series(trained):
     return folder
 
 
-def _array(path) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
 def test_nifti_segmentation_is_nnunetv2_predicts(trained, tmp_path):
     out = tmp_path / "out"
     proc = run([script("nnunet-nerve"), "segment", str(trained.image), str(out), "--model", str(trained.model),

@@ -23,15 +23,14 @@ Outputs (``write_agreement``, one folder built atomically): ``agreement_per_case
 """
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
-from nnunet_nerve.biomarkers.measures import nerve_biomarkers
+from nnunet_nerve.biomarkers.measures import CSV_DIGITS, nerve_biomarkers
+from nnunet_nerve.io.tables import write_csv
 
 QUANTITIES = {"volume_mm3": "nerve volume (mm³)", "csa_corrected_mean_mm2": "mean corrected CSA (mm²)"}
 KIND_AUTO, KIND_RATER = "automatic", "rater"
@@ -178,21 +177,12 @@ def plot_bland_altman(path, rows: list, summary: list) -> None:
     fig.savefig(path, format="png")
 
 
-def _write_csv(path: Path, columns, rows) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if isinstance(row[c], float) and not np.isfinite(row[c])
-                             else f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in columns])
-
-
 def write_agreement(out, rows: list, overwrite: bool = False) -> list:
     """The four files of the module docstring into the folder ``out``; returns the summary."""
     summary = summarise(rows)
     with atomic_directory(out, overwrite, "biomarker agreement folder") as tmp:
-        _write_csv(tmp / "agreement_per_case.csv", PER_CASE_COLUMNS, rows)
-        _write_csv(tmp / "agreement.csv", SUMMARY_COLUMNS, summary)
+        write_csv(tmp / "agreement_per_case.csv", PER_CASE_COLUMNS, rows, CSV_DIGITS)
+        write_csv(tmp / "agreement.csv", SUMMARY_COLUMNS, summary, CSV_DIGITS)
         (tmp / "agreement.md").write_text(agreement_markdown(summary))
         plot_bland_altman(tmp / "bland_altman.png", rows, summary)
     return summary

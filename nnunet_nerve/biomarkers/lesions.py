@@ -83,7 +83,8 @@ class LesionRule:
         spread = spread if spread is not None and np.isfinite(spread) else 0.0
         return float(centre + max(self.k * spread, self.min_excess * abs(centre)))
 
-    def describe(self) -> str:
+    def text(self) -> str:
+        """The rule in words, as summaries report it."""
         return (f"value > centre + max({self.k:g} x spread, {self.min_excess:g} x centre) on at least "
                 f"{self.min_slices} consecutive nerve slice(s)")
 
@@ -125,7 +126,8 @@ class RegionReference:
     signal_centre: float
     signal_spread: float
 
-    def describe(self, rule: LesionRule) -> dict:
+    def with_thresholds(self, rule: LesionRule) -> dict:
+        """The fields as a dict plus the CSA and signal thresholds ``rule`` derives from them."""
         return {**asdict(self), "csa_threshold_mm2": rule.threshold(self.csa_centre_mm2, self.csa_spread_mm2),
                 "signal_threshold": rule.threshold(self.signal_centre, self.signal_spread)}
 
@@ -308,8 +310,8 @@ def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "Normat
     n = len(nerve_z)
     info = {
         "reference": {**source, "notes": notes},
-        "rule": rule.describe(), "k": rule.k, "min_excess": rule.min_excess,
-        "references": {region: ref.describe(rule) for region, ref in refs.items() if ref is not None},
+        "rule": rule.text(), "k": rule.k, "min_excess": rule.min_excess,
+        "references": {region: ref.with_thresholds(rule) for region, ref in refs.items() if ref is not None},
         "unjudged_slices": sorted(set(unjudged)),
         "isolated_slices": isolated,
         "burden": float(flags.sum() / n) if n else 0.0,

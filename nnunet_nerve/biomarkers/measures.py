@@ -40,11 +40,7 @@ values elsewhere):
   a T2 TSE without fat suppression the reference is skeletal muscle and the normalised
   signal a nerve-to-muscle ratio. A slice without such voxels uses the median over the image.
 
-Per scan: ``volume_mm3`` = nerve voxels x voxel volume (``volume_ml`` = /1000);
-``length_mm`` = (last - first nerve slice + 1) x spacing_z; ``centreline_length_mm`` =
-sum over nerve slices of spacing_z / cos_theta; mean, median and max of the per-slice
-CSAs over the nerve slices; per part: slices, voxels, volume, CSA statistics, first and
-last slice, and each branch's events (merging, missing slices, leaving the field of view).
+Per scan: ``summary.scan_summary`` (volume, length, CSA statistics, per part).
 
 Lesions: ``lesions.flag_lesions`` (each part against a reference of the same part: the
 subject's own or a normative one per thigh location). ``lesion_burden`` = flagged nerve
@@ -70,6 +66,7 @@ from nnunet_nerve.biomarkers.lesions import LesionRule, NormativeReference, flag
 from nnunet_nerve.io.masks import binary_mask
 from nnunet_nerve.biomarkers.branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
 from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
+from nnunet_nerve.biomarkers.summary import scan_summary
 
 #: Values of ``NerveBiomarkers.branch_labels``.
 BRANCH_LABELS = PART_LABELS
@@ -78,6 +75,8 @@ DEFAULT_WINDOW = 5
 #: How ``biomarkers_from_files`` names the mask it measured (``summary["mask_used"]``).
 MASK_POSTPROCESSED, MASK_RAW = "post-processed", "raw (not post-processed)"
 
+#: Significant digits of the biomarker CSV files (``io.tables.csv_cell``).
+CSV_DIGITS = 6
 BRANCH_COLUMNS = ("csa_mm2", "cos_theta", "csa_corrected_mm2", "centroid_x_mm", "centroid_y_mm",
                   "signal_mean_norm", "signal_median_norm", "lesion", "csa_threshold_mm2")
 SLICE_COLUMNS = (
@@ -223,50 +222,72 @@ def nerve_biomarkers(mask: np.ndarray, spacing_zyx: Sequence[float], image: "np.
                          "intensities")
     require_number(min_branch_fraction, "min_branch_fraction", above=0, maximum=1)
     require_number(window, "window", minimum=1, integer=True)
-    sz, sy, sx = (float(s) for s in spacing_zyx)
-    pixel_area = sy * sx
+    spacing = tuple(float(s) for s in spacing_zyx)
     nz = mask.shape[0]
     nerve_z = [int(z) for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1))]
-    labels, parts = _parts(mask, (sz, sy, sx), lateral_xy, min_branch_fraction)
+    labels, parts = _parts(mask, spacing, lateral_xy, min_branch_fraction)
     refs = slice_signal_references(image, mask) if image is not None else np.full(nz, math.nan)
 
-    rows = [_empty_row(z, sz) for z in range(nz)]
-    if nerve_z:
-        centroid_mm = {z: _centroid(mask[z], sy, sx) for z in nerve_z}
-        cosines = track_cosines(np.array([(*centroid_mm[z], z * sz) for z in nerve_z]), window)
-        for z, cos in zip(nerve_z, cosines):
-            voxels = int(mask[z].sum())
-            rows[z].update(region=parts.regions[z], components=parts.components[z], voxels=voxels,
-                           csa_mm2=voxels * pixel_area, centroid_x_mm=centroid_mm[z][0],
-                           centroid_y_mm=centroid_mm[z][1])
-            _set_cos(rows[z], "", float(cos))
-            if image is not None and np.isfinite(refs[z]):
-                mean, median, mean_n, median_n = _signal(image[z], mask[z], refs[z])
-                rows[z].update(signal_mean=mean, signal_median=median, signal_reference=float(refs[z]),
-                               signal_mean_norm=mean_n, signal_median_norm=median_n)
+    rows = [_empty_row(z, spacing[0]) for z in range(nz)]
+    _measure_nerve(rows, mask, nerve_z, parts, spacing, image, refs, window)
     for name in SPLIT_BRANCHES:
-        where = labels == BRANCH_LABELS[name]
-        zs = [z for z in nerve_z if where[z].any()]
-        xy = {z: _centroid(where[z], sy, sx) for z in zs}
-        cosines = track_cosines(np.array([(*xy[z], z * sz) for z in zs]), window) if zs else []
-        for z, cos in zip(zs, cosines):
-            row, area = rows[z], int(where[z].sum()) * pixel_area
-            row.update({f"{name}_csa_mm2": area, f"{name}_centroid_x_mm": xy[z][0],
-                        f"{name}_centroid_y_mm": xy[z][1]})
-            _set_cos(row, f"{name}_", float(cos))
-            if image is not None and np.isfinite(refs[z]):
-                _, _, mean_n, median_n = _signal(image[z], where[z], refs[z])
-                row.update({f"{name}_signal_mean_norm": mean_n, f"{name}_signal_median_norm": median_n})
+        _measure_branch(rows, name, labels == BRANCH_LABELS[name], nerve_z, spacing, image, refs, window)
+    _sum_separate_branches(rows, nerve_z)
+    lesion_info, lesion_slices = flag_lesions(rows, nerve_z, rule, reference, location)
+    summary = scan_summary(mask, rows, nerve_z, spacing, labels, parts, lesion_info, rule, window,
+                           min_branch_fraction, image is not None)
+    return NerveBiomarkers(rows, summary, spacing, labels, lesion_slices, image)
+
+
+def _measure_nerve(rows: list, mask: np.ndarray, nerve_z: list, parts, spacing, image, refs, window: int) -> None:
+    """Fill the whole nerve's columns of the nerve slices' rows (region, area, centroid,
+    obliquity along the whole nerve's centreline, signal)."""
+    sz, sy, sx = spacing
+    pixel_area = sy * sx
+    if not nerve_z:
+        return
+    centroid_mm = {z: _centroid(mask[z], sy, sx) for z in nerve_z}
+    cosines = track_cosines(np.array([(*centroid_mm[z], z * sz) for z in nerve_z]), window)
+    for z, cos in zip(nerve_z, cosines):
+        voxels = int(mask[z].sum())
+        rows[z].update(region=parts.regions[z], components=parts.components[z], voxels=voxels,
+                       csa_mm2=voxels * pixel_area, centroid_x_mm=centroid_mm[z][0],
+                       centroid_y_mm=centroid_mm[z][1])
+        _set_cos(rows[z], "", float(cos))
+        if image is not None and np.isfinite(refs[z]):
+            mean, median, mean_n, median_n = _signal(image[z], mask[z], refs[z])
+            rows[z].update(signal_mean=mean, signal_median=median, signal_reference=float(refs[z]),
+                           signal_mean_norm=mean_n, signal_median_norm=median_n)
+
+
+def _measure_branch(rows: list, name: str, where: np.ndarray, nerve_z: list, spacing, image, refs,
+                    window: int) -> None:
+    """Fill branch ``name``'s ``<name>_*`` columns on the slices where it is separate
+    (``where``: its voxels), obliquity along its own centreline."""
+    sz, sy, sx = spacing
+    pixel_area = sy * sx
+    zs = [z for z in nerve_z if where[z].any()]
+    xy = {z: _centroid(where[z], sy, sx) for z in zs}
+    cosines = track_cosines(np.array([(*xy[z], z * sz) for z in zs]), window) if zs else []
+    for z, cos in zip(zs, cosines):
+        row, area = rows[z], int(where[z].sum()) * pixel_area
+        row.update({f"{name}_csa_mm2": area, f"{name}_centroid_x_mm": xy[z][0],
+                    f"{name}_centroid_y_mm": xy[z][1]})
+        _set_cos(row, f"{name}_", float(cos))
+        if image is not None and np.isfinite(refs[z]):
+            _, _, mean_n, median_n = _signal(image[z], where[z], refs[z])
+            row.update({f"{name}_signal_mean_norm": mean_n, f"{name}_signal_median_norm": median_n})
+
+
+def _sum_separate_branches(rows: list, nerve_z: list) -> None:
+    """Where the branches are separate, the slice's corrected CSA is the sum of the branches'
+    and ``cos_theta`` (and ``theta_deg``) the ratio corrected / raw."""
     for z in nerve_z:
         row = rows[z]
         if row["region"] in ("split", *SPLIT_BRANCHES):
             row["csa_corrected_mm2"] = sum(row[f"{b}_csa_corrected_mm2"] or 0.0 for b in SPLIT_BRANCHES)
             row["cos_theta"] = row["csa_corrected_mm2"] / row["csa_mm2"]
             row["theta_deg"] = float(np.degrees(np.arccos(np.clip(row["cos_theta"], 0, 1))))
-    lesion_info, lesion_slices = flag_lesions(rows, nerve_z, rule, reference, location)
-    summary = _summary(mask, rows, nerve_z, (sz, sy, sx), labels, parts, lesion_info, rule, window,
-                       min_branch_fraction, image is not None)
-    return NerveBiomarkers(rows, summary, (sz, sy, sx), labels, lesion_slices, image)
 
 
 def _parts(mask: np.ndarray, spacing, lateral_xy, min_branch_fraction):
@@ -301,70 +322,6 @@ def _empty_row(z: int, sz: float) -> dict:
 def _centroid(mask2d: np.ndarray, sy: float, sx: float) -> tuple[float, float]:
     ys, xs = np.nonzero(mask2d)
     return float(xs.mean() * sx), float(ys.mean() * sy)
-
-
-def _stats(values: list) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "median": None, "max": None}
-    v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "max": float(v.max())}
-
-
-def _part_summary(name: str, rows: list, labels: np.ndarray, voxel_mm3: float, events: dict) -> "dict | None":
-    count = int((labels == BRANCH_LABELS[name]).sum())
-    if count == 0:
-        return None
-    if name in SPLIT_BRANCHES:
-        zs = [r["slice"] for r in rows if r[f"{name}_csa_mm2"] is not None]
-        csa = [rows[z][f"{name}_csa_corrected_mm2"] for z in zs]
-    else:
-        zs = [r["slice"] for r in rows if r["region"] == name]
-        csa = [rows[z]["csa_corrected_mm2"] for z in zs]
-    out = {"slices": len(zs), "first_slice": min(zs), "last_slice": max(zs), "voxels": count,
-           "volume_mm3": count * voxel_mm3, "csa_corrected_mm2": _stats(csa)}
-    if name in events:
-        out["events"] = events[name]
-    return out
-
-
-def _summary(mask, rows, nerve_z, spacing, labels, parts, lesion, rule, window, min_branch_fraction,
-             has_image) -> dict:
-    sz, sy, sx = spacing
-    voxel_mm3 = sz * sy * sx
-    voxels = int(mask.sum())
-    nerve_rows = [rows[z] for z in nerve_z]
-    branch_z = [z for z in nerve_z if rows[z]["region"] not in ("sciatic", "none")]
-    branches = {name: s for name in BRANCH_LABELS
-                if (s := _part_summary(name, rows, labels, voxel_mm3, parts.events)) is not None}
-    return {
-        "nerve_found": bool(nerve_z),
-        "message": (f"nerve found in {len(nerve_z)} of {len(rows)} slices" if nerve_z
-                    else "no nerve found: the mask holds no nerve voxels"),
-        "shape_zyx": list(mask.shape),
-        "spacing_zyx_mm": [sz, sy, sx],
-        "voxels": voxels,
-        "volume_mm3": voxels * voxel_mm3,
-        "volume_ml": voxels * voxel_mm3 / 1000.0,
-        "slices_with_nerve": len(nerve_z),
-        "first_slice": nerve_z[0] if nerve_z else None,
-        "last_slice": nerve_z[-1] if nerve_z else None,
-        "length_mm": (nerve_z[-1] - nerve_z[0] + 1) * sz if nerve_z else 0.0,
-        "centreline_length_mm": float(sum(sz / r["cos_theta"] for r in nerve_rows)),
-        "csa_mm2": _stats([r["csa_mm2"] for r in nerve_rows]),
-        "csa_corrected_mm2": _stats([r["csa_corrected_mm2"] for r in nerve_rows]),
-        "signal_mean_norm": _stats([r["signal_mean_norm"] for r in nerve_rows]),
-        "split": {"found": bool(branch_z), "first_slice": branch_z[0] if branch_z else None,
-                  "last_slice": branch_z[-1] if branch_z else None, "naming": parts.naming,
-                  "trunk": parts.trunk, "merged_slices": [z for z in nerve_z if rows[z]["region"] == "merged"]},
-        "branches": branches,
-        "lesion": lesion,
-        "settings": {"centreline_window_slices": window, "min_branch_fraction": min_branch_fraction,
-                     "signal_reference": "median of the slice's voxels in the middle class of a three-class "
-                                         "Otsu split of the image (muscle-like tissue), outside the nerve"
-                     if has_image else None,
-                     "lesion_k": rule.k, "lesion_min_excess": rule.min_excess},
-    }
 
 
 # ----------------------------------------------------------------------------- files

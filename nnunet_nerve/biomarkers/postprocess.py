@@ -91,8 +91,8 @@ class PostprocessResult:
 @dataclass
 class _Piece:
     """An 8-connected 2D piece of the mask: slice, label in that slice's 2D labelling, 3D
-    component, centroid (y_mm, x_mm), equivalent radius (mm), and whether no mask voxel of
-    the next (``down``) or previous (``up``) slice touches it."""
+    component, centroid (x_mm, y_mm) as in ``branches.SlicePieces``, equivalent radius (mm),
+    and whether no mask voxel of the next (``down``) or previous (``up``) slice touches it."""
 
     z: int
     label: int
@@ -103,8 +103,10 @@ class _Piece:
     up: bool
 
 
-def _slice_pieces(mask: np.ndarray, comp: np.ndarray, sy: float, sx: float) -> dict:
-    """{z: [_Piece]} for every slice holding mask voxels."""
+def _pieces_by_slice(mask: np.ndarray, comp: np.ndarray, spacing_yx) -> dict:
+    """{z: [_Piece]} for every slice holding mask voxels (every 2D piece, with its 3D
+    component and open ends; ``branches.slice_pieces`` instead groups one slice into major pieces)."""
+    sy, sx = spacing_yx
     nz = mask.shape[0]
     pieces = {}
     for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1)):
@@ -118,7 +120,7 @@ def _slice_pieces(mask: np.ndarray, comp: np.ndarray, sy: float, sx: float) -> d
             origin = (crop[0].start, crop[1].start)
             pieces.setdefault(z, []).append(_Piece(
                 z, i, int(comp[z][ys[0] + origin[0], xs[0] + origin[1]]),
-                np.array([(ys.mean() + origin[0]) * sy, (xs.mean() + origin[1]) * sx]),
+                np.array([(xs.mean() + origin[1]) * sx, (ys.mean() + origin[0]) * sy]),
                 float(np.sqrt(own.sum() * sy * sx / np.pi)),
                 down=z + 1 < nz and not mask[z + 1][crop][grown].any(),
                 up=z > 0 and not mask[z - 1][crop][grown].any()))
@@ -164,12 +166,12 @@ def interpolate_gap(lower: np.ndarray, upper: np.ndarray, gap: int, spacing_yx) 
     return out
 
 
-def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, sy: float, sx: float) -> list:
+def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spacing_yx) -> list:
     """(lower piece, upper piece) pairs across 1..max_gap slices (the fewest that give any for
     each end piece) that face each other, where the lower piece ends downwards and the upper
     piece upwards, or one of them does and they belong to different 3D components (a branch
     that lost its junction)."""
-    pieces = _slice_pieces(mask, comp, sy, sx)
+    pieces = _pieces_by_slice(mask, comp, spacing_yx)
     found = {}
 
     def joinable(lo: _Piece, up: _Piece) -> bool:
@@ -233,7 +235,7 @@ def _postprocess_box(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Postp
     objects = ndimage.find_objects(comp)
     zranges = {i + 1: (obj[0].start, obj[0].stop - 1) for i, obj in enumerate(objects)}
     sizes = np.bincount(comp.ravel(), minlength=n + 1)
-    bridges = _find_bridges(mask, comp, rule, sy, sx)
+    bridges = _find_bridges(mask, comp, rule, (sy, sx))
     group_of = _groups(n, bridges)
 
     groups = {}
@@ -335,7 +337,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
             write_image(out, tmp / path.name)
             report["files"][path.name] = result.as_dict()
             if log:
-                log(f"[{i}/{len(files)}] {path.name}: {describe(result)}")
+                log(f"[{i}/{len(files)}] {path.name}: {summary_line(result)}")
         for extra in sorted(in_dir.glob("*.json")):
             if extra.name != REPORT_NAME:
                 shutil.copyfile(extra, tmp / extra.name)  # the mode from the umask, as cp gives
@@ -353,11 +355,11 @@ def postprocess_path(in_path, out_path, rule: PostprocessRule = PostprocessRule(
         raise NerveError(f"{in_path}: no such file or folder")
     result = postprocess_file(in_path, out_path, rule, overwrite)
     if log:
-        log(f"{in_path.name}: {describe(result)}")
+        log(f"{in_path.name}: {summary_line(result)}")
     return result
 
 
-def describe(result: PostprocessResult) -> str:
+def summary_line(result: PostprocessResult) -> str:
     """One line: components kept/found, voxels removed, slices filled."""
     filled = f", filled slice(s) {', '.join(map(str, result.filled_slices))} (+{result.filled_voxels} voxels)" \
         if result.filled_slices else ""

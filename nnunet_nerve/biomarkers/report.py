@@ -5,7 +5,8 @@ One scan's report folder holds
 
 * ``slices.csv``: one row per slice of the stack (``biomarkers.SLICE_COLUMNS``); empty
   cells where a value does not exist (no nerve in the slice, no image, not split);
-  flags as 0/1.
+  ``nan``/``inf`` where a number is undefined or infinite; flags as 0/1
+  (``io.tables.csv_cell``).
 * ``summary.json``: the per-scan summary (``nerve_found``, volume, length, CSA statistics,
   branches, lesion thresholds, burden and segments, settings).
 * ``profile.png``: CSA (raw and obliquity-corrected, and per branch) and normalised signal
@@ -23,7 +24,6 @@ built in a temporary sibling and renamed into place (``atomic.atomic_directory``
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -33,9 +33,12 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_nerve.io.atomic import atomic_directory, atomic_file
-from nnunet_nerve.biomarkers.measures import (BRANCH_LABELS, SLICE_COLUMNS, LesionRule, NerveBiomarkers, NormativeReference,
+from nnunet_nerve.io.tables import write_csv
+from nnunet_nerve.biomarkers.measures import (BRANCH_LABELS, CSV_DIGITS, SLICE_COLUMNS, LesionRule, NerveBiomarkers,
                                      biomarkers_from_files)
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.biomarkers.sources import ImageSource, load_reference
+from nnunet_nerve.biomarkers.summary import summary_line
 
 CASE_FILES = ("slices.csv", "summary.json", "profile.png", "mip.png")
 CASES_CSV_COLUMNS = ("case", "cohort", "location", "mask_used", "postprocess_removed_voxels", "nerve_found",
@@ -49,16 +52,6 @@ Log = Optional[Callable[[str], None]]
 
 
 # ----------------------------------------------------------------------------- writers
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.6g}"
-    return str(value)
-
 
 def _json_safe(value):
     """NaN and inf become null; numpy scalars become Python numbers."""
@@ -74,11 +67,8 @@ def _json_safe(value):
 
 
 def write_slices_csv(path, result: NerveBiomarkers, overwrite: bool = False) -> None:
-    with atomic_file(path, overwrite) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(SLICE_COLUMNS)
-        for row in result.slices:
-            writer.writerow([_cell(row[c]) for c in SLICE_COLUMNS])
+    with atomic_file(path, overwrite) as tmp:
+        write_csv(tmp, SLICE_COLUMNS, result.slices, CSV_DIGITS)
 
 
 def write_json(path, data: dict, overwrite: bool = False) -> None:
@@ -251,22 +241,6 @@ def write_case_report(folder, result: NerveBiomarkers, title: str = "") -> None:
 
 # ----------------------------------------------------------------------------- entry points
 
-def describe(result: NerveBiomarkers) -> str:
-    """One line for progress output: which mask was measured, then the main numbers."""
-    s = result.summary
-    used = ""
-    if s.get("mask_used"):
-        pp = s.get("postprocessing")
-        used = (f"{s['mask_used']} mask (removed {pp['removed_voxels']} voxel(s) in "
-                f"{len(pp['removed'])} component group(s), filled {len(pp['filled_slices'])} slice(s)): "
-                if pp else f"{s['mask_used']} mask: ")
-    if not s["nerve_found"]:
-        return used + s["message"]
-    return (f"{used}volume {s['volume_ml']:.3f} ml, length {s['length_mm']:.0f} mm, "
-            f"CSA mean {s['csa_corrected_mm2']['mean']:.1f} / max {s['csa_corrected_mm2']['max']:.1f} mm², "
-            f"lesion burden {100 * s['lesion']['burden']:.0f} %")
-
-
 def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, log: Log = None,
                 **options) -> NerveBiomarkers:
     """Biomarkers of one scan into the report folder ``out`` (see the module docstring).
@@ -281,7 +255,7 @@ def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, lo
     reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
     result = biomarkers_from_files(image, mask, reference=reference, **options)
     if log:
-        log(f"{Path(mask).name}: {describe(result)}")
+        log(f"{Path(mask).name}: {summary_line(result)}")
     with atomic_directory(out, overwrite) as tmp:
         write_case_report(tmp, result, Path(mask).name)
         if reference is not None:
@@ -326,11 +300,8 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
             results[case] = result
             rows.append(_case_row(case, source.participant(case), result.summary))
             if log:
-                log(f"[{i}/{len(masks)}] {case}: {describe(result)}")
-        with open(tmp / "cases.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(CASES_CSV_COLUMNS)
-            writer.writerows([[_cell(r[c]) for c in CASES_CSV_COLUMNS] for r in rows])
+                log(f"[{i}/{len(masks)}] {case}: {summary_line(result)}")
+        write_csv(tmp / "cases.csv", CASES_CSV_COLUMNS, rows, CSV_DIGITS)
         if reference is not None:
             write_json(tmp / "reference.json", reference.to_json())
     return results
@@ -353,103 +324,3 @@ def _case_row(case: str, participant, s: dict) -> dict:
             "signal_mean_norm": s["signal_mean_norm"]["mean"], "split": s["split"]["found"],
             "lesion_burden": s["lesion"]["burden"] if found else None,
             "lesion_segments": len(s["lesion"]["segments"]), "lesion_reference": s["lesion"]["reference"]["kind"]}
-
-
-# ----------------------------------------------------------------------------- images and references
-
-class ImageSource:
-    """Where the images (and participants) of cases are: a converted dataset or a registry."""
-
-    def __init__(self, id_or_path):
-        from nnunet_nerve.registry.dataset_info import PARTICIPANTS_FILE, find_dataset_dir, read_participants
-
-        path = Path(str(id_or_path)).expanduser()
-        self.registry = None
-        if path.is_dir() and not (path / "imagesTr").is_dir() and (path / PARTICIPANTS_FILE).is_file():
-            from nnunet_nerve.registry.reader import scan_registry
-
-            self.registry = scan_registry(path)
-            self.folder = self.registry.root
-            self.participants = {p.participant_id: p for p in self.registry.participants}
-        else:
-            self.folder = find_dataset_dir(id_or_path)
-            if not (self.folder / "imagesTr").is_dir() and not (self.folder / "imagesTs").is_dir():
-                raise NerveError(f"{self.folder}: neither a converted dataset (no imagesTr) nor a registry "
-                                 f"(no {PARTICIPANTS_FILE})")
-            tsv = self.folder / PARTICIPANTS_FILE
-            self.participants = {p.participant_id: p for p in read_participants(tsv)} if tsv.is_file() else {}
-
-    def image(self, case: str) -> "Path | None":
-        if self.registry is not None:
-            files = self.registry.files.get(case)
-            return files.image if files else None
-        for sub in ("imagesTr", "imagesTs"):
-            candidate = self.folder / sub / f"{case}_0000.nii.gz"
-            if candidate.is_file():
-                return candidate
-        return None
-
-    def participant(self, case: str):
-        return self.participants.get(case)
-
-    def volunteer_masks(self) -> dict:
-        """case -> (image path, mask) for every volunteer: the dataset's consensus file
-        (labelsTr), or for a registry the majority vote of the raters' masks (an array)."""
-        volunteers = sorted(c for c, p in self.participants.items() if p.cohort == "volunteer")
-        if not volunteers:
-            raise NerveError(f"{self.folder}: no volunteers in participants.tsv; a normative reference needs them")
-        out = {}
-        for case in volunteers:
-            image = self.image(case)
-            if self.registry is None:
-                mask = self.folder / "labelsTr" / f"{case}.nii.gz"
-            else:
-                mask = sorted(self.registry.files[case].masks.values()) if case in self.registry.files else []
-            if image is None or not mask or (isinstance(mask, Path) and not mask.is_file()):
-                raise NerveError(f"{self.folder}: volunteer {case} lacks an image or a mask")
-            out[case] = (image, mask)
-        return out
-
-
-def load_reference(spec, rule: LesionRule = LesionRule(), log: Log = None, side: "str | None" = None
-                   ) -> "NormativeReference | None":
-    """None -> None; a NormativeReference as is; a ``.json`` file written by this module;
-    else a converted dataset (folder, id, name) or registry whose volunteers' consensus
-    masks (not post-processed: they are the raters') give a reference per thigh location
-    and region (``lesions.NormativeReference``). ``side`` names their branches."""
-    if spec is None or isinstance(spec, NormativeReference):
-        return spec
-    if str(spec).endswith(".json") and Path(spec).is_file():
-        return NormativeReference.from_json_file(spec)
-    source = ImageSource(spec)
-    results = {}
-    for case, (image, mask) in source.volunteer_masks().items():
-        if isinstance(mask, list):
-            results[case] = _registry_consensus_biomarkers(image, mask, side)
-        else:
-            results[case] = biomarkers_from_files(image, mask, rule=rule, side=side, postprocess=False)
-        if log:
-            log(f"reference {case}: {describe(results[case])}")
-    locations = {case: source.participant(case).location for case in results}
-    reference = NormativeReference.from_results(str(source.folder), results, locations)
-    if log:
-        for location, cases in reference.volunteers.items():
-            regions = ", ".join(f"{region} {len(stats['cases'])}"
-                                for region, stats in reference.regions.get(location, {}).items())
-            log(f"normative reference {location}: {len(cases)} volunteer(s); per region {regions or 'none'} "
-                f"(a region needs {reference.min_volunteers})")
-    return reference
-
-
-def _registry_consensus_biomarkers(image_path, mask_paths: list, side: "str | None" = None) -> NerveBiomarkers:
-    """Biomarkers of the raters' majority vote over a registry image."""
-    from nnunet_nerve.biomarkers.measures import lateral_vector, nerve_biomarkers, read_mask_for_image
-    from nnunet_nerve.registry.consensus import majority_vote
-    from nnunet_nerve.io.images import spacing_zyx
-
-    masks, array, image = [], None, None
-    for path in mask_paths:
-        array, mask, image = read_mask_for_image(image_path, path)
-        masks.append(mask)
-    return nerve_biomarkers(majority_vote(masks).astype(bool), spacing_zyx(image), array,
-                            lateral_xy=lateral_vector(image.GetDirection(), side))

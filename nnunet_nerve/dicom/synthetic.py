@@ -15,6 +15,7 @@ required attributes (unknown values empty, as DICOM's type 2 allows).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,18 +38,9 @@ def write_dicom_series(image, folder: "str | os.PathLike", *, patient_id: str = 
     rely on file names or instance numbers to order the slices.
     """
     import pydicom
-    import SimpleITK as sitk
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import generate_uid
 
-    if image.GetDimension() != 3:
-        raise NerveError(f"write_dicom_series: expected a 3D image, got {image.GetDimension()}D")
-    array = sitk.GetArrayFromImage(image)
-    if not np.issubdtype(array.dtype, np.integer) and not np.array_equal(array, np.round(array)):
-        raise NerveError("write_dicom_series: the image holds non-integer values; DICOM MR stores integers")
-    if array.min() < -32768 or array.max() > 32767:
-        raise NerveError("write_dicom_series: values outside the signed 16-bit range")
-    array = array.astype(np.int16)
+    array = _int16_voxels(image)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if any(folder.iterdir()):
@@ -64,63 +56,110 @@ def write_dicom_series(image, folder: "str | os.PathLike", *, patient_id: str = 
     series_uid = generate_uid()
     frame_uid = frame_of_reference_uid or generate_uid()
     window = (float(np.percentile(array, 1)), float(np.percentile(array, 99)))
+    series = _SeriesAttributes(patient_id, patient_name, series_description, series_number, laterality, study_uid,
+                               series_uid, frame_uid, window, rows, cols, (sx, sy, sz))
     paths = []
     for k in range(nz):
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
         number = int(numbers[k]) + 1
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
-        ds.SOPClassUID = MR_IMAGE_STORAGE
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyDate, ds.StudyTime = "20180101", "120000"
-        ds.SeriesDate, ds.SeriesTime = "20180101", "120500"
-        ds.ContentDate, ds.ContentTime = "20180101", "120500"
-        ds.AccessionNumber = ""
-        ds.Modality = "MR"
-        ds.Manufacturer = "nnunet-nerve synthetic"
-        ds.ReferringPhysicianName = ""
-        ds.SeriesDescription = series_description
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.BodyPartExamined = "THIGH"
-        ds.Laterality = laterality
-        ds.PatientPosition = "FFS"
-        ds.ScanningSequence = ["SE"]
-        ds.SequenceVariant = ["SK"]
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "2D"
-        ds.SliceThickness = f"{sz:.6g}"
-        ds.RepetitionTime = "4000"
-        ds.EchoTime = "80"
-        ds.EchoTrainLength = "13"
-        ds.MagneticFieldStrength = "3"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = str(series_number)
-        ds.InstanceNumber = str(number)
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
-        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_cosine, *col_cosine)]
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = rows, cols
-        ds.PixelSpacing = [f"{sy:.6g}", f"{sx:.6g}"]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.WindowCenter = f"{(window[0] + window[1]) / 2:.1f}"
-        ds.WindowWidth = f"{max(window[1] - window[0], 1.0):.1f}"
+        ds = _mr_slice_dataset(series, number, position, row_cosine, col_cosine)
         ds.PixelData = np.ascontiguousarray(array[k]).tobytes()
         path = folder / file_names.format(index=number)
         pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _int16_voxels(image):
+    """The voxels of a 3D image as int16; NerveError when it is not 3D, holds non-integer
+    values or values outside the signed 16-bit range."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3:
+        raise NerveError(f"write_dicom_series: expected a 3D image, got {image.GetDimension()}D")
+    array = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(array.dtype, np.integer) and not np.array_equal(array, np.round(array)):
+        raise NerveError("write_dicom_series: the image holds non-integer values; DICOM MR stores integers")
+    if array.min() < -32768 or array.max() > 32767:
+        raise NerveError("write_dicom_series: values outside the signed 16-bit range")
+    return array.astype(np.int16)
+
+
+@dataclass(frozen=True)
+class _SeriesAttributes:
+    """What every instance of a written series shares (``spacing``: x, y, z in mm; ``window``:
+    the 1st and 99th percentile of the voxels)."""
+
+    patient_id: str
+    patient_name: str
+    series_description: str
+    series_number: int
+    laterality: str
+    study_uid: str
+    series_uid: str
+    frame_uid: str
+    window: tuple
+    rows: int
+    cols: int
+    spacing: tuple
+
+
+def _mr_slice_dataset(series: _SeriesAttributes, number: int, position, row_cosine, col_cosine):
+    """One MR Image Storage instance (file meta included, no pixel data yet) of ``series``:
+    instance ``number`` at ``position`` (mm, patient coordinates)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+    ds.SOPClassUID = MR_IMAGE_STORAGE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyDate, ds.StudyTime = "20180101", "120000"
+    ds.SeriesDate, ds.SeriesTime = "20180101", "120500"
+    ds.ContentDate, ds.ContentTime = "20180101", "120500"
+    ds.AccessionNumber = ""
+    ds.Modality = "MR"
+    ds.Manufacturer = "nnunet-nerve synthetic"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesDescription = series.series_description
+    ds.PatientName = series.patient_name
+    ds.PatientID = series.patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.BodyPartExamined = "THIGH"
+    ds.Laterality = series.laterality
+    ds.PatientPosition = "FFS"
+    ds.ScanningSequence = ["SE"]
+    ds.SequenceVariant = ["SK"]
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "2D"
+    ds.SliceThickness = f"{series.spacing[2]:.6g}"
+    ds.RepetitionTime = "4000"
+    ds.EchoTime = "80"
+    ds.EchoTrainLength = "13"
+    ds.MagneticFieldStrength = "3"
+    ds.StudyInstanceUID = series.study_uid
+    ds.SeriesInstanceUID = series.series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = str(series.series_number)
+    ds.InstanceNumber = str(number)
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
+    ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_cosine, *col_cosine)]
+    ds.FrameOfReferenceUID = series.frame_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = series.rows, series.cols
+    ds.PixelSpacing = [f"{series.spacing[1]:.6g}", f"{series.spacing[0]:.6g}"]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.WindowCenter = f"{(series.window[0] + series.window[1]) / 2:.1f}"
+    ds.WindowWidth = f"{max(series.window[1] - series.window[0], 1.0):.1f}"
+    return ds

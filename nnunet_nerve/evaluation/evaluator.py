@@ -235,7 +235,7 @@ def select(rows, method: str, comparison: str, cohort: "str | None" = None, loca
     return [r for r in rows if keep(r)]
 
 
-def describe(values) -> dict:
+def finite_mean_sd(values) -> dict:
     """n, n_inf (infinite values), mean and population SD (ddof=0) of the finite values;
     mean/SD are NaN only when no finite value exists."""
     values = np.asarray(values, dtype=np.float64)
@@ -276,7 +276,7 @@ def summary_rows(evaluation: Evaluation, location_cohort: str = "patient") -> li
             entry = {"method": method, "comparison": comparison, "cohort": cohort, "location": location,
                      "n": len(chosen)}
             for key, _ in METRICS:
-                d = describe([r[key] for r in chosen])
+                d = finite_mean_sd([r[key] for r in chosen])
                 entry.update({f"{key}_mean": d["mean"], f"{key}_sd": d["sd"], f"{key}_n_inf": d["n_inf"]})
             out.append(entry)
     return out

@@ -23,7 +23,6 @@ kept unless ``overwrite``. Files written:
 """
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Callable
@@ -32,8 +31,9 @@ import numpy as np
 
 from nnunet_nerve.evaluation import paper_reference as published
 from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
-from nnunet_nerve.evaluation.evaluator import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present, describe,
-                                     select, statistics_rows, summary_rows)
+from nnunet_nerve.io.tables import write_csv
+from nnunet_nerve.evaluation.evaluator import (ALPHA, AUTO, AUTO_GT, POOLED_RATERS, Evaluation, cohorts_present,
+                                               finite_mean_sd, select, statistics_rows, summary_rows)
 from nnunet_nerve.evaluation.columns import HD95_DEFINITIONS, METRIC_LABELS, METRICS
 
 PER_CASE_COLUMNS = ("case", "cohort", "location", "method", "comparison", "kind") + tuple(key for key, _ in METRICS)
@@ -103,14 +103,6 @@ def evaluation_inputs(evaluation: Evaluation) -> dict:
         for folder in sorted({Path(p).parent for p in method.paths.values()}):
             inputs[f"predictions of {method.name} ({folder.name})"] = folder
     return inputs
-
-
-def write_csv(path: Path, columns, rows) -> None:
-    """Rows (dicts) as CSV with the given columns; floats at full precision (``inf`` as is)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 # ---------------------------------------------------------------- Markdown
@@ -239,7 +231,7 @@ def _side_by_side(evaluation: Evaluation, statistics: list, footnotes: list) -> 
 def _described_cell(evaluation: Evaluation, method: str, comparison: str, cohort: str, key: str,
                     footnotes: list) -> str:
     """``mean ± SD (n=..)`` of one comparison's values in a cohort, footnoted as in Table 1."""
-    d = describe([r[key] for r in select(evaluation.rows, method, comparison, cohort)])
+    d = finite_mean_sd([r[key] for r in select(evaluation.rows, method, comparison, cohort)])
     entry = {"method": method, "comparison": comparison, "cohort": cohort, "location": "all",
              "n": d["n"], f"{key}_mean": d["mean"], f"{key}_sd": d["sd"], f"{key}_n_inf": d["n_inf"]}
     return mean_sd(entry, key, footnotes) + f" (n={d['n']})"

@@ -143,5 +143,7 @@ def non_finite_count(image: sitk.Image, path: str | os.PathLike) -> int:
 
 
 def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of the exception's message (SimpleITK/ITK put the reason there,
+    after the file and line of the C++ source); the exception type's name when empty."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__

@@ -23,8 +23,9 @@ from nnunet_nerve import __version__
 from nnunet_nerve.parameters import require_number
 from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_existing, refuse_output_overlap
 from nnunet_nerve.registry.consensus import METHODS, consensus
-from nnunet_nerve.registry.dataset_info import (CHANNEL_SUFFIX, FILE_ENDING, PARTICIPANTS_FILE, PROVENANCE_KEY,
-                                       RATERS_FOLDER, dataset_folder_name, nnunet_preprocessed, nnunet_raw,
+from nnunet_nerve.registry.dataset_info import (FILE_ENDING, IMAGES_TR, LABELS_TR, PARTICIPANTS_FILE, PROVENANCE_KEY,
+                                       RATERS_FOLDER, dataset_folder_name, image_file_name, nnunet_preprocessed,
+                                       nnunet_raw,
                                        write_participants)
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.io.images import read_image, write_image
@@ -88,13 +89,13 @@ def convert_case(registry: Registry, pid: str, raters: list, method: str, out: P
     and the consensus, both with exactly the image's geometry."""
     files = registry.files[pid]
     image = read_image(files.image)
-    write_image(image, out / "imagesTr" / f"{pid}{CHANNEL_SUFFIX}{FILE_ENDING}")
+    write_image(image, out / IMAGES_TR / image_file_name(pid))
     arrays = []
     for rater in raters:
         mask = (sitk.GetArrayFromImage(read_image(files.masks[rater])) != 0).astype(np.uint8)
         arrays.append(mask)
         write_mask(mask, image, out / RATERS_FOLDER / rater / f"{pid}{FILE_ENDING}")
-    write_mask(consensus(arrays, method), image, out / "labelsTr" / f"{pid}{FILE_ENDING}")
+    write_mask(consensus(arrays, method), image, out / LABELS_TR / f"{pid}{FILE_ENDING}")
 
 
 def write_mask(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
@@ -132,7 +133,7 @@ def convert_registry(registry_root: "str | os.PathLike", dataset_id: int, name: 
     log(f"converting {len(cases)} subjects ({len(raters)} raters, {registry.rater_order} order: {', '.join(raters)}; "
         f"consensus {consensus_method}) to {target}")
     with atomic_directory(target, overwrite=overwrite, what="dataset") as tmp:
-        for sub in ["imagesTr", "labelsTr"] + [f"{RATERS_FOLDER}/{r}" for r in raters]:
+        for sub in [IMAGES_TR, LABELS_TR] + [f"{RATERS_FOLDER}/{r}" for r in raters]:
             (tmp / sub).mkdir(parents=True)
         for i, pid in enumerate(cases, start=1):
             log(f"  {pid} ({i}/{len(cases)})")

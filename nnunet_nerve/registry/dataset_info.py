@@ -30,6 +30,10 @@ LOCATIONS = ("distal", "medial", "proximal", "n/a")
 REQUIRED_COLUMNS = ("participant_id", "cohort", "location")
 FILE_ENDING = ".nii.gz"
 CHANNEL_SUFFIX = "_0000"
+#: nnU-Net's raw-dataset folders: training images, their labels (here the consensus), test images.
+IMAGES_TR = "imagesTr"
+LABELS_TR = "labelsTr"
+IMAGES_TS = "imagesTs"
 RATERS_FOLDER = "raters"
 PARTICIPANTS_FILE = "participants.tsv"
 #: A registry's optional list of raters, in the order comparisons are reported (column ``rater_id``).
@@ -85,10 +89,10 @@ class DatasetInfo:
         return self.participants[case].location
 
     def image_path(self, case: str) -> Path:
-        return self.folder / "imagesTr" / f"{case}{CHANNEL_SUFFIX}{FILE_ENDING}"
+        return self.folder / IMAGES_TR / image_file_name(case)
 
     def consensus_path(self, case: str) -> Path:
-        return self.folder / "labelsTr" / f"{case}{FILE_ENDING}"
+        return self.folder / LABELS_TR / f"{case}{FILE_ENDING}"
 
     def rater_path(self, rater: str, case: str) -> Path:
         return self.folder / RATERS_FOLDER / rater / f"{case}{FILE_ENDING}"
@@ -99,6 +103,11 @@ class DatasetInfo:
 
     def cases_of_cohort(self, cohort: str) -> list:
         return [c for c in self.cases if self.participants[c].cohort == cohort]
+
+
+def image_file_name(case: str) -> str:
+    """nnU-Net's name of a case's (only) image channel: ``<case>_0000.nii.gz``."""
+    return f"{case}{CHANNEL_SUFFIX}{FILE_ENDING}"
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
@@ -254,10 +263,10 @@ def load_dataset_info(dataset_dir: "str | int | os.PathLike") -> DatasetInfo:
         raise NerveError(f"{json_path}: '{PROVENANCE_KEY}.raters' lists rater(s) {', '.join(repeated)} more than once")
     participants = read_participants(folder / PARTICIPANTS_FILE)
     by_case = {p.participant_id: p for p in participants}
-    label_cases = sorted(p.name[: -len(FILE_ENDING)] for p in (folder / "labelsTr").glob("*" + FILE_ENDING))
+    label_cases = sorted(p.name[: -len(FILE_ENDING)] for p in (folder / LABELS_TR).glob("*" + FILE_ENDING))
     problems = []
     for case in sorted(set(label_cases) - set(by_case)):
-        problems.append(f"{folder / 'labelsTr' / (case + FILE_ENDING)}: case {case} is not in {PARTICIPANTS_FILE}")
+        problems.append(f"{folder / LABELS_TR / (case + FILE_ENDING)}: case {case} is not in {PARTICIPANTS_FILE}")
     for case in sorted(set(by_case) - set(label_cases)):
         problems.append(f"{folder / PARTICIPANTS_FILE}: case {case} has no consensus in labelsTr")
     info = DatasetInfo(folder=folder, dataset_id=int(m.group(1)), name=m.group(2), cases=tuple(sorted(by_case)),

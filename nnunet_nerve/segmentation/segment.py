@@ -83,7 +83,8 @@ class ScanInput:
     image: object           # SimpleITK image
     series: object = None   # dicom_series.DicomSeries for DICOM input
 
-    def describe(self) -> dict:
+    def metadata(self) -> dict:
+        """Path, kind, size, spacing, origin, direction (and the DICOM series' uid, description, slices)."""
         out = {"path": str(self.path.resolve()), "kind": "DICOM series" if self.kind == "dicom" else "image file",
                "size": list(self.image.GetSize()), "spacing": list(self.image.GetSpacing()),
                "origin": list(self.image.GetOrigin()), "direction": list(self.image.GetDirection())}
@@ -159,7 +160,7 @@ def segment(input_path: "str | os.PathLike", out: "str | os.PathLike", model: "s
     source = stages.run("read input", read_input, input_path, series_uid, log)
     if log:
         size = source.image.GetSize()
-        log(f"    {source.describe()['kind']}: {size[0]} x {size[1]} x {size[2]} voxels")
+        log(f"    {source.metadata()['kind']}: {size[0]} x {size[1]} x {size[2]} voxels")
     predictor = stages.run("load model", _load, model_folder, device, mirroring, progress_bar)
     raw = stages.run("predict", _predict, predictor, source.image, device)
     return segment_from_prediction(source, raw, out, model_description(model_folder, predictor),
@@ -229,7 +230,7 @@ def _postprocess(raw: np.ndarray, image, enabled: bool):
 
 
 def _reference(reference, log):
-    from nnunet_nerve.biomarkers.report import load_reference
+    from nnunet_nerve.biomarkers.sources import load_reference
 
     return load_reference(reference, log=log)
 
@@ -299,7 +300,7 @@ def _record(source: ScanInput, model_info: dict, device: str, postprocess: bool,
     return {
         "version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "input": source.describe(),
+        "input": source.metadata(),
         "model": model_info,
         "device": device,
         "postprocess": postprocess,

@@ -186,7 +186,8 @@ def evaluate_runs(layout, ab: AblationLayout, heldout: list, runs: list) -> tupl
 def write_outputs(ab: AblationLayout, chosen: list, seeds: int, heldout: list, budget: dict,
                   per_case: list, run_rows: list) -> None:
     """per_case.csv, runs.csv and ablation.md (each written atomically, replacing an earlier one)."""
-    from nnunet_nerve.evaluation.report import PER_CASE_COLUMNS, write_csv
+    from nnunet_nerve.evaluation.report import PER_CASE_COLUMNS
+    from nnunet_nerve.io.tables import write_csv
 
     names = [m.name for m in chosen]
     summaries = method_summaries(run_rows, names, REFERENCE, METRICS)

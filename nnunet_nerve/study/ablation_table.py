@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnunet_nerve.evaluation.evaluator import describe
+from nnunet_nerve.evaluation.evaluator import finite_mean_sd
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,10 @@ class MetricSpec:
 
 def run_means(rows: list, metrics) -> dict:
     """Per-run summary of per-case rows: ``n_cases`` and, per metric, ``<key>_mean`` over the
-    finite values and ``<key>_n_inf`` (see ``evaluation.describe``)."""
+    finite values and ``<key>_n_inf`` (see ``evaluation.evaluator.finite_mean_sd``)."""
     out = {"n_cases": len(rows)}
     for m in metrics:
-        d = describe([float(r[m.key]) for r in rows])
+        d = finite_mean_sd([float(r[m.key]) for r in rows])
         out[f"{m.key}_mean"] = d["mean"]
         out[f"{m.key}_n_inf"] = d["n_inf"]
     return out

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from nnunet_nerve.study.console_scripts import console_script
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.registry.dataset_info import IMAGES_TR, image_file_name
 from nnunet_nerve.training.trainer_dir import trainer_dir
 
 DEMO_MARKER = ".nnunet-nerve-demo"
@@ -138,12 +140,6 @@ def run_logged(cmd: list[str], log: Path, env: dict, on_line: Callable[[str], No
         raise NerveError(f"{cmd[0]} failed (exit {code}); see {log}: {tail[0][:200]}")
 
 
-def _bin(name: str) -> str:
-    """A console script installed next to this interpreter (nnUNetv2_*, nnunet-nerve)."""
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
-
-
 def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None = None,
              patients: int | None = None, seed: int = 0, device: str | None = None,
              epochs: int | None = None, iterations: int | None = None) -> Path:
@@ -155,15 +151,34 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
     device = device or ("cuda" if full else "cpu")
     progress = Progress(total_stages=6 + 2 * len(layout.methods) + 1)
     prepare_dataset(layout, progress, env, volunteers, patients, seed)
+    train_methods(layout, progress, env, device)
+    heldout = predict_methods(layout, progress, env, device)
+    postprocess_predictions(layout, progress, env)
+    evaluate_methods(layout, progress, env)
+    case = biomarkers_of_one_case(layout, progress, env, heldout)
 
-    # 4. Training, one method after the other, same fold, same budget.
+    # 9. The report.
+    progress.stage("report.md", False)
+    from nnunet_nerve.study.demo_report import write_report
+
+    write_report(layout, heldout, case)
+    print_outputs(layout, progress)
+    return layout.report
+
+
+def train_methods(layout: DemoLayout, progress: Progress, env: dict, device: str) -> None:
+    """Stage 4: training, one method after the other, same fold, same budget (skipped per
+    method when its final checkpoint exists)."""
     for name, trainer in layout.methods.items():
         final = layout.fold_dir(trainer) / "checkpoint_final.pth"
         progress.stage(f"nnUNetv2_train {DATASET_ID} 2d {FOLD} -tr {trainer} ({name})", final.exists())
         if not final.exists():
             train_fold(trainer, device, env, progress, layout.logs / f"4_train_{trainer}.log", layout.full)
 
-    # 5. Prediction of the held-out fold with nnU-Net's own command.
+
+def predict_methods(layout: DemoLayout, progress: Progress, env: dict, device: str) -> list:
+    """Stage 5: prediction of the held-out fold with nnU-Net's own command, per method;
+    returns the held-out cases."""
     heldout = heldout_cases(layout)
     link_heldout_images(layout, heldout)
     for name, trainer in layout.methods.items():
@@ -172,42 +187,51 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
                        target.exists())
         if not target.exists():
             predict_heldout(layout, trainer, target, device, env, layout.logs / f"5_predict_{trainer}.log")
+    return heldout
 
-    # 6. Physiological post-processing of both methods' predictions (the report compares before and after).
+
+def postprocess_predictions(layout: DemoLayout, progress: Progress, env: dict) -> None:
+    """Stage 6: physiological post-processing of every method's predictions (the report
+    compares before and after)."""
     done = all((layout.postprocessed / name).exists() for name in layout.methods)
     progress.stage("nnunet-nerve postprocess of both methods' predictions", done)
     if not done:
         for name in layout.methods:
             if not (layout.postprocessed / name).exists():
-                run_logged([_bin("nnunet-nerve"), "postprocess", str(layout.predictions / name),
+                run_logged([console_script("nnunet-nerve"), "postprocess", str(layout.predictions / name),
                             str(layout.postprocessed / name)], layout.logs / "6_postprocess.log", env)
 
-    # 7. Evaluation: the paper's Table 1, both methods side by side, and the biomarker agreement.
+
+def evaluate_methods(layout: DemoLayout, progress: Progress, env: dict) -> None:
+    """Stage 7: the paper's Table 1, the methods side by side, and the biomarker agreement."""
     done = (layout.evaluation / "table1.md").exists()
     progress.stage("nnunet-nerve evaluate --biomarkers (Table 1, statistics, boxplots, biomarker agreement)", done)
     if not done:
-        cmd = [_bin("nnunet-nerve"), "evaluate", "--dataset", str(layout.dataset), "--out", str(layout.evaluation),
-               "--allow-missing", "--biomarkers"]
+        cmd = [console_script("nnunet-nerve"), "evaluate", "--dataset", str(layout.dataset),
+               "--out", str(layout.evaluation), "--allow-missing", "--biomarkers"]
         for name in layout.methods:
             cmd += ["--pred", str(layout.predictions / name), "--name", name]
         run_logged(cmd, layout.logs / "7_evaluate.log", env)
 
-    # 8. Biomarkers of one held-out patient from the FC-DenseNet segmentation, post-processed (the default;
-    # the summary lists what post-processing removed). The phantom's stacks are right legs.
+
+def biomarkers_of_one_case(layout: DemoLayout, progress: Progress, env: dict, heldout: list) -> str:
+    """Stage 8: biomarkers of one held-out patient from the first method's segmentation,
+    post-processed (the default; the summary lists what post-processing removed). The
+    phantom's stacks are right legs. Returns the case."""
     case = _biomarker_case(layout, heldout)
     done = layout.biomarkers.exists()
     progress.stage(f"nnunet-nerve biomarkers of {case} (post-processed FC-DenseNet mask)", done)
     if not done:
         first = next(iter(layout.methods))
-        run_logged([_bin("nnunet-nerve"), "biomarkers", "--image", str(layout.dataset / "imagesTr" / f"{case}_0000.nii.gz"),
+        run_logged([console_script("nnunet-nerve"), "biomarkers",
+                    "--image", str(layout.dataset / IMAGES_TR / image_file_name(case)),
                     "--mask", str(layout.predictions / first / f"{case}.nii.gz"), "--side", "right",
                     "--out", str(layout.biomarkers)], layout.logs / "8_biomarkers.log", env)
+    return case
 
-    # 9. The report.
-    progress.stage("report.md", False)
-    from nnunet_nerve.study.demo_report import write_report
 
-    write_report(layout, heldout, case)
+def print_outputs(layout: DemoLayout, progress: Progress) -> None:
+    """The closing lines: the elapsed time and where each output is."""
     print(f"\nDone in {progress.elapsed()}. Everything is under {layout.out}:")
     for label, path in [("report", layout.report), ("registry", layout.registry), ("nnU-Net dataset", layout.dataset),
                         ("trained models", layout.results / layout.dataset.name),
@@ -215,7 +239,6 @@ def run_demo(out: str | os.PathLike, full: bool = False, volunteers: int | None 
                         ("evaluation", layout.evaluation),
                         ("biomarkers", layout.biomarkers), ("logs", layout.logs)]:
         print(f"  {label:16s} {path}")
-    return layout.report
 
 
 def open_demo_folder(out: str | os.PathLike, full: bool = False, epochs: int | None = None,
@@ -248,7 +271,7 @@ def prepare_dataset(layout: DemoLayout, progress: Progress, env: dict, volunteer
         size = "paper" if full else "small"
         n_vol = volunteers if volunteers is not None else 10 if full else 8
         n_pat = patients if patients is not None else 42 if full else 8
-        run_logged([_bin("nnunet-nerve"), "phantom", str(layout.registry), "--volunteers", str(n_vol),
+        run_logged([console_script("nnunet-nerve"), "phantom", str(layout.registry), "--volunteers", str(n_vol),
                     "--patients", str(n_pat), "--seed", str(seed), "--size", size],
                    layout.logs / "1_phantom.log", env)
 
@@ -256,7 +279,7 @@ def prepare_dataset(layout: DemoLayout, progress: Progress, env: dict, volunteer
     done = (layout.dataset / "dataset.json").exists() and layout.splits.exists()
     progress.stage(f"convert to {layout.dataset.name} with the fixed 4-fold split (nnunet-nerve convert)", done)
     if not done:
-        run_logged([_bin("nnunet-nerve"), "convert", str(layout.registry), "-d", str(DATASET_ID),
+        run_logged([console_script("nnunet-nerve"), "convert", str(layout.registry), "-d", str(DATASET_ID),
                     "--name", DATASET_NAME, "--seed", str(seed), "--overwrite"],
                    layout.logs / "2_convert.log", env)
 
@@ -264,7 +287,7 @@ def prepare_dataset(layout: DemoLayout, progress: Progress, env: dict, volunteer
     marker = layout.stages / "preprocess.done"
     progress.stage("nnUNetv2_plan_and_preprocess -c 2d", marker.exists())
     if not marker.exists():
-        run_logged([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
+        run_logged([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d",
                     "--verify_dataset_integrity", "-np", "2", "-npfp", "2"], layout.logs / "3_preprocess.log", env)
         marker.touch()
 
@@ -280,7 +303,8 @@ def train_fold(trainer: str, device: str, env: dict, progress: Progress, log: Pa
         if m:
             progress.bar(f"{trainer} epoch", int(m.group(1)), total)
 
-    run_logged([_bin("nnUNetv2_train"), str(DATASET_ID), "2d", str(FOLD), "-tr", trainer, "-device", device, "--c"],
+    run_logged([console_script("nnUNetv2_train"), str(DATASET_ID), "2d", str(FOLD), "-tr", trainer,
+                "-device", device, "--c"],
                log, env, on_line)
     progress.bar(f"{trainer} epoch", total, total)
 
@@ -299,7 +323,7 @@ def predict_heldout(layout: DemoLayout, trainer: str, target: Path, device: str,
     sibling and renamed at the end)."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    run_logged([_bin("nnUNetv2_predict"), "-i", str(layout.heldout_images), "-o", str(tmp),
+    run_logged([console_script("nnUNetv2_predict"), "-i", str(layout.heldout_images), "-o", str(tmp),
                 "-d", str(DATASET_ID), "-c", "2d", "-tr", trainer, "-f", str(FOLD), "-device", device,
                 "-npp", "1", "-nps", "1", *NO_TTA], log, env)
     os.replace(tmp, target)
@@ -314,14 +338,14 @@ def heldout_cases(layout: DemoLayout) -> list[str]:
 def link_heldout_images(layout: DemoLayout, cases: list[str]) -> None:
     """The held-out fold's images in a folder of their own, as nnUNetv2_predict's input."""
     folder = layout.heldout_images
-    if folder.exists() and sorted(p.name for p in folder.iterdir()) == sorted(f"{c}_0000.nii.gz" for c in cases):
+    if folder.exists() and sorted(p.name for p in folder.iterdir()) == sorted(image_file_name(c) for c in cases):
         return
     shutil.rmtree(folder, ignore_errors=True)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for case in cases:
-        shutil.copy2(layout.dataset / "imagesTr" / f"{case}_0000.nii.gz", tmp / f"{case}_0000.nii.gz")
+        shutil.copy2(layout.dataset / IMAGES_TR / image_file_name(case), tmp / image_file_name(case))
     os.replace(tmp, folder)
 
 

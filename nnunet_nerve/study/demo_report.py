@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from nnunet_nerve.io.atomic import atomic_file
 from nnunet_nerve.segmentation.report import three_nerve_slices
+from nnunet_nerve.registry.dataset_info import FILE_ENDING, IMAGES_TR, LABELS_TR, image_file_name
 
 METHOD_COLOURS = ("#e8463a", "#3a8ee8", "#f0c419", "#b04ae8")
 
@@ -57,7 +58,7 @@ def postprocessing_effect(layout, heldout: list[str]) -> list[dict]:
 
     values = {}
     for case in heldout:
-        label = read_image(layout.dataset / "labelsTr" / f"{case}.nii.gz")
+        label = read_image(layout.dataset / LABELS_TR / f"{case}{FILE_ENDING}")
         consensus = sitk.GetArrayFromImage(label) > 0
         for name in layout.methods:
             for when, folder in (("before", layout.predictions), ("after", layout.postprocessed)):
@@ -118,8 +119,8 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
 
     out = layout.out
     read = lambda p: sitk.GetArrayFromImage(read_image(p))  # noqa: E731
-    image = read(layout.dataset / "imagesTr" / f"{case}_0000.nii.gz")
-    consensus = read(layout.dataset / "labelsTr" / f"{case}.nii.gz") > 0
+    image = read(layout.dataset / IMAGES_TR / image_file_name(case))
+    consensus = read(layout.dataset / LABELS_TR / f"{case}{FILE_ENDING}") > 0
     preds = {name: read(layout.predictions / name / f"{case}.nii.gz") > 0 for name in layout.methods}
     figure3 = out / "figures" / "figure3_contours.png"
     plot_figure3(figure3, image, consensus, preds, case)
