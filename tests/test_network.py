@@ -264,7 +264,6 @@ def test_checkpointing_keeps_far_fewer_activations():
     (quadratic in the block depth) are no longer kept for backward."""
     torch.manual_seed(0)
     plain = FCDenseNet(memory_efficient=False)
-    lean = FCDenseNet(memory_efficient=True)
     x = torch.randn(2, 1, 64, 64)
     layers_only = FCDenseNet(memory_efficient=True, checkpoint_levels=False)
     kept_plain, kept_layers = saved_bytes(plain, x), saved_bytes(layers_only, x)

@@ -24,6 +24,7 @@ Outputs (``write_agreement``, one folder built atomically): ``agreement_per_case
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
