@@ -15,7 +15,9 @@ Evaluation needs nothing but this folder; ``load_dataset_info`` reads it.
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import os
 import re
@@ -163,21 +165,58 @@ def find_dataset_dir(id_or_path: "str | int | os.PathLike") -> Path:
     raise NerveError(f"{text}: not a dataset folder, a dataset id or a Dataset<ID>_<NAME> name")
 
 
+#: Byte-order marks and the encodings they announce (spreadsheets write them: Excel's
+#: "Unicode text" is UTF-16 with a BOM, "CSV UTF-8" is UTF-8 with one).
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+#: Tried in order for a file without a BOM: UTF-8, then Windows' cp1252 (Excel's "Text (Tab delimited)").
+_FALLBACK_ENCODINGS = ("utf-8", "cp1252")
+
+
+def read_text(path: Path) -> str:
+    """The text of a file in the encodings a clinician's spreadsheet writes: UTF-8, UTF-8 or
+    UTF-16 with a byte-order mark, else Windows cp1252. NerveError naming the file when it
+    cannot be read or decoded (binary data, another encoding)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise NerveError(f"{path}: cannot read ({e.strerror or e})") from None
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise NerveError(f"{path}: not valid {encoding} text despite its byte-order mark ({e.reason} "
+                                 f"at byte {e.start})") from None
+    if b"\0" not in data:
+        for encoding in _FALLBACK_ENCODINGS:
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+    raise NerveError(f"{path}: not text in UTF-8, UTF-16 (with a byte-order mark) or Windows cp1252; "
+                     "save it as tab-separated text (UTF-8)")
+
+
 def read_tsv(path: "str | os.PathLike", required: tuple) -> list:
     """The rows of a tab-separated file with a header, as dicts of stripped values (file order).
 
     The header must hold every column of ``required`` (any order, others allowed); blank
-    lines are skipped; a leading BOM (spreadsheet exports) is ignored. NerveError naming the
-    file: missing, empty, a required column absent, a line with another number of fields.
+    lines are skipped; the text is decoded by ``read_text`` (UTF-8, UTF-8/UTF-16 with a BOM,
+    cp1252). NerveError naming the file: missing, unreadable, empty, comma-separated
+    (a header without tabs but with commas), a required column absent, a line with another
+    number of fields.
     """
     path = Path(path)
     if not path.is_file():
         raise NerveError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often add a BOM
-        reader = csv.reader(f, delimiter="\t")
-        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t")
+    rows = [r for r in reader if any(cell.strip() for cell in r)]
     if not rows:
         raise NerveError(f"{path}: empty file, expected a header with {', '.join(required)}")
+    if len(rows[0]) == 1 and ("," in rows[0][0] or ";" in rows[0][0]):
+        separator = "commas" if "," in rows[0][0] else "semicolons"
+        raise NerveError(f"{path}: not tab-separated (found {separator} in the header line, no tabs); "
+                         "save it as tab-separated text")
     header = [h.strip() for h in rows[0]]
     missing = [c for c in required if c not in header]
     if missing:

@@ -1,0 +1,69 @@
+"""Issue 13's remaining cases: inputs that gave a traceback or an unclear message now give a
+correct result or ONE ``error:`` line naming the file and the problem, and write nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run, script
+from test_evaluation import single_error_line
+from test_registry_validation import make_registry
+
+from nnunet_nerve.registry.reader import scan_registry
+
+NOTE_HEADER = "participant_id\tcohort\tlocation\tnote"
+NOTE_ROWS = ("sub-001\tvolunteer\tdistal\tcafé 5 µl", "sub-002\tpatient\tmedial\tRöntgen", "sub-003\tpatient\tdistal\t")
+
+
+def cli(*args, **kwargs):
+    return run([script("nnunet-nerve"), *map(str, args)], check=False, timeout=300, **kwargs)
+
+
+def one_error(proc, *words) -> str:
+    """The only ``error:`` line of a failed run without traceback, holding every word."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = single_error_line(proc)
+    for word in words:
+        assert str(word) in line, line
+    return line
+
+
+def tree(root: Path) -> list:
+    return sorted((str(p.relative_to(root)), p.stat().st_size if p.is_file() else -1) for p in root.rglob("*"))
+
+
+# 1. participants.tsv as a spreadsheet saves it
+
+@pytest.mark.parametrize("encoding, bom, newline", [
+    ("utf-8", b"", "\n"),
+    ("utf-8", b"\xef\xbb\xbf", "\r\n"),          # Excel "CSV UTF-8"
+    ("utf-16-le", b"\xff\xfe", "\r\n"),          # Excel "Unicode text"
+    ("utf-16-be", b"\xfe\xff", "\r\n"),
+    ("cp1252", b"", "\r\n"),                     # Excel "Text (Tab delimited)" on Windows
+])
+def test_participants_in_every_spreadsheet_encoding_read_as_utf8(tmp_path, encoding, bom, newline):
+    root = make_registry(tmp_path / "reg")
+    text = newline.join((NOTE_HEADER,) + NOTE_ROWS) + newline
+    (root / "participants.tsv").write_bytes(bom + text.encode(encoding))
+    participants = scan_registry(root).participants
+    assert [(p.participant_id, p.cohort, p.location, p.extra["note"]) for p in participants] == [
+        tuple(row.split("\t")) for row in NOTE_ROWS]
+    proc = cli("check", root)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith(f"{root}: ok, 3 subjects")
+
+
+def test_undecodable_participants_is_one_line(tmp_path):
+    root = make_registry(tmp_path / "reg")
+    (root / "participants.tsv").write_bytes(b"participant_id\tcohort\tlocation\n\x00\x81\x8d\x00")
+    one_error(cli("check", root), root / "participants.tsv", "UTF-8")
+
+
+@pytest.mark.parametrize("separator, word", [(",", "commas"), (";", "semicolons")])
+def test_comma_separated_participants_is_named_as_such(tmp_path, separator, word):
+    root = make_registry(tmp_path / "reg")
+    rows = ["participant_id,cohort,location", "sub-001,volunteer,distal"]
+    (root / "participants.tsv").write_text("\n".join(r.replace(",", separator) for r in rows) + "\n")
+    one_error(cli("check", root), root / "participants.tsv", f"not tab-separated (found {word}")
