@@ -2,6 +2,8 @@
 correct result or ONE ``error:`` line naming the file and the problem, and write nothing."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,20 @@ NOTE_HEADER = "participant_id\tcohort\tlocation\tnote"
 NOTE_ROWS = ("sub-001\tvolunteer\tdistal\tcafé 5 µl", "sub-002\tpatient\tmedial\tRöntgen", "sub-003\tpatient\tdistal\t")
 
 
-def cli(*args, **kwargs):
-    return run([script("nnunet-nerve"), *map(str, args)], check=False, timeout=300, **kwargs)
+def cli(*args, prefix=(), **kwargs):
+    return run([*prefix, script("nnunet-nerve"), *map(str, args)], check=False, timeout=300, **kwargs)
+
+
+def unprivileged() -> list:
+    """A command prefix under which chmod denies access: none for a normal user; for root
+    (CI, containers), setpriv dropping the capabilities that let root ignore file modes."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): chmod cannot deny root access")
+    drop = "-dac_override,-dac_read_search"
+    return [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}"]
 
 
 def one_error(proc, *words) -> str:
@@ -67,3 +81,84 @@ def test_comma_separated_participants_is_named_as_such(tmp_path, separator, word
     rows = ["participant_id,cohort,location", "sub-001,volunteer,distal"]
     (root / "participants.tsv").write_text("\n".join(r.replace(",", separator) for r in rows) + "\n")
     one_error(cli("check", root), root / "participants.tsv", f"not tab-separated (found {word}")
+
+
+# 2. read-only and unreadable folders, folders that are files
+
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed")
+
+
+@pytest.mark.parametrize("variable", NNUNET_FOLDERS)
+def test_nnunet_folder_that_is_a_file(tmp_path, nnunet_env, variable):
+    registry = make_registry(tmp_path / "reg")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    env = {**nnunet_env, variable: str(a_file)}
+    one_error(cli("convert", registry, "-d", 42, "--folds", 2, env=env), f"{variable}={a_file}", "not a folder")
+    assert a_file.read_text() == "not a folder"
+    assert all(not any(Path(nnunet_env[v]).iterdir()) for v in NNUNET_FOLDERS)
+
+
+def test_output_below_a_file(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    one_error(cli("phantom", a_file / "reg", "--volunteers", 1, "--patients", 0), a_file, "not a folder")
+    assert a_file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("variable", NNUNET_FOLDERS)
+def test_read_only_nnunet_folder(tmp_path, nnunet_env, variable):
+    prefix = unprivileged()
+    registry = make_registry(tmp_path / "reg")
+    folder = Path(nnunet_env[variable])
+    folder.chmod(0o555)
+    try:
+        proc = cli("convert", registry, "-d", 42, "--folds", 2, prefix=prefix, env=nnunet_env)
+    finally:
+        folder.chmod(0o755)
+    one_error(proc, folder, "permission denied")
+    assert all(not any(Path(nnunet_env[v]).iterdir()) for v in NNUNET_FOLDERS)
+
+
+def test_read_only_output_folder(tmp_path):
+    prefix = unprivileged()
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        proc = cli("phantom", folder / "reg", "--volunteers", 1, "--patients", 0, prefix=prefix)
+    finally:
+        folder.chmod(0o755)
+    one_error(proc, f"{folder}: permission denied", "cannot write reg")
+    assert not any(folder.iterdir())
+
+
+@pytest.mark.parametrize("unreadable", [".", "sub-002/anat"])
+def test_unreadable_registry(tmp_path, unreadable):
+    prefix = unprivileged()
+    registry = make_registry(tmp_path / "reg")
+    folder = (registry / unreadable).resolve()
+    folder.chmod(0o000)
+    try:
+        proc = cli("check", registry, prefix=prefix)
+    finally:
+        folder.chmod(0o755)
+    one_error(proc, folder, "permission denied")
+
+
+@pytest.mark.parametrize("unreadable", [".", "labelsTr", "raters"])
+def test_unreadable_dataset(tmp_path, nnunet_env, unreadable):
+    prefix = unprivileged()
+    run([script("nnunet-nerve"), "convert", str(make_registry(tmp_path / "reg")), "-d", "42", "--folds", "0"],
+        env=nnunet_env)
+    dataset = next(Path(nnunet_env["nnUNet_raw"]).glob("Dataset042_*"))
+    folder = (dataset / unreadable).resolve()
+    out = tmp_path / "eval"
+    folder.chmod(0o000)
+    try:
+        proc = cli("evaluate", "--dataset", 42, "--pred", tmp_path / "reg", "--out", out, prefix=prefix,
+                   env=nnunet_env)
+    finally:
+        folder.chmod(0o755)
+    one_error(proc, folder, "permission denied")
+    assert not out.exists()

@@ -120,12 +120,15 @@ def read_json(path: Path, missing_hint: str = ""):
 
 def nnunet_folder(variable: str) -> Path:
     """The folder in environment variable ``variable`` (nnUNet_raw, nnUNet_preprocessed,
-    nnUNet_results); NerveError naming it when unset."""
+    nnUNet_results); NerveError naming it when unset or when it names a file."""
     value = os.environ.get(variable)
     if not value:
         raise NerveError(f"{variable} is not set; export {variable}=/path/to/{variable} "
                          "(see nnU-Net's documentation/setting_up_paths.md)")
-    return Path(value)
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NerveError(f"{variable}={value}: not a folder (it is a file); point {variable} at a folder")
+    return path
 
 
 def nnunet_raw() -> Path:
@@ -293,7 +296,9 @@ def load_dataset_info(dataset_dir: "str | int | os.PathLike") -> DatasetInfo:
         raise NerveError(f"{json_path}: '{PROVENANCE_KEY}.raters' lists rater(s) {', '.join(repeated)} more than once")
     participants = read_participants(folder / PARTICIPANTS_FILE)
     by_case = {p.participant_id: p for p in participants}
-    label_cases = sorted(p.name[: -len(FILE_ENDING)] for p in (folder / "labelsTr").glob("*" + FILE_ENDING))
+    labels = folder / "labelsTr"  # iterdir, not glob: an unreadable folder raises instead of looking empty
+    label_cases = sorted(p.name[: -len(FILE_ENDING)] for p in (labels.iterdir() if labels.is_dir() else ())
+                         if p.name.endswith(FILE_ENDING))
     problems = []
     for case in sorted(set(label_cases) - set(by_case)):
         problems.append(f"{folder / 'labelsTr' / (case + FILE_ENDING)}: case {case} is not in {PARTICIPANTS_FILE}")
