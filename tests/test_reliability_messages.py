@@ -162,3 +162,17 @@ def test_unreadable_dataset(tmp_path, nnunet_env, unreadable):
         folder.chmod(0o755)
     one_error(proc, folder, "permission denied")
     assert not out.exists()
+
+
+# 3. replacing the folder one stands in
+
+@pytest.mark.parametrize("out, cwd", [(".", "."), ("../..", "sub-001/anat"), ("{registry}", ".")])
+def test_phantom_onto_the_current_folder_is_refused(tmp_path, monkeypatch, out, cwd):
+    registry = make_registry(tmp_path / "reg")
+    here = registry / cwd
+    out = out.format(registry=registry)
+    monkeypatch.chdir(tmp_path)  # keep the test process out of the folder the command might remove
+    before = tree(tmp_path)
+    proc = cli("phantom", out, "--overwrite", "--volunteers", 1, "--patients", 0, cwd=here)
+    one_error(proc, f"{registry}: the registry folder is the current folder or contains it", "--overwrite")
+    assert tree(tmp_path) == before

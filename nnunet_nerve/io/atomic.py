@@ -206,6 +206,17 @@ def _temporary_prefix(final: Path, kind: str = "tmp") -> str:
     return f".{final.name}.{kind}-{HOST}-{os.getpid()}-"
 
 
+def refuse_replacing_the_working_directory(final: Path, what: str = "output folder") -> None:
+    """NerveError when replacing ``final`` would delete the current folder or a folder above
+    it (``phantom . --overwrite``, ``demo .. --overwrite``) or the file system's root."""
+    if not final.exists() and not final.is_symlink():
+        return
+    target, cwd = final.resolve(), Path.cwd().resolve()
+    if not final.name or target == cwd or target in cwd.parents:
+        raise NerveError(f"{final}: the {what} is the current folder or contains it ({cwd}); refusing to "
+                         "replace it, even with --overwrite: choose a new folder or run from elsewhere")
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces ``final``.
@@ -213,8 +224,9 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False, what: st
     On any exception (Ctrl-C and, under ``termination_signals_raise``, SIGTERM/SIGHUP
     included) the temporary folder is removed and ``final`` is left untouched.
     """
-    final = Path(final)
+    final = Path(os.path.abspath(final))  # "." and ".." by name (symbolic links are kept as links)
     refuse_existing(final, overwrite, what)
+    refuse_replacing_the_working_directory(final, what)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), dir=final.parent))
