@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 
 from conftest import run, script
 from test_evaluation import single_error_line
 from test_registry_validation import make_registry
 
-from nnunet_nerve.registry.reader import scan_registry
+from nnunet_nerve.registry.reader import mask_path, scan_registry
 
 NOTE_HEADER = "participant_id\tcohort\tlocation\tnote"
 NOTE_ROWS = ("sub-001\tvolunteer\tdistal\tcafé 5 µl", "sub-002\tpatient\tmedial\tRöntgen", "sub-003\tpatient\tdistal\t")
@@ -176,3 +177,18 @@ def test_phantom_onto_the_current_folder_is_refused(tmp_path, monkeypatch, out, 
     proc = cli("phantom", out, "--overwrite", "--volunteers", 1, "--patients", 0, cwd=here)
     one_error(proc, f"{registry}: the registry folder is the current folder or contains it", "--overwrite")
     assert tree(tmp_path) == before
+
+
+# 4. the same rater's mask twice
+
+def test_duplicate_nii_and_nii_gz_mask_is_named_as_such(tmp_path):
+    registry = make_registry(tmp_path / "reg")
+    mask = mask_path(registry, "sub-002", "BW")
+    twin = mask.with_name(mask.name[: -len(".nii.gz")] + ".nii")
+    sitk.WriteImage(sitk.ReadImage(str(mask)), str(twin))
+    proc = cli("check", registry)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"error: sub-002: {mask.parent}: two masks for rater BW of subject sub-002: {twin.name} and {mask.name}; " \
+           "keep one" in proc.stderr.splitlines()
+    assert "not a rater mask name" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"error: {registry}: 1 problem(s) in the registry; nothing was written"
