@@ -6,10 +6,12 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from conftest import run, script
+from nerve_tubes import t2_image, tube, write
 from test_evaluation import single_error_line
 from test_registry_validation import make_registry
 
@@ -192,3 +194,15 @@ def test_duplicate_nii_and_nii_gz_mask_is_named_as_such(tmp_path):
            "keep one" in proc.stderr.splitlines()
     assert "not a rater mask name" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == f"error: {registry}: 1 problem(s) in the registry; nothing was written"
+
+
+# 6. "no nerve found" once
+
+def test_no_nerve_found_is_said_once(tmp_path):
+    nerve = tube((24, 24), 3.0)
+    image = write(tmp_path / "t2.nii.gz", t2_image(nerve))
+    empty = write(tmp_path / "empty.nii.gz", np.zeros_like(nerve, dtype=np.uint8))
+    proc = cli("biomarkers", "--image", image, "--mask", empty, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if "no nerve found" in line]
+    assert len(said) == 1 and said[0].startswith(f"warning: {empty}: "), proc.stdout + proc.stderr
