@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from conftest import run, script
 from nerve_tubes import t2_image, tube, write
-from test_evaluation import single_error_line
+from test_evaluation import single_error_line, write_dataset, write_predictions
 from test_registry_validation import make_registry
 
 from nnunet_nerve.registry.reader import mask_path, scan_registry
@@ -206,3 +206,19 @@ def test_no_nerve_found_is_said_once(tmp_path):
     assert proc.returncode == 0, proc.stderr
     said = [line for line in (proc.stdout + proc.stderr).splitlines() if "no nerve found" in line]
     assert len(said) == 1 and said[0].startswith(f"warning: {empty}: "), proc.stdout + proc.stderr
+
+
+# 7. method names that would break Table 1
+
+@pytest.mark.parametrize("name, problem", [
+    ("R-R", "R-R is the raters' row of Table 1"),
+    ("FCD|v2", "'|' would break the Markdown tables"),
+    ("two\nlines", "holds a line break"),
+])
+def test_method_name_that_breaks_table1_is_refused(tmp_path, name, problem):
+    dataset = write_dataset(tmp_path / "raw")
+    predictions = write_predictions(dataset, tmp_path / "pred", seed=1)
+    out = tmp_path / "eval"
+    proc = cli("evaluate", "--dataset", dataset, "--pred", predictions, "--name", name, "--out", out)
+    one_error(proc, f"method name {name!r}: {problem}", "--name")
+    assert not out.exists() and not list(tmp_path.glob(".eval*"))
