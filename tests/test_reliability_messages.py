@@ -222,3 +222,20 @@ def test_method_name_that_breaks_table1_is_refused(tmp_path, name, problem):
     proc = cli("evaluate", "--dataset", dataset, "--pred", predictions, "--name", name, "--out", out)
     one_error(proc, f"method name {name!r}: {problem}", "--name")
     assert not out.exists() and not list(tmp_path.glob(".eval*"))
+
+
+# 8. doctor and nnU-Net's folders
+
+def test_doctor_fails_a_missing_folder_and_a_file(tmp_path, nnunet_env):
+    missing = tmp_path / "not yet" / "nnUNet_raw"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    env = {**nnunet_env, "nnUNet_raw": str(missing), "nnUNet_preprocessed": str(a_file)}
+    proc = run([script("nnunet-nerve"), "doctor"], env=env, check=False, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    at = lines.index(f"[FAIL] nnUNet_raw: {missing}: no such folder")
+    assert lines[at + 1] == f'       fix: mkdir -p "{missing}"'
+    assert f"[FAIL] nnUNet_preprocessed: {a_file}: a file, not a folder" in lines
+    assert f"[ok  ] nnUNet_results: {nnunet_env['nnUNet_results']}" in lines
+    assert not missing.exists() and a_file.read_text() == "not a folder"
