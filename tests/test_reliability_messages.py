@@ -239,3 +239,21 @@ def test_doctor_fails_a_missing_folder_and_a_file(tmp_path, nnunet_env):
     assert f"[FAIL] nnUNet_preprocessed: {a_file}: a file, not a folder" in lines
     assert f"[ok  ] nnUNet_results: {nnunet_env['nnUNet_results']}" in lines
     assert not missing.exists() and a_file.read_text() == "not a folder"
+
+
+# 5. ITK's raw warnings stay off the terminal where our own checks judge the problem
+
+def test_no_raw_itk_warning_for_slice_jitter_our_check_accepts(tmp_path):
+    import pydicom
+
+    from nnunet_nerve.dicom.synthetic import write_dicom_series
+
+    registry = make_registry(tmp_path / "reg")
+    nifti = registry / "sub-001" / "anat" / "sub-001_T2w.nii.gz"
+    files = write_dicom_series(sitk.ReadImage(str(nifti)), nifti.parent / "sub-001_T2w")
+    nifti.unlink()
+    ds = pydicom.dcmread(files[1])  # 0.01 mm off along z: ITK prints "Non uniform sampling" on stderr
+    ds.ImagePositionPatient = [*map(float, ds.ImagePositionPatient[:2]), float(ds.ImagePositionPatient[2]) + 0.01]
+    ds.save_as(files[1])
+    proc = cli("check", registry)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
