@@ -2,7 +2,9 @@
 
 Each module in ``nnunet_nerve.app.commands`` registers its verbs with ``add_parsers`` and
 points them at the verb's function in ``nnunet_nerve.api`` (which holds the defaults). Bad input
-raises ``NerveError``; it becomes one ``error:`` line on stderr and exit status 2.
+raises ``NerveError``; it becomes one ``error:`` line on stderr and exit status 2, as does an
+OSError that names its path (permission denied, a folder that is a file:
+``io.atomic.file_system_error``).
 """
 from __future__ import annotations
 
@@ -40,12 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: "list[str] | None" = None) -> int:
     """Run one verb; Ctrl-C, SIGTERM and SIGHUP remove what was half-written and exit
     with 128 + the signal's number."""
-    from nnunet_nerve.io.atomic import Terminated, termination_signals_raise
+    from nnunet_nerve.io.atomic import Terminated, file_system_error, termination_signals_raise
 
     args = build_parser().parse_args(argv)
     try:
         with termination_signals_raise():
-            return int(args.func(args) or 0)
+            try:
+                return int(args.func(args) or 0)
+            except OSError as e:  # a read-only or unreadable folder, a folder that is a file
+                raise (file_system_error(e) or e) from None
     except NerveError as e:
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)

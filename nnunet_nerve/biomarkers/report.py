@@ -247,6 +247,7 @@ def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, lo
 
     ``reference``: None (subject's own), a NormativeReference, or anything ``load_reference``
     accepts. ``options`` go to ``biomarkers_from_files`` (side, rule, postprocess, location).
+    ``log`` gets one line for the scan, starting ``warning:`` when the mask holds no nerve.
     """
     from nnunet_nerve.io.atomic import refuse_existing, refuse_output_overlap
 
@@ -254,8 +255,8 @@ def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, lo
     refuse_existing(Path(out), overwrite, "output folder")
     reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
     result = biomarkers_from_files(image, mask, reference=reference, **options)
-    if log:
-        log(f"{Path(mask).name}: {summary_line(result)}")
+    if log:  # once: an empty mask's line is the warning ("no nerve found"), not a second line
+        log(f"{'' if result.nerve_found else 'warning: '}{mask}: {summary_line(result)}")
     with atomic_directory(out, overwrite) as tmp:
         write_case_report(tmp, result, Path(mask).name)
         if reference is not None:

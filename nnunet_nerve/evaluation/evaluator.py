@@ -184,6 +184,21 @@ def load_binary_mask(path, grid: sitk.Image, case: str, what: str) -> np.ndarray
     return binary_mask(sitk.GetArrayViewFromImage(image), f"case {case}: {what} {path}")
 
 
+def method_name_problem(name: str) -> "str | None":
+    """Why ``name`` cannot name a method in the reports, or None. Refused: an empty name, the
+    raters' row ``R-R`` (Table 1 would hold two such rows), ``|`` (it splits a Markdown table
+    cell of table1.md) and line breaks or other control characters (they split a CSV row)."""
+    if not name.strip():
+        return "empty"
+    if name.strip() == POOLED_RATERS:
+        return f"{POOLED_RATERS} is the raters' row of Table 1"
+    if "|" in name:
+        return "'|' would break the Markdown tables (table1.md)"
+    if any(not ch.isprintable() for ch in name):
+        return "holds a line break or another control character"
+    return None
+
+
 def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str], None] = lambda s: None,
              hd95: str = DEFAULT_HD95) -> Evaluation:
     """Compute every comparison for every case of ``info``; returns the per-case rows.
@@ -193,6 +208,10 @@ def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str],
     definition the reports show; both are computed.
     """
     names = [p.name for p in prediction_sets]
+    for name in names:
+        problem = method_name_problem(name)
+        if problem:
+            raise NerveError(f"method name {name!r}: {problem}; choose another with --name")
     if len(set(names)) != len(names):
         raise NerveError(f"method names must differ, got {', '.join(names)}; name them with --name")
     paper_metrics(hd95)  # refuses an unknown definition before any work

@@ -35,6 +35,31 @@ TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>[A-Za-
 TERMINATION_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s))
 
 
+#: What a file-system error means for the path it names, by exception type (errno's own text otherwise).
+_OS_ERROR_MEANINGS = (
+    (PermissionError, "permission denied (check the owner and mode of this path and of the folders above it)"),
+    (NotADirectoryError, "a part of this path is a file, not a folder"),
+    (FileExistsError, "exists and is not a folder"),
+    (IsADirectoryError, "is a folder, not a file"),
+)
+
+
+def file_system_error(error: OSError) -> "NerveError | None":
+    """The NerveError for an OSError that names its path (a read-only or unreadable folder, a
+    folder that is a file): ``<path>: <what it means>``; None when the error names no path
+    (then it is no user input problem and stays a traceback)."""
+    if not getattr(error, "filename", None):
+        return None
+    meaning = next((text for kind, text in _OS_ERROR_MEANINGS if isinstance(error, kind)),
+                   error.strerror or str(error))
+    path = Path(os.fsdecode(error.filename))
+    temporary = TEMPORARY_NAME.match(path.name)
+    if temporary:  # our hidden temporary: the user knows the folder and the output's name
+        return NerveError(f"{path.parent}: {meaning}; cannot write {temporary.group('name')} there")
+    where = f"{path} -> {error.filename2}" if getattr(error, "filename2", None) else str(path)
+    return NerveError(f"{where}: {meaning}")
+
+
 def refuse_existing(path: Path, overwrite: bool, what: str = "output") -> None:
     """Raise NerveError if ``path`` exists and ``overwrite`` is False."""
     if Path(path).exists() and not overwrite:
@@ -181,6 +206,17 @@ def _temporary_prefix(final: Path, kind: str = "tmp") -> str:
     return f".{final.name}.{kind}-{HOST}-{os.getpid()}-"
 
 
+def refuse_replacing_the_working_directory(final: Path, what: str = "output folder") -> None:
+    """NerveError when replacing ``final`` would delete the current folder or a folder above
+    it (``phantom . --overwrite``, ``demo .. --overwrite``) or the file system's root."""
+    if not final.exists() and not final.is_symlink():
+        return
+    target, cwd = final.resolve(), Path.cwd().resolve()
+    if not final.name or target == cwd or target in cwd.parents:
+        raise NerveError(f"{final}: the {what} is the current folder or contains it ({cwd}); refusing to "
+                         "replace it, even with --overwrite: choose a new folder or run from elsewhere")
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike, overwrite: bool = False, what: str = "output folder") -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces ``final``.
@@ -188,8 +224,9 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False, what: st
     On any exception (Ctrl-C and, under ``termination_signals_raise``, SIGTERM/SIGHUP
     included) the temporary folder is removed and ``final`` is left untouched.
     """
-    final = Path(final)
+    final = Path(os.path.abspath(final))  # "." and ".." by name (symbolic links are kept as links)
     refuse_existing(final, overwrite, what)
+    refuse_replacing_the_working_directory(final, what)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final), dir=final.parent))

@@ -61,17 +61,16 @@ class DicomSeries:
         geometry checked against the headers."""
         import SimpleITK as sitk
 
+        from nnunet_nerve.io.images import itk_warnings_hidden
+
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(f) for f in self.files])
-        warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
-        sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns on 1e-4 mm jitter, which we checked
         try:
-            image = reader.Execute()
+            with itk_warnings_hidden():  # ITK warns on 1e-4 mm jitter, which we checked
+                image = reader.Execute()
         except RuntimeError as e:
             raise NerveError(f"{self.folder}: cannot read the pixel data of series {self.series_uid} "
                              f"({_last_line(e)})") from None
-        finally:
-            sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
         self._check_image(image)
         return image
 

@@ -6,10 +6,12 @@ slice normal, which ``GetGDCMSeriesFileNames`` does).
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import struct
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,6 +28,20 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 SPACING_RTOL = 1e-4
 DIRECTION_ATOL = 1e-4
 ORIGIN_TOLERANCE_FRACTION = 1e-3
+
+
+@contextlib.contextmanager
+def itk_warnings_hidden() -> Iterator[None]:
+    """Hide ITK's own warnings (printed straight to the terminal) while reading: the checks
+    around every read report the problems they stand for in one line naming the file
+    (damaged files: ``integrity``; slice gaps and jitter: ``dicom.series``; grids:
+    ``grid_mismatch``). The previous setting is restored."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def has_image_suffix(path: str | os.PathLike) -> bool:
@@ -46,7 +62,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise NerveError(f"{path}: no such file")
     check_complete(path)
     try:
-        return sitk.ReadImage(str(path))
+        with itk_warnings_hidden():
+            return sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise NerveError(f"{path}: cannot read image ({_last_line(e)})") from None
 

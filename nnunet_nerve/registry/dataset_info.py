@@ -15,7 +15,9 @@ Evaluation needs nothing but this folder; ``load_dataset_info`` reads it.
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import os
 import re
@@ -127,12 +129,15 @@ def read_json(path: Path, missing_hint: str = ""):
 
 def nnunet_folder(variable: str) -> Path:
     """The folder in environment variable ``variable`` (nnUNet_raw, nnUNet_preprocessed,
-    nnUNet_results); NerveError naming it when unset."""
+    nnUNet_results); NerveError naming it when unset or when it names a file."""
     value = os.environ.get(variable)
     if not value:
         raise NerveError(f"{variable} is not set; export {variable}=/path/to/{variable} "
                          "(see nnU-Net's documentation/setting_up_paths.md)")
-    return Path(value)
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NerveError(f"{variable}={value}: not a folder (it is a file); point {variable} at a folder")
+    return path
 
 
 def nnunet_raw() -> Path:
@@ -172,21 +177,58 @@ def find_dataset_dir(id_or_path: "str | int | os.PathLike") -> Path:
     raise NerveError(f"{text}: not a dataset folder, a dataset id or a Dataset<ID>_<NAME> name")
 
 
+#: Byte-order marks and the encodings they announce (spreadsheets write them: Excel's
+#: "Unicode text" is UTF-16 with a BOM, "CSV UTF-8" is UTF-8 with one).
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+#: Tried in order for a file without a BOM: UTF-8, then Windows' cp1252 (Excel's "Text (Tab delimited)").
+_FALLBACK_ENCODINGS = ("utf-8", "cp1252")
+
+
+def read_text(path: Path) -> str:
+    """The text of a file in the encodings a clinician's spreadsheet writes: UTF-8, UTF-8 or
+    UTF-16 with a byte-order mark, else Windows cp1252. NerveError naming the file when it
+    cannot be read or decoded (binary data, another encoding)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise NerveError(f"{path}: cannot read ({e.strerror or e})") from None
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise NerveError(f"{path}: not valid {encoding} text despite its byte-order mark ({e.reason} "
+                                 f"at byte {e.start})") from None
+    if b"\0" not in data:
+        for encoding in _FALLBACK_ENCODINGS:
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+    raise NerveError(f"{path}: not text in UTF-8, UTF-16 (with a byte-order mark) or Windows cp1252; "
+                     "save it as tab-separated text (UTF-8)")
+
+
 def read_tsv(path: "str | os.PathLike", required: tuple) -> list:
     """The rows of a tab-separated file with a header, as dicts of stripped values (file order).
 
     The header must hold every column of ``required`` (any order, others allowed); blank
-    lines are skipped; a leading BOM (spreadsheet exports) is ignored. NerveError naming the
-    file: missing, empty, a required column absent, a line with another number of fields.
+    lines are skipped; the text is decoded by ``read_text`` (UTF-8, UTF-8/UTF-16 with a BOM,
+    cp1252). NerveError naming the file: missing, unreadable, empty, comma-separated
+    (a header without tabs but with commas), a required column absent, a line with another
+    number of fields.
     """
     path = Path(path)
     if not path.is_file():
         raise NerveError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often add a BOM
-        reader = csv.reader(f, delimiter="\t")
-        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t")
+    rows = [r for r in reader if any(cell.strip() for cell in r)]
     if not rows:
         raise NerveError(f"{path}: empty file, expected a header with {', '.join(required)}")
+    if len(rows[0]) == 1 and ("," in rows[0][0] or ";" in rows[0][0]):
+        separator = "commas" if "," in rows[0][0] else "semicolons"
+        raise NerveError(f"{path}: not tab-separated (found {separator} in the header line, no tabs); "
+                         "save it as tab-separated text")
     header = [h.strip() for h in rows[0]]
     missing = [c for c in required if c not in header]
     if missing:
@@ -263,7 +305,9 @@ def load_dataset_info(dataset_dir: "str | int | os.PathLike") -> DatasetInfo:
         raise NerveError(f"{json_path}: '{PROVENANCE_KEY}.raters' lists rater(s) {', '.join(repeated)} more than once")
     participants = read_participants(folder / PARTICIPANTS_FILE)
     by_case = {p.participant_id: p for p in participants}
-    label_cases = sorted(p.name[: -len(FILE_ENDING)] for p in (folder / LABELS_TR).glob("*" + FILE_ENDING))
+    labels = folder / LABELS_TR  # iterdir, not glob: an unreadable folder raises instead of looking empty
+    label_cases = sorted(p.name[: -len(FILE_ENDING)] for p in (labels.iterdir() if labels.is_dir() else ())
+                         if p.name.endswith(FILE_ENDING))
     problems = []
     for case in sorted(set(label_cases) - set(by_case)):
         problems.append(f"{folder / LABELS_TR / (case + FILE_ENDING)}: case {case} is not in {PARTICIPANTS_FILE}")

@@ -36,13 +36,16 @@ class SubjectFiles:
     ``images`` lists every candidate image (a valid subject has exactly one: a file
     ``sub-<id>_T2w<suffix>`` or a folder ``sub-<id>_T2w/``); ``masks`` maps rater id to
     the mask file; ``stray`` lists files in the labels folder that look like masks but do
-    not follow the ``sub-<id>_T2w_desc-rater<R>_mask<suffix>`` name.
+    not follow the ``sub-<id>_T2w_desc-rater<R>_mask<suffix>`` name; ``duplicate_masks``
+    maps a rater with several mask files (``.nii`` and ``.nii.gz``) to all of them (``masks``
+    holds the first).
     """
 
     participant_id: str
     images: list = field(default_factory=list)
     masks: dict = field(default_factory=dict)
     stray: list = field(default_factory=list)
+    duplicate_masks: dict = field(default_factory=dict)
 
     @property
     def image(self) -> "Path | None":
@@ -117,22 +120,24 @@ def image_candidates(root: Path, pid: str) -> list:
 
 
 def mask_files(root: Path, pid: str) -> tuple:
-    """(rater id -> mask path, stray mask-like files) in ``derivatives/labels/<pid>/anat``."""
+    """(rater id -> mask path, stray mask-like files, rater id -> every mask path of a rater
+    with more than one) in ``derivatives/labels/<pid>/anat``."""
     anat = root / LABELS_FOLDER / pid / "anat"
-    masks, stray = {}, []
+    masks, stray, found = {}, [], {}
     if not anat.is_dir():
-        return masks, stray
+        return masks, stray, {}
     pattern = re.compile(rf"^{re.escape(pid)}_T2w_desc-rater(?P<rater>[A-Za-z0-9]+)_mask$")
     for entry in sorted(anat.iterdir()):
         suffix = image_suffix(entry.name)
         if not entry.is_file() or suffix is None:
             continue
         m = pattern.match(entry.name[: -len(suffix)])
-        if m and m.group("rater") not in masks:
-            masks[m.group("rater")] = entry
+        if m:
+            found.setdefault(m.group("rater"), []).append(entry)
+            masks.setdefault(m.group("rater"), entry)
         else:
             stray.append(entry)
-    return masks, stray
+    return masks, stray, {rater: paths for rater, paths in found.items() if len(paths) > 1}
 
 
 def subject_folders(root: Path) -> list:
@@ -174,8 +179,8 @@ def scan_registry(root: "str | os.PathLike") -> Registry:
         if not pid or "/" in pid or pid in (".", ".."):
             files[pid] = SubjectFiles(pid)
             continue
-        masks, stray = mask_files(root, pid)
-        files[pid] = SubjectFiles(pid, image_candidates(root, pid), masks, stray)
+        masks, stray, duplicates = mask_files(root, pid)
+        files[pid] = SubjectFiles(pid, image_candidates(root, pid), masks, stray, duplicates)
     return Registry(root, participants, files, rater_table)
 
 

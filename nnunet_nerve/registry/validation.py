@@ -110,6 +110,10 @@ def layout_problems(registry: Registry) -> list:
         elif len(files.images) > 1:
             problems.append(f"{pid}: {files.images[0].parent}: several images "
                             f"({', '.join(p.name for p in files.images)}); keep one")
+        for rater, paths in files.duplicate_masks.items():
+            count = {2: "two", 3: "three"}.get(len(paths), str(len(paths)))
+            problems.append(f"{pid}: {paths[0].parent}: {count} masks for rater {rater} of subject {pid}: "
+                            f"{' and '.join(p.name for p in paths)}; keep one")
         if not files.masks:
             problems.append(f"{pid}: {registry.root / LABELS_FOLDER / pid / 'anat'}: no rater masks "
                             f"{pid}_T2w_desc-rater<R>_mask.nii.gz")

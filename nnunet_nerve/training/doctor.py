@@ -30,7 +30,8 @@ class Check:
 
 
 def check_nnunet_paths(environ=os.environ) -> list[Check]:
-    """Each nnU-Net folder variable is set and names a folder we can write to (created if missing)."""
+    """Each nnU-Net folder variable is set and names an existing folder we can write to (a
+    missing folder FAILs with the ``mkdir -p`` that fixes it; a file FAILs)."""
     checks = []
     for var in NNUNET_PATH_VARIABLES:
         value = environ.get(var)
@@ -38,7 +39,15 @@ def check_nnunet_paths(environ=os.environ) -> list[Check]:
             checks.append(Check(var, False, "not set",
                                 f'export {var}="/path/to/{var}" (see nnU-Net\'s documentation/setting_up_paths.md)'))
             continue
-        problem = _unwritable(Path(value))
+        folder = Path(value).expanduser()
+        if not folder.exists():
+            checks.append(Check(var, False, f"{value}: no such folder", f'mkdir -p "{folder}"'))
+            continue
+        if not folder.is_dir():
+            checks.append(Check(var, False, f"{value}: a file, not a folder",
+                                f"point {var} at a folder (`mkdir -p` a new one)"))
+            continue
+        problem = _unwritable(folder)
         if problem:
             checks.append(Check(var, False, f"{value}: {problem}", f"point {var} at a folder you can write to"))
         else:
@@ -165,14 +174,9 @@ def _python(code: str, env: dict | None = None, timeout: float = 300) -> tuple[b
 
 
 def _unwritable(folder: Path) -> str | None:
-    """Why nnU-Net could not write into ``folder`` (created later if missing), or None."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a folder"
+    """Why nnU-Net could not write into the existing ``folder``, or None."""
     try:
-        with tempfile.NamedTemporaryFile(dir=existing):
+        with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as e:
         return f"not writable ({e.strerror or e})"

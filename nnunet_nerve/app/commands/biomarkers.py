@@ -73,9 +73,7 @@ def add_parsers(sub) -> None:
 
 
 def _biomarkers(args) -> int:
-    result = call(api.biomarkers, args, progress=print)
-    if args.mask and not result.nerve_found:
-        print(f"warning: {args.mask}: {result.summary['message']}")
+    call(api.biomarkers, args, progress=print)
     print(f"wrote {args.out}")
     return 0
 
