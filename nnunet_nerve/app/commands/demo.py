@@ -12,7 +12,7 @@ def add_parsers(sub) -> None:
                     "and nnU-Net's default U-Net on fold 0 with nnUNetv2_train (a demo-sized schedule), predict the "
                     "held-out fold with nnUNetv2_predict, evaluate both (Table 1 side by side), compute biomarkers of "
                     "one patient and write OUT/report.md. Stages whose outputs exist are skipped: run it again to "
-                    "continue an interrupted demo. On an idle 2-core CPU it takes about 5 minutes (after the install).")
+                    "continue an interrupted demo. Its time on a CPU: docs/demo.md.")
     p.add_argument("out", help="output folder (new, empty, or an earlier demo's folder to continue)")
     p.add_argument("--full", action="store_true",
                    help="the paper's registry size (10 volunteers, 42 patients, paper-size scans) and full "
