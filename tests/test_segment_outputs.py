@@ -76,7 +76,7 @@ def test_a_failure_half_way_leaves_nothing(scan_and_mask, tmp_path, monkeypatch)
 def test_a_normative_reference_reaches_the_flag_the_report_and_reference_json(scan_and_mask, tmp_path):
     """The per-region NormativeReference of `biomarkers` through segment's stages: lesion
     thresholds, the csa_reference flag and biomarkers/reference.json (which loads back)."""
-    from nnunet_nerve.biomarkers.lesions import NormativeReference
+    from nnunet_nerve.biomarkers.references import NormativeReference
     from nnunet_nerve.segmentation.segment import segment_from_prediction
 
     scan, mask = scan_and_mask

@@ -62,7 +62,8 @@ from scipy import ndimage
 
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.parameters import require_number
-from nnunet_nerve.biomarkers.lesions import LesionRule, NormativeReference, flag_lesions
+from nnunet_nerve.biomarkers.lesions import LesionRule, flag_lesions
+from nnunet_nerve.biomarkers.references import NormativeReference
 from nnunet_nerve.io.masks import binary_mask
 from nnunet_nerve.biomarkers.branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
 from nnunet_nerve.biomarkers.postprocess import postprocess_nerve

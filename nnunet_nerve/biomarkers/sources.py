@@ -4,7 +4,7 @@ references built from a dataset's or registry's volunteers.
 ``ImageSource`` reads a converted dataset (folder, id or name: ``imagesTr/<case>_0000.nii.gz``,
 else ``imagesTs``; the consensus in ``labelsTr``) or a registry (``sub-<id>/anat/sub-<id>_T2w.*``,
 the raters' masks); ``load_reference`` turns a ``.json`` file or such a source into a
-``lesions.NormativeReference``.
+``references.NormativeReference``.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def load_reference(spec, rule: LesionRule = LesionRule(), log: Log = None, side:
     """None -> None; a NormativeReference as is; a ``.json`` file written by this module;
     else a converted dataset (folder, id, name) or registry whose volunteers' consensus
     masks (not post-processed: they are the raters') give a reference per thigh location
-    and region (``lesions.NormativeReference``). ``side`` names their branches."""
+    and region (``references.NormativeReference``). ``side`` names their branches."""
     if spec is None or isinstance(spec, NormativeReference):
         return spec
     if str(spec).endswith(".json") and Path(spec).is_file():

@@ -1,0 +1,92 @@
+"""The subject's own lesion references (nnunet_nerve/biomarkers/references.py) on masks whose
+answers are known: the noise estimators by hand, a lesion over half the trunk, a branch
+swollen over most of its length, a branch on too few slices of its own."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nerve_tubes import SHAPE, SPACING, tube
+from nnunet_nerve.biomarkers.measures import nerve_biomarkers
+from nnunet_nerve.biomarkers.references import MAD_TO_SD, jitter_noise, slice_noise
+
+NZ = SHAPE[0]
+
+
+def slice_of(z_mm: float) -> int:
+    return int(z_mm // SPACING[0])
+
+
+def radius_of(area_mm2: float) -> float:
+    return math.sqrt(area_mm2 / math.pi)
+
+
+def segments(res) -> list:
+    return [(s["first_slice"], s["last_slice"]) for s in res.summary["lesion"]["segments"]]
+
+
+def test_noise_from_second_differences_ignores_a_steady_trend():
+    """A linear taper is no noise; alternating +-1 around a line: second differences of 4 in
+    size, so 1.4826 x 4 / sqrt(6); two values: the first difference; one value: nan."""
+    assert slice_noise([10.0, 12.0, 14.0, 16.0, 18.0]) == 0.0
+    wobble = [10.0 + 2 * i + (1 if i % 2 else -1) for i in range(7)]
+    assert slice_noise(wobble) == pytest.approx(MAD_TO_SD * 4 / math.sqrt(6))
+    assert slice_noise([3.0, 5.0]) == pytest.approx(MAD_TO_SD * 2 / math.sqrt(2))
+    assert math.isnan(slice_noise([3.0]))
+    # pooled jitter: |second difference| / sqrt(value), over every profile with three values or more
+    ratios = [4 / math.sqrt(100.0), 4 / math.sqrt(100.0), 2 / math.sqrt(25.0)]
+    assert jitter_noise([[98.0, 100.0, 98.0, 100.0], [25.0, 25.0, 27.0], [7.0, 9.0]]) == \
+        pytest.approx(MAD_TO_SD * float(np.median(ratios)) / math.sqrt(6))
+    assert math.isnan(jitter_noise([[1.0, 2.0], []]))
+
+
+def test_a_lesion_over_half_of_the_trunk_is_found_to_its_flanks():
+    """A trunk of 50 mm² (r 4) swollen to 95 mm² on slices 12-27 with 66 mm² flanks on 8-11 and
+    28-31: the first pass's median (66 mm², a flank) finds only the core; without it the
+    centre is the normal trunk and the flanks (+32 %) are part of the segment."""
+    def radius(z):
+        k = slice_of(z)
+        return 5.5 if 12 <= k <= 27 else 4.6 if 8 <= k <= 31 else 4.0
+
+    res = nerve_biomarkers(tube((24.0, 24.0), radius), SPACING)
+    lesion = res.summary["lesion"]
+    assert segments(res) == [(8, 31)]
+    assert lesion["reference_passes"] >= 2
+    assert lesion["references"]["sciatic"]["csa_centre_mm2"] == pytest.approx(math.pi * 16, rel=0.03)
+
+
+def y_nerve(split: int, trunk_r, tibial_r, peroneal_r=2.0):
+    """A trunk (x = 24 mm) on slices 0..split-1 dividing into a tibial (x = 19) and a peroneal
+    (x = 30) branch from slice ``split``, each touching the trunk's last slice."""
+    mask = tube((24.0, 24.0), trunk_r)
+    branches = tube((19.0, 24.0), tibial_r) | tube((30.0, 24.0), peroneal_r)
+    mask[split:] = branches[split:]
+    return mask
+
+
+def test_a_branch_swollen_over_most_of_its_length_is_compared_with_the_trunk():
+    """The tibial (normally 28 mm², r 3) swollen to 64 mm² (r 4.5) on 18 of its 20 slices: its
+    own median (64 mm²) exceeds the trunk's 50 mm², so its CSA centre is capped at the trunk's
+    and the swelling is a lesion; the peroneal keeps its own reference."""
+    mask = y_nerve(20, 4.0, lambda z: 4.5 if slice_of(z) >= 22 else 3.0)
+    res = nerve_biomarkers(mask, SPACING)
+    refs = res.summary["lesion"]["references"]
+    assert refs["tibial"]["csa_centre_mm2"] == refs["sciatic"]["csa_centre_mm2"]
+    assert "capped at the trunk's" in refs["tibial"]["label"] and refs["peroneal"]["label"] == "subject peroneal"
+    assert segments(res) == [(22, NZ - 1)]
+    assert res.summary["lesion"]["segments"][0]["regions"] == ["tibial"]
+
+
+def test_a_branch_on_too_few_slices_is_judged_against_the_trunk():
+    """Branches on the last 4 slices only (fewer than 5: no reference of their own): they are
+    compared with the trunk's, so a tibial of 79 mm² (r 5, above the trunk's 50 mm² + 20 %) is
+    a lesion and no slice goes unjudged; a normal-sized branch is no lesion."""
+    swollen = nerve_biomarkers(y_nerve(36, 4.0, 5.0), SPACING)
+    lesion = swollen.summary["lesion"]
+    assert lesion["unjudged_slices"] == []
+    assert segments(swollen) == [(36, NZ - 1)]
+    assert lesion["references"]["tibial"]["label"].startswith("subject sciatic (tibial: fewer than 5 slices")
+    normal = nerve_biomarkers(y_nerve(36, 4.0, 3.0), SPACING)
+    assert segments(normal) == [] and normal.summary["lesion"]["unjudged_slices"] == []
