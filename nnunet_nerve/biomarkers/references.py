@@ -128,36 +128,27 @@ def jitter_noise(profiles: Iterable[Sequence[float]]) -> float:
 
 
 def subject_references(rows: list, skip: "set | frozenset" = frozenset()) -> dict:
-    """{region: RegionReference or None}: the subject's own nerve as the reference.
-
-    A region's values are those of its slices outside ``skip`` (the slices of the lesion
-    segments found so far) when at least MIN_REFERENCE_SLICES remain, else all of them;
-    centre = their median. Spread = centre x the relative slice-to-slice noise pooled over
-    the trunk's and both branches' profiles (``relative_noise``: segmentation jitter grows
-    with the nerve's size, and a short region alone gives no stable estimate). A region
-    shown on fewer than MIN_REFERENCE_SLICES slices has no reference of its own. A branch
-    is never wider than the trunk it leaves (it holds a part of the trunk's fascicles): a
-    branch without a reference of its own is compared with the trunk's, and a branch whose
-    own CSA centre exceeds the trunk's (swollen over most of its length) gets the trunk's
-    centre; the reference's label says so."""
+    """{region: RegionReference or None}: the subject's own nerve as the reference (module
+    docstring): centre = the median of the region's values outside ``skip`` (the slices of
+    the lesion segments found so far) while MIN_REFERENCE_SLICES remain, else of all of them;
+    spread = their ``slice_noise`` on OWN_NOISE_SLICES values or more, else ``jitter_noise``
+    pooled over all regions x sqrt(centre); a branch never above the trunk."""
     values = {}
     for region in REGIONS:
         csa = region_profile(rows, region, "csa_corrected_mm2")
-        kept = region_profile(rows, region, "csa_corrected_mm2", skip) if skip else csa
+        kept = region_profile(rows, region, "csa_corrected_mm2", skip)
         use = skip if len(finite(kept)) >= MIN_REFERENCE_SLICES else frozenset()
-        values[region] = (len(finite(csa)), region_profile(rows, region, "csa_corrected_mm2", use),
-                          region_profile(rows, region, "signal_mean_norm", use))
-    noise = [jitter_noise(v[index] for v in values.values()) for index in (1, 2)]
+        values[region] = (len(finite(csa)), kept if use else csa, region_profile(rows, region, "signal_mean_norm", use))
+    pooled = [jitter_noise(v[index] for v in values.values()) for index in (1, 2)]
     refs = {}
     for region, (slices, csa, signal) in values.items():
         if slices < MIN_REFERENCE_SLICES:
             refs[region] = None
             continue
-        csa_centre, signal_centre = _centre(csa), _centre(signal)
-        own = len(finite(csa)) >= OWN_NOISE_SLICES
-        refs[region] = RegionReference(f"subject {region}", slices, csa_centre,
-                                       slice_noise(csa) if own else noise[0] * math.sqrt(csa_centre), signal_centre,
-                                       slice_noise(signal) if own else noise[1] * math.sqrt(signal_centre))
+        (csa_centre, csa_noise), (signal_centre, signal_noise) = subject_reference(csa), subject_reference(signal)
+        if len(finite(csa)) < OWN_NOISE_SLICES:
+            csa_noise, signal_noise = pooled[0] * math.sqrt(csa_centre), pooled[1] * math.sqrt(signal_centre)
+        refs[region] = RegionReference(f"subject {region}", slices, csa_centre, csa_noise, signal_centre, signal_noise)
     trunk = refs["sciatic"]
     for branch in BRANCHES:
         ref = refs[branch]
@@ -170,11 +161,6 @@ def subject_references(rows: list, skip: "set | frozenset" = frozenset()) -> dic
             refs[branch] = replace(ref, label=f"{ref.label} (CSA centre capped at the trunk's)",
                                    csa_centre_mm2=trunk.csa_centre_mm2, csa_spread_mm2=trunk.csa_spread_mm2)
     return refs
-
-
-def _centre(values: Sequence[float]) -> float:
-    v = finite(values)
-    return float(np.median(v)) if v.size else math.nan
 
 
 def merged_reference(tibial: "RegionReference | None", peroneal: "RegionReference | None"
