@@ -19,7 +19,10 @@ give the median over rounds and the ratios U-Net / network (time) and U-Net / ne
   into one buffer at inference.
 - The options (--networks), all the same function with the same parameters:
   fcdensenet_plain (memory_efficient=False, buffered_inference=False: one concatenation
-  per layer, everything kept for backward), fcdensenet_checkpoint_only (checkpointing, no
+  per layer, everything kept for backward), fcdensenet_concatenated (by_parts=False: dense
+  layers and levels checkpointed, each layer concatenating its input under its checkpoint,
+  torchvision's form and the default until 2 Dec 2026), fcdensenet_layer_checkpoints /
+  fcdensenet_level_checkpoints (one of the two kinds of checkpoint), fcdensenet_checkpoint_only (checkpointing, no
   inference buffer), fcdensenet_channels_last and fcdensenet_plain_channels_last (module
   and input in channels-last memory format), fcdensenet_compile and
   fcdensenet_plain_compile (torch.compile, Inductor's C++ backend; the first iteration
@@ -64,11 +67,11 @@ class Option:
 
     def __init__(self, base: str, description: str, memory_efficient: bool = True,
                  buffered_inference: bool = True, checkpoint_levels: bool | None = None,
-                 channels_last: bool = False,
+                 by_parts: bool = True, channels_last: bool = False,
                  compile: bool = False, freezing: bool = False, modes=MODES, env: dict | None = None):
         self.base, self.description = base, description
         self.memory_efficient, self.buffered_inference = memory_efficient, buffered_inference
-        self.checkpoint_levels = checkpoint_levels
+        self.checkpoint_levels, self.by_parts = checkpoint_levels, by_parts
         self.channels_last, self.compile, self.freezing = channels_last, compile, freezing
         self.modes = modes
         self.env = env or {}
@@ -79,6 +82,8 @@ OPTIONS = {
     "fcdensenet": Option("fcdensenet", "FCDenseNet() as FCDenseNetTrainer builds it"),
     "fcdensenet_plain": Option("fcdensenet", "no checkpointing, no inference buffer",
                                memory_efficient=False, buffered_inference=False),
+    "fcdensenet_concatenated": Option("fcdensenet", "dense layers and levels checkpointed, concatenations formed",
+                                      by_parts=False, modes=("train",)),
     "fcdensenet_layer_checkpoints": Option("fcdensenet", "dense layers checkpointed, resolution levels not",
                                            checkpoint_levels=False, modes=("train",)),
     "fcdensenet_level_checkpoints": Option("fcdensenet", "resolution levels checkpointed, dense layers not",
@@ -136,7 +141,7 @@ def build(name: str):
     from nnunet_nerve import FCDenseNet
     return FCDenseNet(memory_efficient=option.memory_efficient,
                       buffered_inference=option.buffered_inference,
-                      checkpoint_levels=option.checkpoint_levels)
+                      checkpoint_levels=option.checkpoint_levels, by_parts=option.by_parts)
 
 
 def forward_flops(net, shape) -> float:

@@ -40,6 +40,9 @@ def test_options_build_what_they_name():
     layers, levels = bn.build("fcdensenet_layer_checkpoints"), bn.build("fcdensenet_level_checkpoints")
     assert not layers.checkpoint_levels and all(layer.memory_efficient for layer in layers.dense_layers())
     assert levels.checkpoint_levels and not any(layer.memory_efficient for layer in levels.dense_layers())
+    concatenated = bn.build("fcdensenet_concatenated")
+    assert concatenated.memory_efficient and not any(m.by_parts for m in concatenated.lean_modules())
+    assert all(m.by_parts for m in default.lean_modules())
     assert type(bn.build("unet")).__name__ == "PlainConvUNet"
     assert bn.OPTIONS["fcdensenet_compile_freezing"].modes == ("inference",)
     assert all(o.base in ("unet", "fcdensenet") for o in bn.OPTIONS.values())

@@ -126,11 +126,13 @@ def test_transposed_conv_can_be_nearest_neighbour():
 
 # ----------------------------------------------------------------------------- training against the reference
 
-#: how the network may checkpoint: nothing, dense layers and resolution levels (the default),
-#: dense layers only, resolution levels only
+#: how the network may checkpoint: nothing, dense layers by parts and resolution levels (the
+#: default), dense layers by parts only, resolution levels only, and the concatenated form
+#: (one checkpoint per layer over its concatenation, torchvision's) with levels
 CHECKPOINTING = {"plain": dict(memory_efficient=False), "default": dict(memory_efficient=True),
                  "layers": dict(memory_efficient=True, checkpoint_levels=False),
-                 "levels": dict(memory_efficient=False, checkpoint_levels=True)}
+                 "levels": dict(memory_efficient=False, checkpoint_levels=True),
+                 "concatenated": dict(memory_efficient=True, by_parts=False)}
 
 
 @pytest.mark.parametrize("checkpointing", CHECKPOINTING)
@@ -181,15 +183,17 @@ def test_train_step_matches_reference_float32(memory_efficient):
 
 def test_checkpointed_equals_plain_over_three_steps():
     """Outputs, gradients and parameters after three Adam steps: the recomputation in the
-    backward pass reproduces the forward exactly (same batch statistics, same maps)."""
+    backward pass reproduces the forward (same batch statistics, same maps). In float64: the
+    by-parts sums differ from the concatenated convolution in the order of their terms, and
+    Adam's first steps turn float32 rounding of near-zero gradients into updates of +-lr."""
     torch.manual_seed(0)
-    plain = FCDenseNet(memory_efficient=False, **SMALL)
+    plain = FCDenseNet(memory_efficient=False, **SMALL).double()
     lean = copy.deepcopy(plain)
     lean.memory_efficient = True
     assert lean.memory_efficient and not plain.memory_efficient
     optimisers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in (plain, lean)]
     for step in range(3):
-        x = torch.randn(2, 2, 32, 32)
+        x = torch.randn(2, 2, 32, 32, dtype=torch.float64)
         target = torch.randint(0, 3, (2, 32, 32))
         outs = []
         for net, optimiser in zip((plain, lean), optimisers):
@@ -197,10 +201,10 @@ def test_checkpointed_equals_plain_over_three_steps():
             out, _, _ = training_step(net, x, target, seed=step)
             optimiser.step()
             outs.append(out)
-        torch.testing.assert_close(outs[1], outs[0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-9, atol=1e-9)
     for (name, p), q in zip(plain.named_parameters(), lean.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
-    assert_same_buffers(lean, plain, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-9, msg=name)
+    assert_same_buffers(lean, plain, rtol=1e-10, atol=1e-10)
     norms = [m for m in lean.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(int(m.num_batches_tracked) == 3 for m in norms)
 
@@ -209,20 +213,29 @@ def test_running_statistics_updated_once_per_checkpointed_step(monkeypatch):
     """A naive checkpoint runs each batch norm's update twice (forward and recomputation);
     here the recomputation's is undone: running statistics and num_batches_tracked equal the
     plain reference's after one step. Without the guard (monkeypatched away) they do not."""
-    net, reference = paired(2, dict(memory_efficient=True), dropout=0.0, **SMALL)
-    naive = copy.deepcopy(net)
+    import nnunet_nerve.network.fcdensenet as network
+
+    configs = {"concatenated": dict(memory_efficient=True, checkpoint_levels=False, by_parts=False),
+               "by parts": dict(memory_efficient=True, checkpoint_levels=False)}
     x = torch.randn(3, 2, 32, 32)
     target = torch.randint(0, 3, (3, 32, 32))
-    training_step(net, x, target)
-    training_step(reference, x, target)
-    assert_same_buffers(net, reference, rtol=1e-6, atol=1e-7)
+    naives = {}
+    for name, config in configs.items():
+        net, reference = paired(2, config, dropout=0.0, **SMALL)
+        naives[name] = copy.deepcopy(net)
+        training_step(net, x, target)
+        training_step(reference, x, target)
+        assert_same_buffers(net, reference, rtol=1e-6, atol=1e-7)
+    ref_norm = reference.down_blocks[0].layers[0].norm
 
     monkeypatch.setattr(DenseLayer, "recomputation_contexts", lambda self: (nullcontext(), nullcontext()))
-    training_step(naive, x, target)
-    layer_norm = naive.down_blocks[0].layers[0].norm
-    assert int(layer_norm.num_batches_tracked) == 2
-    ref_norm = reference.down_blocks[0].layers[0].norm
-    assert not torch.allclose(layer_norm.running_mean, ref_norm.running_mean)
+    monkeypatch.setattr(network, "buffers_restored", lambda *modules: nullcontext())
+    for name, naive in naives.items():
+        training_step(naive, x, target)
+        layer_norm = naive.down_blocks[0].layers[0].norm
+        # the concatenated form runs the module again; by parts counts the step outside the checkpoints
+        assert int(layer_norm.num_batches_tracked) == (2 if name == "concatenated" else 1), name
+        assert not torch.allclose(layer_norm.running_mean, ref_norm.running_mean), name
 
 
 def test_running_statistics_updated_once_per_checkpointed_level(monkeypatch):
@@ -289,6 +302,67 @@ def test_checkpointed_levels_keep_little_more_than_the_skip_connections():
     assert kept_lean < 2.2 * skip_bytes, (kept_lean, skip_bytes)
 
 
+def concatenation_widths(net: nn.Module, x: torch.Tensor) -> list[int]:
+    """Channels of every concatenation (aten.cat along channels) in a training step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    widths = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.cat.default and out.dim() == 4:
+                widths.append(out.shape[1])
+            return out
+
+    with Record():
+        net.train()(x).sum().backward()
+    return widths
+
+
+def test_by_parts_forms_no_wide_concatenation():
+    """By parts (the default) a training step, forward and backward with all recomputations,
+    concatenates nothing but the up path's new maps before each transposed convolution (48 of
+    the paper network's channels); the concatenated form builds every layer's input (up to the
+    up blocks' 324 maps)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 32, 32)
+    by_parts = concatenation_widths(FCDenseNet(), x)
+    concatenated = concatenation_widths(FCDenseNet(by_parts=False), x)
+    assert by_parts and max(by_parts) == 48, by_parts
+    assert max(concatenated) == 288 + 3 * 12  # the first up block's last layer: skip 240 + 48 upsampled + 3 x 12
+
+
+def test_by_parts_sums_reduced_precision_terms_in_float32():
+    """bf16 terms are summed in float32 and rounded once; summing them in bf16 rounds after
+    each term and gives another (worse) result for these terms."""
+    from nnunet_nerve.network.fcdensenet import Sum
+
+    torch.manual_seed(0)
+    terms = [torch.randn(4096).bfloat16() * 100, torch.randn(4096).bfloat16(), torch.randn(4096).bfloat16() / 100]
+    running = Sum()
+    for term in terms:
+        running.add(term)
+    total = running.result()
+    assert total.dtype == torch.bfloat16
+    exact = (terms[0].double() + terms[1].double() + terms[2].double())
+    assert torch.equal(total, (terms[0].float() + terms[1].float() + terms[2].float()).bfloat16())
+    naive = terms[0] + terms[1] + terms[2]
+    assert not torch.equal(total, naive)
+    assert (total.double() - exact).abs().sum() < (naive.double() - exact).abs().sum()
+
+
+def test_by_parts_falls_back_to_the_concatenation_for_sync_batch_norm():
+    """A SyncBatchNorm normalises whole inputs: the converted network's layers concatenate
+    their inputs (as the concatenated form does), a plain one does not."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 16, 16)
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(FCDenseNet(**SMALL))
+    widths = concatenation_widths(converted, x)
+    assert widths == concatenation_widths(FCDenseNet(by_parts=False, **SMALL), x)
+    assert max(widths) > max(concatenation_widths(FCDenseNet(**SMALL), x))
+
+
 def test_checkpointing_only_while_training_with_gradients(monkeypatch):
     """torch.utils.checkpoint runs only where it saves something: train mode with autograd on."""
     import nnunet_nerve.network.fcdensenet as network
@@ -304,7 +378,13 @@ def test_checkpointing_only_while_training_with_gradients(monkeypatch):
     assert calls == []
     net.train()(x)
     levels = 2 * net.n_pool
-    assert len(calls) == levels + sum(len(b.layers) for b in [*net.down_blocks, net.bottleneck, *net.up_blocks])
+    # by parts: one checkpoint per part a layer reads (block input parts + earlier layers'
+    # maps); a transition down: one around it and one per part (block input + its layers)
+    input_parts = [1] * net.n_pool + [1] + [2 + len(b.layers) for b in reversed(net.down_blocks)]
+    blocks = [*net.down_blocks, net.bottleneck, *net.up_blocks]
+    layers = sum(p + k for p, b in zip(input_parts, blocks) for k in range(len(b.layers)))
+    transitions = sum(1 + 1 + len(b.layers) for b in net.down_blocks)
+    assert len(calls) == levels + layers + transitions
 
 
 # ----------------------------------------------------------------------------- basics and checkpoints

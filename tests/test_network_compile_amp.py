@@ -57,20 +57,25 @@ def test_bf16_autocast_training_step_tracks_float32(memory_efficient):
 
 
 def test_bf16_autocast_checkpointed_equals_plain():
-    """The recomputation runs under the forward's autocast state: same bf16 step either way."""
+    """The recomputation runs under the forward's autocast state, and by parts the bf16 terms
+    are summed in float32 and rounded once: the lean bf16 step is as close to the float32
+    step as the plain bf16 step (outputs, every gradient, running statistics), and the two
+    bf16 steps differ by bf16 rounding only."""
     torch.manual_seed(0)
     plain = FCDenseNet(memory_efficient=False, **NO_DROPOUT)
-    lean = copy.deepcopy(plain)
+    lean, fp32 = copy.deepcopy(plain), copy.deepcopy(plain)
     lean.memory_efficient = True
     x, target = batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, _, _ = training_step(plain, x, target)
         out_lean, _, _ = training_step(lean, x, target)
-    torch.testing.assert_close(out_lean, out, rtol=0, atol=0)
-    g, g_lean = grads(plain), grads(lean)
+    out32, _, _ = training_step(fp32, x, target)
+    assert relative_error(out_lean, out) < 0.02
+    assert relative_error(out_lean, out32) < 1.5 * relative_error(out, out32)
+    g, g_lean, g32 = grads(plain), grads(lean), grads(fp32)
     for name in g:
-        torch.testing.assert_close(g_lean[name], g[name], rtol=1e-3, atol=1e-5, msg=name)
-    assert_same_buffers(lean, plain, rtol=1e-6, atol=1e-7)
+        assert relative_error(g_lean[name], g32[name]) < 1.5 * relative_error(g[name], g32[name]) + 1e-3, name
+    assert_same_buffers(lean, plain, rtol=0.02, atol=1e-3)
 
 
 def test_bf16_autocast_inference_tracks_float32():
@@ -128,8 +133,9 @@ def test_sync_batch_norm_conversion_keeps_keys_and_trains_alike():
     """convert_sync_batchnorm (what nnUNetTrainer does under DDP) swaps every batch norm and
     keeps every state_dict key, shape and value. Without a process group SyncBatchNorm runs as
     BatchNorm2d (PyTorch runs SyncBatchNorm across processes only on GPUs): the converted,
-    checkpointed network trains exactly like the original, running statistics updated once,
-    and predicts alike."""
+    checkpointed network (concatenations: a SyncBatchNorm normalises whole inputs) trains
+    like the original (by parts: equal up to the order of sums), running statistics updated
+    once, and predicts alike."""
     torch.manual_seed(0)
     net = FCDenseNet(**NO_DROPOUT)
     original = copy.deepcopy(net)
@@ -142,13 +148,13 @@ def test_sync_batch_norm_conversion_keeps_keys_and_trains_alike():
     x, target = batch()
     out, _, _ = training_step(converted, x, target)
     out_original, _, _ = training_step(original, x, target)
-    torch.testing.assert_close(out, out_original, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, out_original, rtol=1e-5, atol=1e-5)
     g, g_original = grads(converted), grads(original)
     for name in g:
-        torch.testing.assert_close(g[name], g_original[name], rtol=1e-5, atol=1e-7, msg=name)
-    assert_same_buffers(converted, original, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(g[name], g_original[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_buffers(converted, original, rtol=1e-5, atol=1e-6)
     with torch.inference_mode():
-        torch.testing.assert_close(converted.eval()(x), original.eval()(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(converted.eval()(x), original.eval()(x), rtol=1e-5, atol=1e-5)
 
 
 def test_distributed_data_parallel_on_cpu(tmp_path):

@@ -24,19 +24,29 @@ autocast, `torch.compile` and `nn.SyncBatchNorm.convert_sync_batchnorm` apply as
 module. Two explicit, tested variations of how (not what) it computes:
 
 - `memory_efficient=True` (the default): Pleiss et al. (2017) as torchvision's DenseNet does
-  it. Each dense layer's concatenation + BN + ReLU + convolution runs under
-  `torch.utils.checkpoint` while training with gradients, so none of the concatenations and
-  batch-norm outputs is kept for the backward pass; they are recomputed there. The recomputed
-  batch norm normalises with the same batch statistics but does not update the running
-  statistics a second time (`num_batches_tracked` too counts one step). Around them, each
-  resolution level runs under a checkpoint of its own (`checkpoint_levels`, on with
-  `memory_efficient`): on the way down first convolution (top level) + dense block +
-  transition down, on the way up transition up + dense block (+ final 1x1 convolution at
-  the top), so that the forward keeps only each level's input and skip connection; the
-  transitions, the up path's concatenations and the final convolution's input are
-  recomputed, with the RNG state preserved so that the dropout masks replay. Together they
-  took the paper network's training step at batch 8 x 320 x 320 from 13.7 GiB (plain) and
-  6.9 GiB (dense layers only) to the figure in docs/performance.md.
+  it, while training with gradients: nothing of a dense layer's BN + ReLU + convolution is
+  kept for the backward pass but its inputs; it is recomputed there. The recomputed batch
+  norm normalises with the same batch statistics but does not update the running statistics
+  a second time (`num_batches_tracked` too counts one step).
+  With `by_parts=True` (the default) no concatenation is ever formed in training: batch norm
+  and ReLU act channel by channel, and a convolution of concatenated maps is the sum of the
+  parts' convolutions with their slices of the weight, so each dense layer, each transition
+  down and the final 1x1 convolution read the list of maps they would concatenate, each
+  part's BN + ReLU + convolution under its own checkpoint (the backward pass recomputes one
+  part at a time, never a whole concatenation); each transition down runs under a
+  checkpoint too (only its input maps, kept anyway as the skip connection, and its pooled
+  output are kept; the dropout mask replays). Sums of fp16/bf16 terms accumulate in float32.
+  The result equals the concatenated form up to the order of the floating-point sums. A
+  SyncBatchNorm (DDP) normalises a whole input in its own forward: layers whose batch norm
+  is not a plain BatchNorm2d, and `by_parts=False`, concatenate under one checkpoint per
+  layer (torchvision's form).
+  Around them, each resolution level runs under a checkpoint of its own
+  (`checkpoint_levels`, on with `memory_efficient`): on the way down first convolution (top
+  level) + dense block + transition down, on the way up transition up + dense block (+ final
+  1x1 convolution at the top), so that the forward keeps only each level's input and skip
+  connection, with the RNG state preserved so that the dropout masks replay. The paper
+  network's training step at batch 8 x 320 x 320 peaks at 13.7 GiB plain, 4.8 GiB with
+  concatenations under checkpoints and 3.3 GiB by parts (docs/performance.md).
 - `buffered_inference=True` (the default): on the CPU in eval mode without autograd
   (`torch.no_grad`, `torch.inference_mode`: prediction; `takes_inference_path` has the
   rule) `nnunet_nerve.network.inference.forward` computes the same function (eval mode has
@@ -92,17 +102,110 @@ def buffers_restored(*modules: nn.Module):
                 buffer.copy_(value)
 
 
+def splits_into_parts(norm: nn.Module) -> bool:
+    """Whether a batch norm can run channel range by channel range: a plain nn.BatchNorm2d
+    (per-channel statistics; a SyncBatchNorm gathers them across processes in its own forward)."""
+    return type(norm) is nn.BatchNorm2d
+
+
+def batch_norm_step(norm: nn.BatchNorm2d) -> tuple[bool, float]:
+    """What nn.BatchNorm2d.forward does before normalising, done once per call: count the step
+    in num_batches_tracked (train mode) and return (normalise with batch statistics?,
+    exponential average factor) for F.batch_norm."""
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+    batch_statistics = norm.training or (norm.running_mean is None and norm.running_var is None)
+    return batch_statistics, factor
+
+
+def part_bn_relu_conv(norm: nn.BatchNorm2d, conv: nn.Conv2d, start: int, batch_statistics: bool,
+                      factor: float, with_bias: bool, part: torch.Tensor) -> torch.Tensor:
+    """conv's contribution from input channels start .. start + C of relu(norm(.)), C the
+    part's channels: F.batch_norm with those channels' parameters and running statistics
+    (updated in place through the views, as the whole batch norm updates them), then the
+    convolution with those channels' weights (the bias only if `with_bias`)."""
+    channels = slice(start, start + part.shape[1])
+
+    def sliced(t):
+        return None if t is None else t[channels]
+
+    keeps_stats = not norm.training or norm.track_running_stats
+    normalised = nn.functional.batch_norm(
+        part, sliced(norm.running_mean) if keeps_stats else None,
+        sliced(norm.running_var) if keeps_stats else None, sliced(norm.weight), sliced(norm.bias),
+        batch_statistics, factor, norm.eps)
+    return nn.functional.conv2d(torch.relu_(normalised), conv.weight[:, channels],
+                                conv.bias if with_bias else None, conv.stride, conv.padding,
+                                conv.dilation, conv.groups)
+
+
+def bn_relu_conv_by_parts(norm: nn.BatchNorm2d, conv: nn.Conv2d, parts: Sequence[torch.Tensor],
+                          checkpointed: bool) -> torch.Tensor:
+    """conv(relu(norm(cat(parts)))) without the concatenation: batch norm and ReLU act per
+    channel, and a convolution over concatenated channels is the sum of the convolutions of
+    the parts with their slices of the weight. With `checkpointed`, each part's term runs
+    under torch.utils.checkpoint: the backward pass recomputes one part's batch-norm output
+    at a time (the size of that part), never the whole concatenation's; the recomputation's
+    second running-statistics update is undone. Equal to the concatenated form up to the
+    order of the floating-point sums."""
+    batch_statistics, factor = batch_norm_step(norm)
+    total, start = Sum(), 0
+    for index, part in enumerate(parts):
+        term = partial(part_bn_relu_conv, norm, conv, start, batch_statistics, factor, index == 0)
+        if checkpointed:
+            contexts = {} if torch.compiler.is_compiling() else {
+                "context_fn": lambda: (nullcontext(), buffers_restored(norm))}
+            term = partial(checkpoint, term, use_reentrant=False, preserve_rng_state=False, **contexts)
+        total.add(term(part))
+        start += part.shape[1]
+    return total.result()
+
+
+class Sum:
+    """A running sum of the parts' convolution outputs, each term added (and released) as it
+    comes; fp16 or bf16 terms (autocast) accumulate in float32 and the result is rounded to
+    their dtype once, as the whole convolution's float32 accumulator rounds once."""
+
+    def __init__(self):
+        self.total, self.dtype = None, None
+
+    def add(self, term: torch.Tensor) -> None:
+        if self.total is None:
+            self.dtype = term.dtype
+            self.total = term.float() if term.dtype in (torch.float16, torch.bfloat16) else term
+        else:
+            self.total = self.total + term.to(self.total.dtype)
+
+    def result(self) -> torch.Tensor:
+        return self.total.to(self.dtype)
+
+
+def conv_by_parts(conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """conv(cat(parts)) as the sum of the parts' convolutions with their weight slices (the
+    bias once); autograd keeps the parts, not their concatenation."""
+    total, start = Sum(), 0
+    for index, part in enumerate(parts):
+        stop = start + part.shape[1]
+        total.add(nn.functional.conv2d(part, conv.weight[:, start:stop], conv.bias if index == 0 else None,
+                                       conv.stride, conv.padding, conv.dilation, conv.groups))
+        start = stop
+    return total.result()
+
+
 class DenseLayer(nn.Module):
     """BN, ReLU, 3x3 conv to `growth_rate` maps, dropout; input: the list of feature maps
     whose channel concatenation the layer reads."""
 
     def __init__(self, in_channels: int, growth_rate: int, dropout: float, conv_bias: bool,
-                 memory_efficient: bool = True):
+                 memory_efficient: bool = True, by_parts: bool = True):
         super().__init__()
         self.norm = nn.BatchNorm2d(in_channels)
         self.conv = nn.Conv2d(in_channels, growth_rate, 3, padding=1, bias=conv_bias)
         self.dropout = nn.Dropout(dropout)
         self.memory_efficient = memory_efficient
+        self.by_parts = by_parts
 
     def bn_relu_conv(self, *features: torch.Tensor) -> torch.Tensor:
         """conv(relu(norm(cat(features)))): the part Pleiss et al. recompute in backward. The
@@ -115,7 +218,12 @@ class DenseLayer(nn.Module):
         return nullcontext(), buffers_restored(self.norm)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        if self.memory_efficient and self.training and torch.is_grad_enabled():
+        lean = self.memory_efficient and self.training and torch.is_grad_enabled()
+        if lean and self.by_parts and splits_into_parts(self.norm):
+            new = bn_relu_conv_by_parts(self.norm, self.conv, features, checkpointed=True)
+        elif lean:
+            # The concatenation under one checkpoint (torchvision's way); also what a
+            # SyncBatchNorm (DDP) gets: it normalises the whole input in its own forward.
             # Eagerly, the recomputation runs the batch norm's module again: its second
             # running-stats update is undone. Under torch.compile, AOTAutograd turns the
             # update into a forward-graph output and recomputes only values in the
@@ -133,36 +241,63 @@ class DenseBlock(nn.Module):
     """`n_layers` dense layers; returns [input, new maps] or only the new maps."""
 
     def __init__(self, in_channels: int, n_layers: int, growth_rate: int, dropout: float,
-                 conv_bias: bool, keep_input: bool, memory_efficient: bool = True):
+                 conv_bias: bool, keep_input: bool, memory_efficient: bool = True, by_parts: bool = True):
         super().__init__()
         self.keep_input = keep_input
         self.in_channels = in_channels
         self.growth_rate = growth_rate
         self.layers = nn.ModuleList(
             DenseLayer(in_channels + k * growth_rate, growth_rate, dropout, conv_bias,
-                       memory_efficient)
+                       memory_efficient, by_parts)
             for k in range(n_layers))
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """`inputs`: the feature maps whose concatenation is the block input."""
+    def features(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """[*inputs, new maps of each layer], unconcatenated; `inputs`: the feature maps whose
+        concatenation is the block input."""
         features = list(inputs)
         for layer in self.layers:
             features.append(layer(features))
-        return concatenate(features if self.keep_input else features[len(inputs):])
+        return features
+
+    def outputs(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """The maps the block passes on, unconcatenated: all features or only the new maps."""
+        features = self.features(*inputs)
+        return features if self.keep_input else features[len(inputs):]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return concatenate(self.outputs(*inputs))
 
 
 class TransitionDown(nn.Module):
-    """BN, ReLU, 1x1 conv (channels kept), dropout, 2x2 max-pool."""
+    """BN, ReLU, 1x1 conv (channels kept), dropout, 2x2 max-pool; input: the feature maps
+    whose channel concatenation it reads."""
 
-    def __init__(self, channels: int, dropout: float, conv_bias: bool):
+    def __init__(self, channels: int, dropout: float, conv_bias: bool, memory_efficient: bool = True,
+                 by_parts: bool = True):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels)
         self.conv = nn.Conv2d(channels, channels, 1, bias=conv_bias)
         self.dropout = nn.Dropout(dropout)
         self.pool = nn.MaxPool2d(2)
+        self.memory_efficient = memory_efficient
+        self.by_parts = by_parts
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.dropout(self.conv(torch.relu_(self.norm(x)))))
+    def lean(self) -> bool:
+        """Whether forward computes by parts under a checkpoint (see FCDenseNet's by_parts)."""
+        return (self.memory_efficient and self.by_parts and self.training and torch.is_grad_enabled()
+                and splits_into_parts(self.norm))
+
+    def forward_by_parts(self, *parts: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.dropout(bn_relu_conv_by_parts(self.norm, self.conv, parts, checkpointed=True)))
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        if self.lean():
+            # Only the parts (kept anyway: the skip connection) and the pooled maps are kept;
+            # the backward pass recomputes the rest with the same dropout mask.
+            contexts = {} if torch.compiler.is_compiling() else {
+                "context_fn": lambda: (nullcontext(), buffers_restored(self.norm))}
+            return checkpoint(self.forward_by_parts, *parts, use_reentrant=False, preserve_rng_state=True, **contexts)
+        return self.pool(self.dropout(self.conv(torch.relu_(self.norm(concatenate(parts))))))
 
 
 def transition_up(channels: int, conv_bias: bool) -> nn.ConvTranspose2d:
@@ -171,18 +306,18 @@ def transition_up(channels: int, conv_bias: bool) -> nn.ConvTranspose2d:
                               bias=conv_bias)
 
 
-def down_level(stem, block, down, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One resolution level on the way down: (skip connection, pooled maps) of
-    down(block(stem(x))); stem is the first convolution at the top level, else None."""
-    skip = block(x if stem is None else stem(x))
-    return skip, down(skip)
+def down_level(stem, block, down, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One resolution level on the way down: (skip connection as its list of parts, pooled
+    maps) of down(block(stem(x))); stem is the first convolution at the top level, else None."""
+    skip = block.outputs(x if stem is None else stem(x))
+    return skip, down(*skip)
 
 
-def up_level(up, block, head, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """One resolution level on the way up: block(skip, up(x)), through `head` (the final
-    1x1 convolution at the top level, else None)."""
-    x = block(skip, up(x))
-    return x if head is None else head(x)
+def up_level(up, block, head, skip: Sequence[torch.Tensor], x: Sequence[torch.Tensor]):
+    """One resolution level on the way up: block(skip, up(x)) (lists of parts), through
+    `head` (the final 1x1 convolution on the parts at the top level, else None)."""
+    parts = block.outputs(*skip, up(concatenate(x)))
+    return parts if head is None else head(parts)
 
 
 class FCDenseNet(nn.Module):
@@ -191,10 +326,11 @@ class FCDenseNet(nn.Module):
     `layers_per_block`: an int (every block) or 2 * n_pool + 1 sizes (down blocks,
     bottleneck, up blocks). `conv_bias=False` drops the bias of every convolution that is
     followed by a batch norm (all but the final 1x1). Input sides must divide by 2 ** n_pool.
-    `memory_efficient`: checkpoint every dense layer's concatenation + BN + ReLU + conv
-    while training; `buffered_inference`: in eval mode without autograd, write each dense
-    block into one buffer (module docstring). The parameters, the function and the
-    state_dict are the same either way.
+    `memory_efficient`: recompute every dense layer's BN + ReLU + conv (and each resolution
+    level) in the backward pass while training; `by_parts`: without forming concatenations;
+    `buffered_inference`: in eval mode without autograd, write each dense block into one
+    buffer (module docstring). The parameters, the function and the state_dict are the same
+    either way.
 
     Jégou et al.'s variants: FC-DenseNet56 = (n_pool=5, growth_rate=12, layers_per_block=4),
     67 = (5, 16, 5), 103 = (5, 16, [4, 5, 7, 10, 12, 15, 12, 10, 7, 5, 4]).
@@ -204,7 +340,7 @@ class FCDenseNet(nn.Module):
                  growth_rate: int = 12, layers_per_block: int | Sequence[int] = 4,
                  first_filters: int = 48, dropout: float = 0.2, conv_bias: bool = True,
                  memory_efficient: bool = True, buffered_inference: bool = True,
-                 checkpoint_levels: bool | None = None):
+                 checkpoint_levels: bool | None = None, by_parts: bool = True):
         super().__init__()
         if n_pool < 1:
             raise ValueError(f"n_pool must be at least 1, got {n_pool}")
@@ -216,7 +352,7 @@ class FCDenseNet(nn.Module):
 
         def block(channels, n_layers, keep_input):
             return DenseBlock(channels, n_layers, growth_rate, dropout, conv_bias, keep_input,
-                              memory_efficient)
+                              memory_efficient, by_parts)
 
         self.first_conv = nn.Conv2d(in_channels, first_filters, 3, padding=1, bias=conv_bias)
         channels = first_filters
@@ -227,7 +363,7 @@ class FCDenseNet(nn.Module):
             self.down_blocks.append(block(channels, sizes[i], keep_input=True))
             channels += sizes[i] * growth_rate
             skip_channels.append(channels)
-            self.transitions_down.append(TransitionDown(channels, dropout, conv_bias))
+            self.transitions_down.append(TransitionDown(channels, dropout, conv_bias, memory_efficient, by_parts))
         self.bottleneck = block(channels, sizes[n_pool], keep_input=False)
         up_channels = sizes[n_pool] * growth_rate
         self.transitions_up = nn.ModuleList()
@@ -246,13 +382,24 @@ class FCDenseNet(nn.Module):
     @property
     def memory_efficient(self) -> bool:
         """Whether training checkpoints the dense layers and the resolution levels."""
-        return self.checkpoint_levels and all(layer.memory_efficient for layer in self.dense_layers())
+        return self.checkpoint_levels and all(module.memory_efficient for module in self.lean_modules())
 
     @memory_efficient.setter
     def memory_efficient(self, value: bool) -> None:
         self.checkpoint_levels = bool(value)
-        for layer in self.dense_layers():
-            layer.memory_efficient = bool(value)
+        for module in self.lean_modules():
+            module.memory_efficient = bool(value)
+
+    def lean_modules(self):
+        """The modules that compute by parts under checkpoints when memory_efficient."""
+        return (m for m in self.modules() if isinstance(m, (DenseLayer, TransitionDown)))
+
+    def head(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The final 1x1 convolution of the top level's parts; while training lean with
+        gradients, as the sum of the parts' convolutions (no 192-map concatenation is kept)."""
+        if self.transitions_down[0].lean():
+            return conv_by_parts(self.final_conv, parts)
+        return self.final_conv(concatenate(parts))
 
     def checkpointed(self, function, modules, *inputs):
         """function(*inputs), under torch.utils.checkpoint while training with gradients and
@@ -305,9 +452,9 @@ class FCDenseNet(nn.Module):
             modules = [m for m in (stem, block, down) if m is not None]
             skip, x = self.checkpointed(partial(down_level, stem, block, down), modules, x)
             skips.append(skip)
-        x = self.bottleneck(x)
+        x = self.bottleneck.outputs(x)
         top = len(self.up_blocks) - 1
         for level, (up, block, skip) in enumerate(zip(self.transitions_up, self.up_blocks, reversed(skips))):
-            head = self.final_conv if level == top else None
+            head = self.head if level == top else None
             x = self.checkpointed(partial(up_level, up, block, head), [block], skip, x)
         return x
