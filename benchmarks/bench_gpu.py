@@ -243,10 +243,11 @@ def training_step_table(device, batch: int, size: int, config: dict, steps: int,
 
     builders = {
         "FCDenseNet(memory_efficient=False)": lambda: FCDenseNet(**config, memory_efficient=False),
-        "FCDenseNet() (checkpointed, default)": lambda: FCDenseNet(**config),
+        "FCDenseNet(by_parts=False) (concatenations checkpointed)": lambda: FCDenseNet(**config, by_parts=False),
+        "FCDenseNet() (by parts, checkpointed; default)": lambda: FCDenseNet(**config),
         "nnU-Net 2D U-Net (320 x 320 plan)": nnunet_default_2d_unet,
     }
-    lines = [f"{'network':40s}{'mode':>10s}{'s/step':>10s}{'peak GiB':>10s}"]
+    lines = [f"{'network':58s}{'mode':>10s}{'s/step':>10s}{'peak GiB':>10s}"]
     x = torch.randn(batch, 1, size, size, device=device)
     target = torch.randint(0, 2, (batch, size, size), device=device)
     for compiled in modes:
@@ -278,7 +279,7 @@ def training_step_table(device, batch: int, size: int, config: dict, steps: int,
             peak = (f"{torch.cuda.max_memory_allocated(device) / 2 ** 30:10.2f}" if device.type == "cuda"
                     else f"{'n/a':>10s}")
             mode = "compiled" if compiled else "eager"
-            lines.append(f"{name:40s}{mode:>10s}{statistics.median(times[2:]):10.3f}{peak}")
+            lines.append(f"{name:58s}{mode:>10s}{statistics.median(times[2:]):10.3f}{peak}")
             del net, run, optimizer
     return lines
 

@@ -26,7 +26,8 @@ def test_bench_gpu_tiny_on_cpu(nnunet_env, tmp_path):
                   "fp16 autocast + GradScaler on cpu", "torch.compile (aot_eager) equals eager on cpu"):
         assert f"[PASS] {check}" in out, (check, out)
     assert "[FAIL]" not in out and "all checks passed" in out
-    for row in ("FCDenseNet(memory_efficient=False)", "FCDenseNet() (checkpointed, default)",
+    for row in ("FCDenseNet(memory_efficient=False)", "FCDenseNet() (by parts, checkpointed; default)",
+                "FCDenseNet(by_parts=False) (concatenations checkpointed)",
                 "nnU-Net 2D U-Net (320 x 320 plan)"):
         assert row in out, row
     for trainer in ("FCDenseNetTrainerGPUBenchmark", "nnUNetTrainerGPUBenchmark"):
