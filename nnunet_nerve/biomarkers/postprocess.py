@@ -8,8 +8,9 @@ spacing in mm:
 1. Components: 3D connected components with 26-connectivity.
 2. Bridges over missed slices: a 2D piece (8-connected) in slice ``a`` that no mask voxel of
    slice ``a + 1`` touches, and a piece in slice ``b`` that no voxel of slice ``b - 1``
-   touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 1) slices between them
-   (the fewest that give any pair), are bridged when they face each other: the distance
+   touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 2: a missed slice next to
+   the slice where the small branch alone was missed leaves that branch a two-slice gap)
+   slices between them (the fewest that give any pair), are bridged when they face each other: the distance
    between their centroids is at most the sum of their equivalent radii sqrt(area / pi)
    plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging at a missed junction
    slice). A piece that continues in the gap's direction may still be bridged to one that
@@ -56,7 +57,7 @@ _STRUCTURE_2D = np.ones((3, 3), dtype=bool)
 class PostprocessRule:
     min_extent_fraction: float = 0.5
     max_branch_distance_mm: float = 20.0
-    max_gap_slices: int = 1
+    max_gap_slices: int = 2
     facing_tolerance_mm: float = 2.0
 
     def __post_init__(self):
