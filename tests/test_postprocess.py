@@ -212,6 +212,24 @@ def test_branch_that_lost_its_junction_slice_is_bridged_to_the_sciatic():
     assert not (result.mask & vein()).any()
 
 
+def test_blob_facing_a_thickened_nerve_is_no_branch_that_lost_its_junction():
+    """A nerve of r 4 mm, thickened to r 6 on slices 10-21, and a vein-like blob (r 2.5) on
+    slices 22-27 whose axis is 10 mm from the nerve's: it touches nothing, but across one
+    slice it faces the thickened nerve of slice 20 (10 <= 6 + 2.5 + 2 mm). A branch that lost
+    its junction would run on as far as the nerve (to slice 39); the blob ends 12 slices
+    before it, so it is not bridged and goes as a short blob. The same tube running to the
+    end of the stack is indistinguishable from such a branch: bridged and kept."""
+    nerve = tube((24, 24), lambda z: 6.0 if 10 <= int(z // SPACING[0]) <= 21 else 4.0)
+    blob = vein(z0=22, z1=27, x=34, y=24)
+    result = postprocess_nerve(nerve | blob, SPACING)
+    assert np.array_equal(result.mask, nerve) and result.filled_slices == []
+    assert [(r["first_slice"], r["last_slice"]) for r in result.removed] == [(22, 27)]
+    branch = vein(z0=22, z1=NZ - 1, x=34, y=24)
+    kept = postprocess_nerve(nerve | branch, SPACING)
+    assert kept.mask[branch].all() and kept.removed == []
+    assert kept.filled_slices == [21]
+
+
 @pytest.mark.benchmark_script
 def test_benchmark_runs_and_postprocessing_beats_no_postprocessing():
     """A small run of benchmarks/bench_postprocess.py (the docs quote its full run)."""
