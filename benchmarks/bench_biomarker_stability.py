@@ -249,7 +249,8 @@ def main() -> None:
                         help="post-processing bridges gaps of up to this many slices (default: postprocess's)")
     parser.add_argument("--json", help="also write every case's numbers here")
     args = parser.parse_args()
-    result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices, args.max_gap)
+    result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices,
+                 args.max_gap)
     print(report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

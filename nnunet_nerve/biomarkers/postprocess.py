@@ -10,10 +10,10 @@ spacing in mm:
    slice ``a + 1`` touches, and a piece in slice ``b`` that no voxel of slice ``b - 1``
    touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 2: a missed slice next to
    the slice where the small branch alone was missed leaves that branch a two-slice gap)
-   slices between them (the fewest that give any pair), are bridged when they face each other: the distance
-   between their centroids is at most the sum of their equivalent radii sqrt(area / pi)
-   plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging at a missed junction
-   slice). A piece that continues in the gap's direction may still be bridged to one that
+   slices between them (the fewest that give any pair), are bridged when they face each
+   other: the distance between their centroids is at most the sum of their equivalent
+   radii sqrt(area / pi) plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging
+   at a missed junction slice). A piece that continues in the gap's direction may still be bridged to one that
    ends, when the two belong to different 3D components (a branch that lost its junction)
    and the ending piece's group (its component and those bridged to it over gaps where both
    ends are open) runs on, away from the gap, to within ``max_gap_slices`` of where the
@@ -213,9 +213,9 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
     def reaches_as_far(lo: _Piece, up: _Piece) -> bool:
         """The ending piece's group extends, away from the gap, as far as the continuing one's (within max_gap)."""
         a, b = group_of[lo.component], group_of[up.component]
-        if up.up:      # the upper piece starts below the gap and runs down; the lower one continues
+        if up.up:      # the piece after the gap (higher z) starts there; it must run on towards higher z
             return last[b] >= last[a] - rule.max_gap_slices
-        return first[a] <= first[b] + rule.max_gap_slices      # the lower piece ends above the gap
+        return first[a] <= first[b] + rule.max_gap_slices      # the piece before the gap ends there
 
     def joinable(lo: _Piece, up: _Piece) -> bool:
         if not _facing(lo, up, rule.facing_tolerance_mm):
