@@ -84,8 +84,7 @@ BRANCH_COLUMNS = ("csa_mm2", "cos_theta", "csa_corrected_mm2", "centroid_x_mm", 
                   "signal_mean_norm", "signal_median_norm", "lesion", "csa_threshold_mm2")
 SLICE_COLUMNS = (
     "slice", "z_mm", "region", "components", "voxels", "interpolated", "csa_mm2", "theta_deg", "cos_theta",
-    "csa_corrected_mm2",
-    "centroid_x_mm", "centroid_y_mm", "signal_mean", "signal_median", "signal_reference",
+    "csa_corrected_mm2", "centroid_x_mm", "centroid_y_mm", "signal_mean", "signal_median", "signal_reference",
     "signal_mean_norm", "signal_median_norm", "csa_lesion", "signal_lesion", "lesion", "lesion_reference",
     "csa_threshold_mm2",
 ) + tuple(f"{b}_{c}" for b in SPLIT_BRANCHES for c in BRANCH_COLUMNS)
@@ -215,10 +214,9 @@ def nerve_biomarkers(mask: np.ndarray, spacing_zyx: Sequence[float], image: "np.
     the unit vector (x, y), in the grid's in-plane mm axes, pointing laterally for the imaged
     leg (names the branches by position). ``reference`` (a NormativeReference) replaces the
     subject's own lesion reference where it has enough volunteers at the scan's thigh
-    ``location`` (distal, medial, proximal; None or n/a: unknown). ``interpolated``: the
-    slices holding voxels that post-processing interpolated over a gap
-    (``PostprocessResult.filled_slices``); their rows say ``interpolated`` and they are not
-    evidence for a lesion (``lesions.flag_lesions``).
+    ``location`` (distal, medial, proximal; None or n/a: unknown). ``interpolated``: slices
+    post-processing filled over a gap (``PostprocessResult.filled_slices``), marked in their
+    rows and no evidence for a lesion (``lesions.flag_lesions``).
     """
     mask = binary_mask(np.asarray(mask))
     if mask.ndim != 3:
@@ -237,9 +235,8 @@ def nerve_biomarkers(mask: np.ndarray, spacing_zyx: Sequence[float], image: "np.
     refs = slice_signal_references(image, mask) if image is not None else np.full(nz, math.nan)
 
     rows = [_empty_row(z, spacing[0]) for z in range(nz)]
-    for z in interpolated:
-        if 0 <= int(z) < nz and int(z) in nerve_z:
-            rows[int(z)]["interpolated"] = True
+    for z in set(map(int, interpolated)) & set(nerve_z):
+        rows[z]["interpolated"] = True
     _measure_nerve(rows, mask, nerve_z, parts, spacing, image, refs, window)
     for name in SPLIT_BRANCHES:
         _measure_branch(rows, name, labels == BRANCH_LABELS[name], nerve_z, spacing, image, refs, window)

@@ -181,7 +181,6 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
     max_gap slices of where the continuing piece's group ends: a vein-like blob facing the
     nerve ends well before it."""
     pieces = _pieces_by_slice(mask, comp, spacing_yx)
-    nz = mask.shape[0]
 
     def search(joinable) -> list:
         found = {}
@@ -199,12 +198,9 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
                         break
         return list(found.values())
 
-    def two_sided(lo: _Piece, up: _Piece) -> bool:
-        return lo.down and up.up and _facing(lo, up, rule.facing_tolerance_mm)
-
     n = int(comp.max())
-    group_of = _groups(n, search(two_sided))
-    first, last = np.full(n + 1, nz), np.full(n + 1, -1)
+    group_of = _groups(n, search(lambda lo, up: lo.down and up.up and _facing(lo, up, rule.facing_tolerance_mm)))
+    first, last = np.full(n + 1, mask.shape[0]), np.full(n + 1, -1)
     for c, obj in enumerate(ndimage.find_objects(comp), 1):
         if obj is not None:
             g = group_of[c]
