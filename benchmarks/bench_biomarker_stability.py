@@ -2,7 +2,7 @@
 the lesions that are there?
 
     .venv/bin/python benchmarks/bench_biomarker_stability.py [--volunteers 10] [--patients 42]
-        [--seed 0] [--variants 2] [--size small] [--json FILE]
+        [--seed 0] [--variants 2] [--size small] [--max-gap N] [--json FILE]
 
 The synthetic registry (``nnunet_nerve.registry.phantom``, rendered in memory; the paper's 10
 volunteers and 42 patients by default): each subject's consensus mask (the raters'
@@ -20,7 +20,8 @@ the errors a 2D network makes (``tests/nerve_tubes.py``), all of them at once:
   miss it.
 
 Every mask is measured as ``nnunet-nerve biomarkers`` measures it (post-processed by
-default; ``raw`` rows with ``--no-postprocess``), with the imaged leg known (the phantom is
+default, ``--max-gap`` as in ``postprocess --max-gap``, the slices it interpolated marked as
+such; ``raw`` rows with ``--no-postprocess``), with the imaged leg known (the phantom is
 a right leg). Lesions are judged against the subject's own nerve (``own``) and against the
 volunteers' consensus masks of the same thigh location (``normative``; each volunteer
 against the others, leave-one-out).
@@ -51,7 +52,7 @@ from nnunet_nerve.biomarkers.measures import NormativeReference, lateral_vector,
 from nnunet_nerve.registry.consensus import majority_vote  # noqa: E402
 from nnunet_nerve.registry.phantom import render_subject  # noqa: E402
 from nnunet_nerve.registry.phantom_anatomy import SIZES, lesion_extent, phantom_subjects  # noqa: E402
-from nnunet_nerve.biomarkers.postprocess import postprocess_nerve  # noqa: E402
+from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve  # noqa: E402
 
 #: The phantom's stacks are right legs in an identity grid: lateral is -x.
 LATERAL = lateral_vector((1, 0, 0, 0, 1, 0, 0, 0, 1), "right")
@@ -79,10 +80,13 @@ def noisy_mask(consensus: np.ndarray, spacing, rng: np.random.Generator, branch_
     return mask, applied
 
 
-def measure(mask, spacing, image, mode: str, reference=None, location=None):
+def measure(mask, spacing, image, mode: str, reference=None, location=None, rule: PostprocessRule = PostprocessRule()):
+    interpolated = ()
     if mode == "post-processed":
-        mask = postprocess_nerve(mask, spacing).mask
-    return nerve_biomarkers(mask, spacing, image, lateral_xy=LATERAL, reference=reference, location=location)
+        pp = postprocess_nerve(mask, spacing, rule)
+        mask, interpolated = pp.mask, pp.filled_slices
+    return nerve_biomarkers(mask, spacing, image, lateral_xy=LATERAL, reference=reference, location=location,
+                            interpolated=interpolated)
 
 
 def render(volunteers: int, patients: int, seed: int, size: str) -> list:
@@ -128,16 +132,17 @@ def found(truth, found_segments: list) -> bool:
 
 
 def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int = 2, size: str = "small",
-        branch_slices: int = 1) -> dict:
+        branch_slices: int = 1, max_gap: "int | None" = None) -> dict:
     started = time.perf_counter()
     subjects = render(volunteers, patients, seed, size)
     references = normative_references(subjects)
     rng = np.random.default_rng([seed, 15])
+    rule = PostprocessRule() if max_gap is None else PostprocessRule(max_gap_slices=max_gap)
     cases = []
     for s in subjects:
         spacing, image, ref = s["spacing"], s["image"], references[s["id"]]
-        consensus = {"own": measure(s["consensus"], spacing, image, "post-processed"),
-                     "normative": measure(s["consensus"], spacing, image, "post-processed", ref, s["location"])}
+        consensus = {"own": measure(s["consensus"], spacing, image, "post-processed", rule=rule),
+                     "normative": measure(s["consensus"], spacing, image, "post-processed", ref, s["location"], rule)}
         row = {k: s[k] for k in ("id", "cohort", "location", "lesion", "truth")}
         row["consensus"] = {name: segments(res) for name, res in consensus.items()}
         row["variants"] = []
@@ -145,8 +150,8 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
             mask, applied = noisy_mask(s["consensus"], spacing, rng, branch_slices)
             variant = {"errors": applied}
             for mode in MODES:
-                own = measure(mask, spacing, image, mode)
-                normative = measure(mask, spacing, image, mode, ref, s["location"])
+                own = measure(mask, spacing, image, mode, rule=rule)
+                normative = measure(mask, spacing, image, mode, ref, s["location"], rule)
                 errors = csa_errors(own, consensus["own"])
                 variant[mode] = {
                     "csa_error": float(np.median(errors)), "csa_errors": errors,
@@ -158,7 +163,7 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
                 }
             row["variants"].append(variant)
         cases.append(row)
-    return {"cases": cases, "seed": seed, "size": size, "variants": variants,
+    return {"cases": cases, "seed": seed, "size": size, "variants": variants, "max_gap": rule.max_gap_slices,
             "seconds": time.perf_counter() - started}
 
 
@@ -171,7 +176,8 @@ def report(result: dict) -> str:
     cases = result["cases"]
     n_masks = sum(len(c["variants"]) for c in cases)
     lines = [f"{len(cases)} subjects ({sum(c['cohort'] == 'volunteer' for c in cases)} volunteers), "
-             f"{result['variants']} noisy mask(s) each, phantom size {result['size']}, seed {result['seed']}",
+             f"{result['variants']} noisy mask(s) each, phantom size {result['size']}, seed {result['seed']}, "
+             f"post-processing bridges gaps of up to {result['max_gap']} slice(s)",
              "",
              "Stability: noisy mask against its consensus (goals: CSA error <= 10 %, volume <= 5 %, same lesion "
              "segments in every patient, no lesion in any volunteer)",
@@ -239,9 +245,12 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="small", help="phantom size (paper: slow)")
     parser.add_argument("--missed-branch-slices", type=int, default=1,
                         help="consecutive split slices on which the small branch is missed")
+    parser.add_argument("--max-gap", type=int, default=None,
+                        help="post-processing bridges gaps of up to this many slices (default: postprocess's)")
     parser.add_argument("--json", help="also write every case's numbers here")
     args = parser.parse_args()
-    result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices)
+    result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices,
+                 args.max_gap)
     print(report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -167,7 +167,7 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
 
 
 def postprocess(input: PathLike, output: PathLike, *, min_extent: float = 0.5, max_branch_distance: float = 20.0,
-                max_gap: int = 1, overwrite: bool = False, progress: Progress = None):
+                max_gap: int = 2, overwrite: bool = False, progress: Progress = None):
     """Keep the physiological nerve tube of a mask file (returns its ``PostprocessResult``) or of
     every mask in a folder (returns the report written as postprocessing_nerve.json).
 

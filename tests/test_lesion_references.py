@@ -90,3 +90,20 @@ def test_a_branch_on_too_few_slices_is_judged_against_the_trunk():
     assert lesion["references"]["tibial"]["label"].startswith("subject sciatic (tibial: fewer than 5 slices")
     normal = nerve_biomarkers(y_nerve(36, 4.0, 3.0), SPACING)
     assert segments(normal) == [] and normal.summary["lesion"]["unjudged_slices"] == []
+
+
+def test_interpolated_slices_are_no_evidence_for_a_lesion():
+    """A trunk of 50 mm² (r 4) at 95 mm² (r 5.5) on slices 20-21. Measured, that is a lesion
+    segment; the same two slices interpolated by post-processing (``interpolated``: not
+    measurements) make none, and neither does one measured swollen slice with an interpolated
+    one beside it (both listed as isolated). A lesion on 16-23 measured on both sides of an
+    interpolated slice 20 stays one segment."""
+    short = tube((24.0, 24.0), lambda z: 5.5 if 20 <= slice_of(z) <= 21 else 4.0)
+    assert segments(nerve_biomarkers(short, SPACING)) == [(20, 21)]
+    for interpolated in ([20, 21], [21]):
+        res = nerve_biomarkers(short, SPACING, interpolated=interpolated)
+        assert segments(res) == [] and res.summary["lesion"]["isolated_slices"] == [20, 21]
+        assert [r["slice"] for r in res.slices if r["interpolated"]] == interpolated
+    long = tube((24.0, 24.0), lambda z: 5.5 if 16 <= slice_of(z) <= 23 else 4.0)
+    res = nerve_biomarkers(long, SPACING, interpolated=[20])
+    assert segments(res) == [(16, 23)] and res.slices[20]["lesion"]

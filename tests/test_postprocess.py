@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import import_benchmark, run, script
-from nerve_tubes import SHAPE, SPACING, oblique_tube, tube, write
+from nerve_tubes import SHAPE, SPACING, oblique_tube, t2_image, tube, write
 from nnunet_nerve.biomarkers.postprocess import REPORT_NAME, PostprocessRule, interpolate_gap, postprocess_nerve
 
 NZ = SHAPE[0]
@@ -60,14 +60,50 @@ def test_gap_in_an_oblique_tube_is_interpolated_between_its_neighbours():
     assert np.array_equal(np.delete(result.mask, 17, axis=0), np.delete(nerve, 17, axis=0))
 
 
-def test_two_slice_gap_needs_max_gap_two():
+def test_two_slice_gap_filled_by_default_three_need_max_gap_three():
     nerve = tube((24, 24), 3.0)
     gapped = nerve.copy()
     gapped[20:22] = False
-    narrow = postprocess_nerve(gapped, SPACING)
+    narrow = postprocess_nerve(gapped, SPACING, PostprocessRule(max_gap_slices=1))
     assert narrow.filled_slices == [] and np.array_equal(narrow.mask, gapped)   # both halves kept, not filled
-    wide = postprocess_nerve(gapped, SPACING, PostprocessRule(max_gap_slices=2))
-    assert wide.filled_slices == [20, 21] and np.array_equal(wide.mask, nerve)
+    default = postprocess_nerve(gapped, SPACING)
+    assert default.filled_slices == [20, 21] and np.array_equal(default.mask, nerve)
+    gapped[22] = False
+    assert postprocess_nerve(gapped, SPACING).filled_slices == []
+    wide = postprocess_nerve(gapped, SPACING, PostprocessRule(max_gap_slices=3))
+    assert wide.filled_slices == [20, 21, 22] and np.array_equal(wide.mask, nerve)
+
+
+def test_missed_slice_next_to_the_missed_small_branch_keeps_its_stump(tmp_path):
+    """A Y nerve (trunk r 4 on slices 0-19, tibial r 3 and peroneal r 2 from slice 20) with
+    slice 30 missed and the peroneal also missed on slice 31: a two-slice gap in the peroneal,
+    whose stump below (slices 32-39, a fifth of the stack) is too short to be kept as a branch
+    unless bridged. By default (two-slice gaps) it is bridged and both slices are filled;
+    ``biomarkers`` on the files measures about the intact volume, marks slices 30 and 31
+    interpolated in slices.csv and finds no lesion."""
+    from conftest import read_csv
+
+    nerve = tube((24, 24), 4.0)
+    branches = tube((19, 24), 3.0) | tube((30, 24), 2.0)
+    nerve[20:] = branches[20:]
+    predicted = nerve.copy()
+    predicted[30] = False
+    predicted[31] = tube((19, 24), 3.0)[31]
+    assert not postprocess_nerve(predicted, SPACING, PostprocessRule(max_gap_slices=1)).mask[32:, :, 56:].any()
+    result = postprocess_nerve(predicted, SPACING)
+    assert result.filled_slices == [30, 31] and result.removed == []
+    assert np.array_equal(result.mask[32:], nerve[32:]) and np.array_equal(result.mask[:30], nerve[:30])
+
+    image = write(tmp_path / "case_t2.nii.gz", t2_image(nerve))
+    mask = write(tmp_path / "case_mask.nii.gz", predicted)
+    out = tmp_path / "out"
+    run([script("nnunet-nerve"), "biomarkers", "--image", image, "--mask", mask, "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["postprocessing"]["filled_slices"] == [30, 31]
+    assert summary["voxels"] == pytest.approx(int(nerve.sum()), rel=0.02)
+    assert summary["lesion"]["segments"] == []
+    rows = read_csv(out / "slices.csv")
+    assert [int(r["slice"]) for r in rows if r["interpolated"] in ("True", "true", "1")] == [30, 31]
 
 
 def test_split_into_two_branches_both_kept_even_when_disconnected():
@@ -174,6 +210,24 @@ def test_branch_that_lost_its_junction_slice_is_bridged_to_the_sciatic():
     assert (result.mask[30] & tube((28.5, 24), 2.0)[30]).any()     # the missed junction slice reaches it
     assert np.array_equal(result.mask[31:], nerve[31:]) and np.array_equal(result.mask[:30], nerve[:30])
     assert not (result.mask & vein()).any()
+
+
+def test_blob_facing_a_thickened_nerve_is_no_branch_that_lost_its_junction():
+    """A nerve of r 4 mm, thickened to r 6 on slices 10-21, and a vein-like blob (r 2.5) on
+    slices 22-27 whose axis is 10 mm from the nerve's: it touches nothing, but across one
+    slice it faces the thickened nerve of slice 20 (10 <= 6 + 2.5 + 2 mm). A branch that lost
+    its junction would run on as far as the nerve (to slice 39); the blob ends 12 slices
+    before it, so it is not bridged and goes as a short blob. The same tube running to the
+    end of the stack is indistinguishable from such a branch: bridged and kept."""
+    nerve = tube((24, 24), lambda z: 6.0 if 10 <= int(z // SPACING[0]) <= 21 else 4.0)
+    blob = vein(z0=22, z1=27, x=34, y=24)
+    result = postprocess_nerve(nerve | blob, SPACING)
+    assert np.array_equal(result.mask, nerve) and result.filled_slices == []
+    assert [(r["first_slice"], r["last_slice"]) for r in result.removed] == [(22, 27)]
+    branch = vein(z0=22, z1=NZ - 1, x=34, y=24)
+    kept = postprocess_nerve(nerve | branch, SPACING)
+    assert kept.mask[branch].all() and kept.removed == []
+    assert kept.filled_slices == [21]
 
 
 @pytest.mark.benchmark_script

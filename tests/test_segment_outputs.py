@@ -28,6 +28,19 @@ def scan_and_mask(tmp_path):
     return scan, mask
 
 
+
+def test_slices_filled_by_postprocessing_are_marked_interpolated(scan_and_mask, tmp_path):
+    """A missed slice (4) in the tube: post-processing fills it, and the biomarkers' slices.csv
+    marks it (and only it) interpolated, as `nnunet-nerve biomarkers` does."""
+    from conftest import read_csv
+    from nnunet_nerve.segmentation.segment import segment_from_prediction
+
+    scan, mask = scan_and_mask
+    mask[4] = False
+    result = segment_from_prediction(scan, mask, tmp_path / "out", MODEL_INFO)
+    rows = read_csv(result.paths["biomarkers"] / "slices.csv")
+    assert [int(r["slice"]) for r in rows if r["interpolated"] in ("True", "true", "1")] == [4]
+
 def test_paths_returned_are_the_files_written(scan_and_mask, tmp_path):
     from nnunet_nerve.segmentation.segment import segment_from_prediction
 

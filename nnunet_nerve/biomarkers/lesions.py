@@ -17,6 +17,13 @@ shorter runs are isolated outliers (a one-slice segmentation error is as large a
 lesion), listed in the summary but not flagged. At the paper's 4 mm slices, 2 slices are
 8 mm: the focal lesions of interest span 1-4 cm.
 
+Interpolated slices (rows marked ``interpolated``: post-processing filled voxels there over
+a missed slice or branch) are not measurements: they are judged like any slice, but only
+measured slices count towards ``min_slices``. So a run of flagged slices is a segment when
+at least ``min_slices`` of its slices are measured; interpolated slices alone, or one
+measured slice with interpolated ones beside it, make no lesion, while an interpolated
+slice inside or at the edge of a lesion found from measured slices keeps it in one piece.
+
 References (``references.py``): the subject's own nerve by default, or the volunteers of a
 normative reference at the scan's thigh location. The subject's own references are
 computed again without the slices of the segments found, until the segments no longer
@@ -64,7 +71,7 @@ class LesionRule:
     def text(self) -> str:
         """The rule in words, as summaries report it."""
         return (f"value > centre + max({self.k:g} x spread, {self.min_excess:g} x centre) on at least "
-                f"{self.min_slices} consecutive nerve slice(s)")
+                f"{self.min_slices} consecutive nerve slice(s), interpolated slices not counted")
 
 
 def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "NormativeReference | None" = None,
@@ -168,14 +175,14 @@ def normative_csa_ranges(reference: "NormativeReference", location: "str | None"
 
 
 def _drop_short_runs(rows: list, nerve_z: list, flags: np.ndarray, min_slices: int) -> list:
-    """Unflag runs of fewer than ``min_slices`` consecutive flagged nerve slices (all flags of
-    their rows); returns those slices."""
+    """Unflag runs of consecutive flagged nerve slices holding fewer than ``min_slices``
+    measured (not interpolated) slices (all flags of their rows); returns those slices."""
     dropped, run = [], []
     for z in [*nerve_z, None]:
         if z is not None and flags[z] and (not run or z == run[-1] + 1):
             run.append(z)
             continue
-        if 0 < len(run) < min_slices:
+        if run and sum(not rows[r].get("interpolated") for r in run) < min_slices:
             dropped += run
         run = [z] if z is not None and flags[z] else []
     for z in dropped:

@@ -16,6 +16,8 @@ Per slice (one row per slice of the stack; slices without nerve have zero area a
 values elsewhere):
 
 * ``csa_mm2`` = nerve voxels in the slice x spacing_y x spacing_x.
+* ``interpolated``: the slice holds voxels that post-processing interpolated over a gap (a
+  missed slice or branch); not a measurement, so never evidence for a lesion on its own.
 * ``cos_theta``: theta is the angle between the local centreline and the slice normal.
   A centreline is a sequence of centroids (x_mm, y_mm, z_mm) over the slices holding a
   part; x and y are smoothed by a centred moving average over ``window`` of these slices
@@ -81,8 +83,8 @@ CSV_DIGITS = 6
 BRANCH_COLUMNS = ("csa_mm2", "cos_theta", "csa_corrected_mm2", "centroid_x_mm", "centroid_y_mm",
                   "signal_mean_norm", "signal_median_norm", "lesion", "csa_threshold_mm2")
 SLICE_COLUMNS = (
-    "slice", "z_mm", "region", "components", "voxels", "csa_mm2", "theta_deg", "cos_theta", "csa_corrected_mm2",
-    "centroid_x_mm", "centroid_y_mm", "signal_mean", "signal_median", "signal_reference",
+    "slice", "z_mm", "region", "components", "voxels", "interpolated", "csa_mm2", "theta_deg", "cos_theta",
+    "csa_corrected_mm2", "centroid_x_mm", "centroid_y_mm", "signal_mean", "signal_median", "signal_reference",
     "signal_mean_norm", "signal_median_norm", "csa_lesion", "signal_lesion", "lesion", "lesion_reference",
     "csa_threshold_mm2",
 ) + tuple(f"{b}_{c}" for b in SPLIT_BRANCHES for c in BRANCH_COLUMNS)
@@ -204,14 +206,17 @@ def nerve_biomarkers(mask: np.ndarray, spacing_zyx: Sequence[float], image: "np.
                      lateral_xy: "Sequence[float] | None" = None, rule: LesionRule = LesionRule(),
                      reference: "NormativeReference | None" = None, location: "str | None" = None,
                      window: int = DEFAULT_WINDOW,
-                     min_branch_fraction: float = DEFAULT_MIN_BRANCH_FRACTION) -> NerveBiomarkers:
+                     min_branch_fraction: float = DEFAULT_MIN_BRANCH_FRACTION,
+                     interpolated: Sequence[int] = ()) -> NerveBiomarkers:
     """Biomarkers of a binary nerve mask (z, y, x) with ``spacing_zyx`` in mm.
 
     ``image`` (same shape) gives the signal columns (empty without it). ``lateral_xy`` is
     the unit vector (x, y), in the grid's in-plane mm axes, pointing laterally for the imaged
     leg (names the branches by position). ``reference`` (a NormativeReference) replaces the
     subject's own lesion reference where it has enough volunteers at the scan's thigh
-    ``location`` (distal, medial, proximal; None or n/a: unknown).
+    ``location`` (distal, medial, proximal; None or n/a: unknown). ``interpolated``: slices
+    post-processing filled over a gap (``PostprocessResult.filled_slices``), marked in their
+    rows and no evidence for a lesion (``lesions.flag_lesions``).
     """
     mask = binary_mask(np.asarray(mask))
     if mask.ndim != 3:
@@ -230,6 +235,8 @@ def nerve_biomarkers(mask: np.ndarray, spacing_zyx: Sequence[float], image: "np.
     refs = slice_signal_references(image, mask) if image is not None else np.full(nz, math.nan)
 
     rows = [_empty_row(z, spacing[0]) for z in range(nz)]
+    for z in set(map(int, interpolated)) & set(nerve_z):
+        rows[z]["interpolated"] = True
     _measure_nerve(rows, mask, nerve_z, parts, spacing, image, refs, window)
     for name in SPLIT_BRANCHES:
         _measure_branch(rows, name, labels == BRANCH_LABELS[name], nerve_z, spacing, image, refs, window)
@@ -315,7 +322,7 @@ def _set_cos(row: dict, prefix: str, cos: float) -> None:
 
 def _empty_row(z: int, sz: float) -> dict:
     row = dict.fromkeys(SLICE_COLUMNS)
-    row.update(slice=z, z_mm=z * sz, region="none", components=0, voxels=0, csa_mm2=0.0,
+    row.update(slice=z, z_mm=z * sz, region="none", components=0, voxels=0, interpolated=False, csa_mm2=0.0,
                csa_corrected_mm2=0.0, csa_lesion=False, signal_lesion=False, lesion=False)
     return row
 
@@ -383,7 +390,8 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
         pp = postprocess_nerve(mask, spacing)
         mask = pp.mask
     result = nerve_biomarkers(mask, spacing, array, lateral_xy=lateral_vector(image.GetDirection(), side),
-                              rule=rule, reference=reference, location=location, **options)
+                              rule=rule, reference=reference, location=location,
+                              interpolated=pp.filled_slices if pp else (), **options)
     result.summary = {"image": str(Path(image_path).resolve()), "mask": str(Path(mask_path).resolve()),
                       "mask_used": MASK_POSTPROCESSED if postprocess else MASK_RAW,
                       "postprocessing": pp.as_dict() if pp else None, "side": side, "location": location,

@@ -8,12 +8,17 @@ spacing in mm:
 1. Components: 3D connected components with 26-connectivity.
 2. Bridges over missed slices: a 2D piece (8-connected) in slice ``a`` that no mask voxel of
    slice ``a + 1`` touches, and a piece in slice ``b`` that no voxel of slice ``b - 1``
-   touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 1) slices between them
-   (the fewest that give any pair), are bridged when they face each other: the distance
-   between their centroids is at most the sum of their equivalent radii sqrt(area / pi)
-   plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging at a missed junction
-   slice). A piece that continues in the gap's direction may still be bridged to one that
-   ends, when the two belong to different 3D components (a branch that lost its junction).
+   touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 2: a missed slice next to
+   the slice where the small branch alone was missed leaves that branch a two-slice gap)
+   slices between them (the fewest that give any pair), are bridged when they face each
+   other: the distance between their centroids is at most the sum of their equivalent
+   radii sqrt(area / pi) plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging
+   at a missed junction slice). A piece that continues in the gap's direction may still be bridged to one that
+   ends, when the two belong to different 3D components (a branch that lost its junction)
+   and the ending piece's group (its component and those bridged to it over gaps where both
+   ends are open) runs on, away from the gap, to within ``max_gap_slices`` of where the
+   continuing piece's group ends: a branch runs on as far as the nerve does, a vein-like
+   blob facing the nerve (say a lesion-thickened one) ends well before it.
    The slices between get the shape-based interpolation of the two pieces: both moved to
    the linearly interpolated centroid, voxels where the linear blend of their signed
    distance maps (mm, negative inside) is negative.
@@ -56,7 +61,7 @@ _STRUCTURE_2D = np.ones((3, 3), dtype=bool)
 class PostprocessRule:
     min_extent_fraction: float = 0.5
     max_branch_distance_mm: float = 20.0
-    max_gap_slices: int = 1
+    max_gap_slices: int = 2
     facing_tolerance_mm: float = 2.0
 
     def __post_init__(self):
@@ -169,27 +174,53 @@ def interpolate_gap(lower: np.ndarray, upper: np.ndarray, gap: int, spacing_yx) 
 def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spacing_yx) -> list:
     """(lower piece, upper piece) pairs across 1..max_gap slices (the fewest that give any for
     each end piece) that face each other, where the lower piece ends downwards and the upper
-    piece upwards, or one of them does and they belong to different 3D components (a branch
-    that lost its junction)."""
+    piece upwards (two-sided), or one of them does and they belong to different 3D components
+    (one-sided: a branch that lost its junction). A branch runs on from its junction as far as
+    the nerve does, so a one-sided bridge is made only when the ending piece's group (its
+    component with those bridged to it two-sidedly) reaches, away from the gap, to within
+    max_gap slices of where the continuing piece's group ends: a vein-like blob facing the
+    nerve ends well before it."""
     pieces = _pieces_by_slice(mask, comp, spacing_yx)
-    found = {}
+
+    def search(joinable) -> list:
+        found = {}
+        for z, here in pieces.items():
+            for p in here:
+                for gap in range(1, int(rule.max_gap_slices) + 1):
+                    hits = []
+                    if p.down:
+                        hits += [(p, q) for q in pieces.get(z + gap + 1, []) if joinable(p, q)]
+                    if p.up:
+                        hits += [(q, p) for q in pieces.get(z - gap - 1, []) if joinable(q, p)]
+                    for lo, up in hits:
+                        found[(lo.z, lo.label, up.z, up.label)] = (lo, up)
+                    if hits:
+                        break
+        return list(found.values())
+
+    n = int(comp.max())
+    group_of = _groups(n, search(lambda lo, up: lo.down and up.up and _facing(lo, up, rule.facing_tolerance_mm)))
+    first, last = np.full(n + 1, mask.shape[0]), np.full(n + 1, -1)
+    for c, obj in enumerate(ndimage.find_objects(comp), 1):
+        if obj is not None:
+            g = group_of[c]
+            first[g], last[g] = min(first[g], obj[0].start), max(last[g], obj[0].stop - 1)
+
+    def reaches_as_far(lo: _Piece, up: _Piece) -> bool:
+        """The ending piece's group extends, away from the gap, as far as the continuing one's (within max_gap)."""
+        a, b = group_of[lo.component], group_of[up.component]
+        if up.up:      # the piece after the gap (higher z) starts there; it must run on towards higher z
+            return last[b] >= last[a] - rule.max_gap_slices
+        return first[a] <= first[b] + rule.max_gap_slices      # the piece before the gap ends there
 
     def joinable(lo: _Piece, up: _Piece) -> bool:
-        return _facing(lo, up, rule.facing_tolerance_mm) and ((lo.down and up.up) or lo.component != up.component)
+        if not _facing(lo, up, rule.facing_tolerance_mm):
+            return False
+        if lo.down and up.up:
+            return True
+        return lo.component != up.component and reaches_as_far(lo, up)
 
-    for z, here in pieces.items():
-        for p in here:
-            for gap in range(1, int(rule.max_gap_slices) + 1):
-                hits = []
-                if p.down:
-                    hits += [(p, q) for q in pieces.get(z + gap + 1, []) if joinable(p, q)]
-                if p.up:
-                    hits += [(q, p) for q in pieces.get(z - gap - 1, []) if joinable(q, p)]
-                for lo, up in hits:
-                    found[(lo.z, lo.label, up.z, up.label)] = (lo, up)
-                if hits:
-                    break
-    return list(found.values())
+    return search(joinable)
 
 
 def _groups(n: int, bridges: list) -> np.ndarray:

@@ -182,7 +182,8 @@ def segment_from_prediction(source: ScanInput, raw: np.ndarray, out: "str | os.P
     out = Path(out)
     stages = _stages or _Stages(4, log)
     mask, pp = stages.run("post-process", _postprocess, np.asarray(raw, dtype=bool), source.image, postprocess)
-    biomarkers = stages.run("biomarkers", _biomarkers, source.image, mask, reference, side)
+    biomarkers = stages.run("biomarkers", _biomarkers, source.image, mask, reference, side,
+                            pp.filled_slices if pp else ())
     with atomic_directory(out, overwrite) as tmp:
         written = stages.run("write segmentation", _write_segmentation, tmp, source, mask, model_info, pp,
                              biomarkers, reference, side)
@@ -235,14 +236,15 @@ def _reference(reference, log):
     return load_reference(reference, log=log)
 
 
-def _biomarkers(image, mask, reference_obj, side):
+def _biomarkers(image, mask, reference_obj, side, interpolated=()):
     import SimpleITK as sitk
 
     from nnunet_nerve.biomarkers.measures import lateral_vector, nerve_biomarkers
     from nnunet_nerve.io.images import spacing_zyx
 
     return nerve_biomarkers(mask, spacing_zyx(image), sitk.GetArrayFromImage(image),
-                            lateral_xy=lateral_vector(image.GetDirection(), side), reference=reference_obj)
+                            lateral_xy=lateral_vector(image.GetDirection(), side), reference=reference_obj,
+                            interpolated=interpolated)
 
 
 def write_masks(folder: "str | os.PathLike", source: ScanInput, mask: np.ndarray, algorithm) -> dict:
