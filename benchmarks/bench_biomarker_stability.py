@@ -32,8 +32,9 @@ slices) at most 10 %, reported pooled over all slices and per mask; nerve volume
 5 %; the same lesion segments (as many, each first and last slice within one slice) in
 every patient; no lesion in any volunteer. Lesions against the truth
 (participants.tsv's ``lesion_first_slice`` / ``lesion_last_slice``, the swelling's full width
-at half maximum): a true lesion is found when a segment overlaps it; false lesions are
-segments in volunteers.
+at half maximum): a true lesion is found when a segment overlaps it, and its ends are
+right (``focal ends +-1``) when that segment's first and last slice are within one slice of
+the truth's; false lesions are segments in volunteers.
 """
 from __future__ import annotations
 
@@ -131,6 +132,11 @@ def found(truth, found_segments: list) -> bool:
     return any(a <= truth[1] and b >= truth[0] for a, b in found_segments)
 
 
+def within_one(truth, found_segments: list) -> bool:
+    """A segment overlapping the true lesion has its first and last slice within one slice of the truth's."""
+    return any(abs(a - truth[0]) <= 1 and abs(b - truth[1]) <= 1 for a, b in found_segments if found(truth, [(a, b)]))
+
+
 def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int = 2, size: str = "small",
         branch_slices: int = 1, max_gap: "int | None" = None) -> dict:
     started = time.perf_counter()
@@ -199,8 +205,8 @@ def report(result: dict) -> str:
                      f"{same['own']:>7} / {same['normative']:<3} of {len(patients):<4} | "
                      f"{false['own']:>15} / {false['normative']:<3} of {len(vols):<4}")
     lines += ["", "Lesions against the truth (found: a segment overlaps the true extent)",
-              f"{'mask':<26} | {'focal found':>14} | {'extended found':>14} | {'false lesions per volunteer':>27} | "
-              f"{'patient segments off the lesion':>31}"]
+              f"{'mask':<26} | {'focal found':>14} | {'focal ends +-1':>14} | {'extended found':>14} | "
+              f"{'false lesions per volunteer':>27} | {'patient segments off the lesion':>31}"]
     for source in ("consensus", *MODES):
         for ref in ("own", "normative"):
             def segs(c):
@@ -210,10 +216,12 @@ def report(result: dict) -> str:
             for kind in ("focal", "extended"):
                 hits = [found(c["truth"], s) for c in cases if c["lesion"] == kind and c["truth"] for s in segs(c)]
                 kinds[kind] = f"{sum(hits)} of {len(hits)}"
+            ends = [within_one(c["truth"], s) for c in cases if c["lesion"] == "focal" and c["truth"] for s in segs(c)]
             volunteer = [len(s) for c in cases if c["cohort"] == "volunteer" for s in segs(c)]
             off = [sum(not found(c["truth"], [g]) for g in s) for c in cases if c["cohort"] == "patient" and c["truth"]
                    for s in segs(c)]
-            lines.append(f"{source + ' / ' + ref:<26} | {kinds['focal']:>14} | {kinds['extended']:>14} | "
+            lines.append(f"{source + ' / ' + ref:<26} | {kinds['focal']:>14} | {sum(ends):>4} of {len(ends):<6} | "
+                         f"{kinds['extended']:>14} | "
                          f"{np.mean(volunteer) if volunteer else 0:>27.2f} | {sum(off):>15} in {len(off):<3} masks")
     fallback = sum(v[m]["references"]["normative"] != "normative" for c in cases for v in c["variants"] for m in MODES)
     lines += ["", f"normative: {fallback} of {2 * n_masks} measurements had no reference at their location and used "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nerve_tubes import SHAPE, SPACING, tube
-from nnunet_nerve.biomarkers.measures import nerve_biomarkers
+from nnunet_nerve.biomarkers.measures import LesionRule, nerve_biomarkers
 from nnunet_nerve.biomarkers.references import MAD_TO_SD, jitter_noise, slice_noise
 
 NZ = SHAPE[0]
@@ -45,16 +45,54 @@ def test_noise_from_second_differences_ignores_a_steady_trend():
 def test_a_lesion_over_half_of_the_trunk_is_found_to_its_flanks():
     """A trunk of 50 mm² (r 4) swollen to 95 mm² on slices 12-27 with 66 mm² flanks on 8-11 and
     28-31: the first pass's median (66 mm², a flank) finds only the core; without it the
-    centre is the normal trunk and the flanks (+32 %) are part of the segment."""
+    centre is the normal trunk and the flanks (+32 %) are above threshold (extent
+    ``threshold``: they are part of the segment). Their excess (16 mm²) is under half the
+    peak's (45 mm²): the lesion's full width at half maximum, the default extent, is the core."""
     def radius(z):
         k = slice_of(z)
         return 5.5 if 12 <= k <= 27 else 4.6 if 8 <= k <= 31 else 4.0
 
-    res = nerve_biomarkers(tube((24.0, 24.0), radius), SPACING)
+    mask = tube((24.0, 24.0), radius)
+    res = nerve_biomarkers(mask, SPACING, rule=LesionRule(extent="threshold"))
     lesion = res.summary["lesion"]
     assert segments(res) == [(8, 31)]
     assert lesion["reference_passes"] >= 2
     assert lesion["references"]["sciatic"]["csa_centre_mm2"] == pytest.approx(math.pi * 16, rel=0.03)
+    half = nerve_biomarkers(mask, SPACING)
+    assert segments(half) == [(12, 27)] and half.summary["lesion"]["reference_passes"] == lesion["reference_passes"]
+    assert [r["slice"] for r in half.slices if r["lesion"]] == list(range(12, 28))
+
+
+def test_a_lesion_extends_over_its_full_width_at_half_maximum():
+    """A trunk of 50 mm² swollen by 30, 70, 100, 120, 100, 70, 30 % on slices 14-20. All seven
+    are above the threshold (centre + 20 %); half the peak's excess is 60 %, so the lesion is
+    slices 15-19, flagged with their CSA criterion, and burden 5 / 40 (extent ``threshold``:
+    14-20)."""
+    def profile(excess: dict):
+        return lambda z: radius_of(50.0 * (1 + excess.get(slice_of(z), 0.0)))
+
+    bump = {14: 0.3, 15: 0.7, 16: 1.0, 17: 1.2, 18: 1.0, 19: 0.7, 20: 0.3}
+    res = nerve_biomarkers(tube((24.0, 24.0), profile(bump)), SPACING)
+    assert segments(res) == [(15, 19)]
+    assert [r["slice"] for r in res.slices if r["lesion"]] == [15, 16, 17, 18, 19]
+    assert all(res.slices[z]["csa_lesion"] for z in range(15, 20))
+    assert res.summary["lesion"]["burden"] == pytest.approx(5 / NZ)
+    assert segments(nerve_biomarkers(tube((24.0, 24.0), profile(bump)), SPACING,
+                                     rule=LesionRule(extent="threshold"))) == [(14, 20)]
+
+
+def test_a_lesion_across_the_division_measures_each_region_against_its_own_peak():
+    """A trunk of 50 mm² (r 4) on slices 0-19 dividing into a tibial of 28 mm² (r 3) and a
+    peroneal of 12.6 mm² (r 2); the trunk swollen to 95 mm² (r 5.5) on 18-19 and 66 mm² (r 4.6)
+    on 16-17, the tibial to 50 mm² (r 4) on 20-22. Each region's half maximum is its own: the
+    trunk's (72 mm²) leaves its flank 16-17 out, the tibial's takes 20-22; the lesion is 18-22,
+    trunk and tibial (extent ``threshold``: 16-22)."""
+    trunk = lambda z: 5.5 if slice_of(z) >= 18 else 4.6 if slice_of(z) >= 16 else 4.0  # noqa: E731
+    res = nerve_biomarkers(y_nerve(20, trunk, lambda z: 4.0 if slice_of(z) <= 22 else 3.0), SPACING)
+    assert segments(res) == [(18, 22)]
+    assert res.summary["lesion"]["segments"][0]["regions"] == ["sciatic", "tibial"]
+    assert segments(nerve_biomarkers(y_nerve(20, trunk, lambda z: 4.0 if slice_of(z) <= 22 else 3.0), SPACING,
+                                     rule=LesionRule(extent="threshold"))) == [(16, 22)]
 
 
 def y_nerve(split: int, trunk_r, tibial_r, peroneal_r=2.0):

@@ -24,6 +24,23 @@ at least ``min_slices`` of its slices are measured; interpolated slices alone, o
 measured slice with interpolated ones beside it, make no lesion, while an interpolated
 slice inside or at the edge of a lesion found from measured slices keeps it in one piece.
 
+Extent (``LesionRule.extent``): the threshold decides that there is a lesion; against the
+subject's own nerve (the default) where it lies is reported as its full width at half
+maximum, the way the registry's truth ``lesion_first_slice`` / ``lesion_last_slice`` is
+defined. For each region and criterion above threshold somewhere in a segment, the
+run of consecutive nerve slices showing that region around its largest value in the
+segment (its peak) where the value is at least centre + (peak - centre) / 2; the segment
+becomes the slices from the first to the last slice of these runs (each region against its
+own peak: the trunk just above its division is wider than the branches' scale). The slices
+flagged ``lesion`` are those; a part or criterion is flagged there when its value is at or
+above its half maximum. The half-maximum crossing sits on the steepest part of a flank, where
+slice-to-slice noise moves it least, whereas the threshold crossing sits on the flank's
+foot, 20 % above the centre: a lesion's extent no longer depends on how far its flank's foot
+reaches over the threshold. Against a normative reference the extent stays the run above
+threshold: the volunteers' centre is not this subject's normal nerve, so half of (peak -
+centre) is not half of the lesion's swelling. ``extent="threshold"``: the run above
+threshold always.
+
 References (``references.py``): the subject's own nerve by default, or the volunteers of a
 normative reference at the scan's thigh location. The subject's own references are
 computed again without the slices of the segments found, until the segments no longer
@@ -41,6 +58,9 @@ from nnunet_nerve.biomarkers.references import (BRANCHES, MAX_REFERENCE_PASSES, 
                                                 merged_reference, subject_references)
 from nnunet_nerve.parameters import require_number
 
+#: How a segment's extent is reported: its run above threshold, or its full width at half maximum.
+EXTENTS = ("half-maximum", "threshold")
+
 #: What each slice region is judged as: (column prefix, reference region) per part.
 _PARTS = {"sciatic": (("", "sciatic"),), "merged": (("", "merged"),),
           "split": (("tibial_", "tibial"), ("peroneal_", "peroneal")),
@@ -49,11 +69,13 @@ _PARTS = {"sciatic": (("", "sciatic"),), "merged": (("", "merged"),),
 
 @dataclass(frozen=True)
 class LesionRule:
-    """Threshold = centre + max(k x spread, min_excess x centre); see the module docstring."""
+    """Threshold = centre + max(k x spread, min_excess x centre); extent ``half-maximum`` or
+    ``threshold``; see the module docstring."""
 
     k: float = 3.0
     min_excess: float = 0.2
     min_slices: int = 2
+    extent: str = "half-maximum"
 
     def __post_init__(self):
         """k > 0 (k <= 0 puts the threshold at or below the centre: half the nerve or all of it
@@ -61,6 +83,8 @@ class LesionRule:
         require_number(self.k, "--k", above=0)
         require_number(self.min_excess, "--min-excess", minimum=0)
         require_number(self.min_slices, "--min-lesion-slices", minimum=1, integer=True)
+        if self.extent not in EXTENTS:
+            raise ValueError(f"lesion extent {self.extent!r}: one of {', '.join(EXTENTS)}")
 
     def threshold(self, centre: float, spread: float) -> float:
         if centre is None or not np.isfinite(centre):
@@ -71,7 +95,9 @@ class LesionRule:
     def text(self) -> str:
         """The rule in words, as summaries report it."""
         return (f"value > centre + max({self.k:g} x spread, {self.min_excess:g} x centre) on at least "
-                f"{self.min_slices} consecutive nerve slice(s), interpolated slices not counted")
+                f"{self.min_slices} consecutive nerve slice(s), interpolated slices not counted; extent: "
+                + ("full width at half maximum against the subject's own nerve" if self.extent == "half-maximum"
+                   else "the slices above threshold"))
 
 
 def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "NormativeReference | None" = None,
@@ -99,6 +125,8 @@ def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "Normat
         if found == skip or passes == MAX_REFERENCE_PASSES:
             break
         skip = found
+    if rule.extent == "half-maximum" and reference is None:
+        _half_maximum_extent(rows, nerve_z, flags, refs, rule)
     counts = {"csa": 0, "signal": 0}
     for z in nerve_z:
         counts["csa"] += bool(rows[z]["csa_lesion"])
@@ -151,6 +179,64 @@ def _judge(rows: list, nerve_z: list, refs: dict, rule: LesionRule) -> tuple[np.
         flags[z] = row["lesion"]
     return flags, unjudged
 
+
+
+def _excesses(row: dict, refs: dict, rule: LesionRule) -> dict:
+    """{(reference region, criterion): (value - centre) / (threshold - centre)} of a slice's
+    parts: each value's excess over its reference's centre in units of the rule's margin
+    (1 at the threshold); parts or criteria without a reference or value are left out."""
+    out = {}
+    for prefix, region in _PARTS[row["region"]]:
+        ref = refs.get(region)
+        if ref is None:
+            continue
+        for key, column, centre, spread in (("csa", "csa_corrected_mm2", ref.csa_centre_mm2, ref.csa_spread_mm2),
+                                            ("signal", "signal_mean_norm", ref.signal_centre, ref.signal_spread)):
+            value = row[f"{prefix}{column}"]
+            margin = rule.threshold(centre, spread) - centre if centre is not None else math.nan
+            if value is not None and np.isfinite(value) and np.isfinite(margin) and margin > 0:
+                out[(region, key)] = (value - centre) / margin
+    return out
+
+
+def _half_maximum_extent(rows: list, nerve_z: list, flags: np.ndarray, refs: dict, rule: LesionRule) -> None:
+    """Replace each segment found by the threshold with the span of its regions' full widths
+    at half maximum (module docstring), in ``flags`` and the rows' flags."""
+    on_nerve = set(int(z) for z in nerve_z)
+    excess = {z: _excesses(rows[z], refs, rule) for z in on_nerve}
+    levels = {}  # slice -> {(region, criterion): half-maximum level in margin units}
+    z, n = 0, len(flags)
+    while z < n:
+        if not flags[z]:
+            z += 1
+            continue
+        start = z
+        while z < n and flags[z]:
+            z += 1
+        run = range(start, z)
+        first, last, keyed = z, start, {}
+        for key in {k for i in run for k, v in excess[i].items() if v > 1}:
+            peak = max((i for i in run if key in excess[i]), key=lambda i: excess[i][key])
+            level = excess[peak][key] / 2
+            lo = hi = peak
+            while lo - 1 in on_nerve and excess[lo - 1].get(key, -math.inf) >= level:
+                lo -= 1
+            while hi + 1 in on_nerve and excess[hi + 1].get(key, -math.inf) >= level:
+                hi += 1
+            first, last, keyed[key] = min(first, lo), max(last, hi), level
+        for i in range(first, last + 1):
+            for key, level in keyed.items():
+                levels.setdefault(i, {})[key] = min(level, levels.get(i, {}).get(key, math.inf))
+    for z in on_nerve:
+        row, level = rows[z], levels.get(z)
+        flags[z] = level is not None
+        above = {k for k, v in excess[z].items() if level is not None and v >= level.get(k, 1.0)}
+        row["csa_lesion"] = any(c == "csa" for _, c in above)
+        row["signal_lesion"] = any(c == "signal" for _, c in above)
+        row["lesion"] = bool(flags[z])
+        for prefix, region in _PARTS[row["region"]]:
+            if prefix:
+                row[f"{prefix}lesion"] = any(r == region for r, _ in above)
 
 
 def slice_parts(row: dict) -> tuple:
