@@ -119,3 +119,64 @@ def test_eval_scale_shift_is_batch_norms_eval_map():
     scale, shift = network_inference.eval_scale_shift(norm)
     with torch.no_grad():
         torch.testing.assert_close(scale * x + shift, norm(x), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the workspace kept between calls
+
+def test_workspace_is_reused_and_never_leaks_an_earlier_input():
+    """Calls with one input shape reuse the buffers; each output equals that of a fresh module
+    (no workspace) and is a tensor of its own, untouched by later calls."""
+    import copy
+
+    net, _, x = eval_pair("paper")
+    fresh = copy.deepcopy(net)
+    fresh.inference_workspace = None
+    other = torch.randn_like(x) * 3
+    with torch.inference_mode():
+        first = net(x)
+        kept = [t.data_ptr() for t in net.inference_workspace.tensors[0]]
+        second = net(other)
+        assert [t.data_ptr() for t in net.inference_workspace.tensors[0]] == kept
+        third = net(x)
+        torch.testing.assert_close(first, fresh(x), rtol=0, atol=0)
+        torch.testing.assert_close(second, fresh(other), rtol=0, atol=0)
+    assert torch.equal(third, first) and first.data_ptr() != third.data_ptr()
+    assert not torch.equal(first, second)
+
+
+def test_workspace_is_released_and_replaced():
+    """A new input shape replaces the workspace; train() releases it; deep copies, pickles and
+    the state_dict never carry it."""
+    import copy
+    import io
+
+    net, _, x = eval_pair("small")
+    with torch.inference_mode():
+        net(x)
+        assert net.inference_workspace.key[0] == tuple(x.shape)
+        net(x[:1])
+        assert net.inference_workspace.key[0] == (1, *x.shape[1:])
+    assert copy.deepcopy(net).inference_workspace.tensors is None
+    buffer = io.BytesIO()
+    torch.save(net, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=False).inference_workspace.tensors is None
+    assert not any("workspace" in key for key in net.state_dict())
+    net.train()
+    assert net.inference_workspace.tensors is None and net.inference_workspace.key is None
+
+
+def test_a_call_while_another_thread_holds_the_workspace_uses_fresh_buffers():
+    net, reference, x = eval_pair("small")
+    with torch.inference_mode():
+        expected = reference(x)
+        net(x)
+        kept = net.inference_workspace.tensors
+        assert net.inference_workspace.lock.acquire(blocking=False)   # as another thread would
+        try:
+            out = net(x * 2)
+        finally:
+            net.inference_workspace.lock.release()
+        assert net.inference_workspace.tensors is kept
+        torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out, reference(x * 2), rtol=1e-4, atol=1e-5)

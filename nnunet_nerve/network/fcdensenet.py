@@ -377,7 +377,16 @@ class FCDenseNet(nn.Module):
             up_channels = block_in + n_layers * growth_rate if last else n_layers * growth_rate
         self.final_conv = nn.Conv2d(up_channels, num_classes, 1, bias=True)
         self.checkpoint_levels = memory_efficient if checkpoint_levels is None else bool(checkpoint_levels)
+        self.inference_workspace = network_inference.Workspace()
         self.reset_parameters()
+
+    def train(self, mode: bool = True):
+        """nn.Module.train; also releases the inference workspace (buffers kept between
+        eval-mode calls, nnunet_nerve.network.inference)."""
+        workspace = getattr(self, "inference_workspace", None)   # absent in modules pickled before it
+        if workspace is not None:
+            workspace.release()
+        return super().train(mode)
 
     @property
     def memory_efficient(self) -> bool:
