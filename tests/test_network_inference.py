@@ -180,3 +180,17 @@ def test_a_call_while_another_thread_holds_the_workspace_uses_fresh_buffers():
         assert net.inference_workspace.tensors is kept
         torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(out, reference(x * 2), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_channels, bias", [(1, True), (3, False)])
+def test_first_convolution_written_into_the_buffer_is_the_convolution(in_channels, bias):
+    """The unfolded-patches product lands in the buffer's channel range, the rest untouched."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(in_channels, 8, 3, padding=1, bias=bias)
+    x = torch.randn(2, in_channels, 12, 10)
+    buffer = torch.full((2, 20, 12, 10), 7.0).contiguous(memory_format=torch.channels_last)
+    scratch = network_inference.Scratch(20 * 12 * 10, x)
+    with torch.inference_mode():
+        network_inference.first_convolution(conv, x, buffer[:, 4:12], scratch)
+        torch.testing.assert_close(buffer[:, 4:12], conv(x), rtol=1e-5, atol=1e-6)
+    assert (buffer[:, :4] == 7).all() and (buffer[:, 12:] == 7).all()

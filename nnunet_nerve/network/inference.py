@@ -106,6 +106,32 @@ def output_channels_padded(conv: nn.Conv2d, multiple: int = 8):
     return lambda x: nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
+def first_convolution(conv: nn.Conv2d, x: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
+    """out = conv(x) for a stride-1 'same' convolution as the product of x's unfolded patches
+    (N H W, C k k) with the weight matrix (C k k, out channels), written straight into `out`
+    (a channel range of a channels-last buffer, seen as an (N H W, out channels) matrix with
+    the buffer's row stride). The first convolution reads one channel: few FLOPs, and oneDNN
+    took 3x longer for it plus a copy into the buffer (docs/performance.md). Other
+    convolutions, or an `out` that is no such matrix, go through per_image."""
+    n, channels, height, width = x.shape
+    kernel = tuple(conv.kernel_size)
+    same = all(k % 2 == 1 and p == k // 2 for k, p in zip(kernel, conv.padding))
+    try:
+        target = out.permute(0, 2, 3, 1).view(n * height * width, conv.out_channels)
+    except RuntimeError:
+        target = None
+    if target is None or not same or tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) \
+            or conv.groups != 1:
+        return per_image(conv, x, out, scratch)
+    patches = nn.functional.unfold(x, kernel, padding=conv.padding).transpose(1, 2)
+    patches = patches.reshape(n * height * width, channels * kernel[0] * kernel[1])
+    weight = conv.weight.reshape(conv.out_channels, -1).t()
+    if conv.bias is None:
+        torch.mm(patches, weight, out=target)
+    else:
+        torch.addmm(conv.bias, patches, weight, out=target)
+
+
 def dense_block(block, buffer: torch.Tensor, start: int, scratch: Scratch) -> int:
     """The block's layers on buffer[:, :start] (its input), each appending its maps to the
     buffer; returns the number of filled channels."""
@@ -175,7 +201,7 @@ def forward_in(net, x: torch.Tensor, buffers: list, scratch: Scratch) -> torch.T
     n, _, height, width = x.shape
     n_pool = net.n_pool
     channels = net.first_conv.out_channels
-    per_image(net.first_conv, x, buffers[0][:, :channels], scratch)
+    first_convolution(net.first_conv, x, buffers[0][:, :channels], scratch)
     skips = []
     for level, (block, down) in enumerate(zip(net.down_blocks, net.transitions_down)):
         channels = dense_block(block, buffers[level], channels, scratch)
