@@ -50,10 +50,13 @@ def eval_scale_shift(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tenso
     return scale.view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
 
 
-#: elements of the scratch tensor (64 Mi: 256 MiB of float32): the loops below take as many
-#: images per pass as fit (a whole batch of 8 x 320 x 320 at the widest layer would need 590
-#: MiB; fewer, larger passes synchronise the threads less often than image by image)
-SCRATCH_ELEMENTS = 64 * 2 ** 20
+#: elements of the scratch tensor (32 Mi: 128 MiB of float32): the loops below take as many
+#: images per pass as fit, one 320 x 320 image at the widest layer (19.7 Mi elements), up to 6
+#: at the lower levels. Measured with the buffers kept between calls (docs/performance.md):
+#: 1.47-1.53 s per batch of 8 x 320 x 320 against 1.79 s with 64 Mi (three images per pass at
+#: the top; their larger per-pass temporaries are fresh pages each time), 2.52 s with 160 Mi;
+#: 2-16 Mi as fast as 32 Mi.
+SCRATCH_ELEMENTS = 32 * 2 ** 20
 
 
 class Scratch:
