@@ -8,7 +8,9 @@ spacing in mm:
 1. Components: 3D connected components with 26-connectivity.
 2. Bridges over missed slices: a 2D piece (8-connected) in slice ``a`` that no mask voxel of
    slice ``a + 1`` touches, and a piece in slice ``b`` that no voxel of slice ``b - 1``
-   touches, with ``1 <= b - a - 1 <= max_gap_slices`` (default 2: a missed slice next to
+   touches (voxels of specks not counted: a speck, a piece of fewer than ``SPECK_PIXELS`` = 9
+   pixels, has no pixel whose eight neighbours all belong to it, as boundary jitter detaches
+   them; a speck touching a branch does not make the branch continue), with ``1 <= b - a - 1 <= max_gap_slices`` (default 2: a missed slice next to
    the slice where the small branch alone was missed leaves that branch a two-slice gap)
    slices between them (the fewest that give any pair), are bridged when they face each
    other: the distance between their centroids is at most the sum of their equivalent
@@ -108,12 +110,34 @@ class _Piece:
     up: bool
 
 
+#: A 2D piece of fewer pixels than a 3x3 block is a speck: too small to have a pixel whose
+#: eight neighbours all belong to it, so boundary only. One-pixel boundary jitter detaches
+#: pieces of 1-5 pixels; the registry's smallest nerve piece has 20.
+SPECK_PIXELS = 9
+
+
+def _without_specks(slice_mask: np.ndarray) -> np.ndarray:
+    lab, n = ndimage.label(slice_mask, structure=_STRUCTURE_2D)
+    if n == 0:
+        return slice_mask
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    return (sizes >= SPECK_PIXELS)[lab] & slice_mask
+
+
 def _pieces_by_slice(mask: np.ndarray, comp: np.ndarray, spacing_yx) -> dict:
     """{z: [_Piece]} for every slice holding mask voxels (every 2D piece, with its 3D
-    component and open ends; ``branches.slice_pieces`` instead groups one slice into major pieces)."""
+    component and open ends; ``branches.slice_pieces`` instead groups one slice into major pieces).
+    A speck in the next or previous slice does not continue a piece: its end stays open."""
     sy, sx = spacing_yx
     nz = mask.shape[0]
     pieces = {}
+    solid = {}
+
+    def solid_slice(z):
+        if z not in solid:
+            solid[z] = _without_specks(mask[z])
+        return solid[z]
+
     for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1)):
         z = int(z)
         lab, _ = ndimage.label(mask[z], structure=_STRUCTURE_2D)
@@ -127,8 +151,8 @@ def _pieces_by_slice(mask: np.ndarray, comp: np.ndarray, spacing_yx) -> dict:
                 z, i, int(comp[z][ys[0] + origin[0], xs[0] + origin[1]]),
                 np.array([(xs.mean() + origin[1]) * sx, (ys.mean() + origin[0]) * sy]),
                 float(np.sqrt(own.sum() * sy * sx / np.pi)),
-                down=z + 1 < nz and not mask[z + 1][crop][grown].any(),
-                up=z > 0 and not mask[z - 1][crop][grown].any()))
+                down=z + 1 < nz and not solid_slice(z + 1)[crop][grown].any(),
+                up=z > 0 and not solid_slice(z - 1)[crop][grown].any()))
     return pieces
 
 
