@@ -213,6 +213,7 @@ def test_running_statistics_updated_once_per_checkpointed_step(monkeypatch):
     """A naive checkpoint runs each batch norm's update twice (forward and recomputation);
     here the recomputation's is undone: running statistics and num_batches_tracked equal the
     plain reference's after one step. Without the guard (monkeypatched away) they do not."""
+    import nnunet_nerve.network.by_parts as by_parts
     import nnunet_nerve.network.fcdensenet as network
 
     configs = {"concatenated": dict(memory_efficient=True, checkpoint_levels=False, by_parts=False),
@@ -230,6 +231,7 @@ def test_running_statistics_updated_once_per_checkpointed_step(monkeypatch):
 
     monkeypatch.setattr(DenseLayer, "recomputation_contexts", lambda self: (nullcontext(), nullcontext()))
     monkeypatch.setattr(network, "buffers_restored", lambda *modules: nullcontext())
+    monkeypatch.setattr(by_parts, "buffers_restored", lambda *modules: nullcontext())
     for name, naive in naives.items():
         training_step(naive, x, target)
         layer_norm = naive.down_blocks[0].layers[0].norm
@@ -241,6 +243,7 @@ def test_running_statistics_updated_once_per_checkpointed_step(monkeypatch):
 def test_running_statistics_updated_once_per_checkpointed_level(monkeypatch):
     """The same for a checkpointed resolution level (its transition down's batch norm and its
     dense layers'): updated once; without the guard, twice."""
+    import nnunet_nerve.network.by_parts as by_parts
     import nnunet_nerve.network.fcdensenet as network
 
     net, reference = paired(2, CHECKPOINTING["levels"], dropout=0.0, **SMALL)
@@ -252,6 +255,7 @@ def test_running_statistics_updated_once_per_checkpointed_level(monkeypatch):
     assert_same_buffers(net, reference, rtol=1e-6, atol=1e-7)
 
     monkeypatch.setattr(network, "buffers_restored", lambda *modules: nullcontext())
+    monkeypatch.setattr(by_parts, "buffers_restored", lambda *modules: nullcontext())
     training_step(naive, x, target)
     for norm in (naive.transitions_down[0].norm, naive.up_blocks[-1].layers[0].norm):
         assert int(norm.num_batches_tracked) == 2
@@ -336,7 +340,7 @@ def test_by_parts_forms_no_wide_concatenation():
 def test_by_parts_sums_reduced_precision_terms_in_float32():
     """bf16 terms are summed in float32 and rounded once; summing them in bf16 rounds after
     each term and gives another (worse) result for these terms."""
-    from nnunet_nerve.network.fcdensenet import Sum
+    from nnunet_nerve.network.by_parts import Sum
 
     torch.manual_seed(0)
     terms = [torch.randn(4096).bfloat16() * 100, torch.randn(4096).bfloat16(), torch.randn(4096).bfloat16() / 100]
@@ -365,11 +369,13 @@ def test_by_parts_falls_back_to_the_concatenation_for_sync_batch_norm():
 
 def test_checkpointing_only_while_training_with_gradients(monkeypatch):
     """torch.utils.checkpoint runs only where it saves something: train mode with autograd on."""
+    import nnunet_nerve.network.by_parts as by_parts
     import nnunet_nerve.network.fcdensenet as network
 
     calls = []
     real = network.checkpoint
     monkeypatch.setattr(network, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(by_parts, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     net = FCDenseNet(**SMALL)
     x = torch.randn(1, 2, 16, 16)
     with torch.no_grad():
