@@ -28,15 +28,15 @@ module. Two explicit, tested variations of how (not what) it computes:
   kept for the backward pass but its inputs; it is recomputed there. The recomputed batch
   norm normalises with the same batch statistics but does not update the running statistics
   a second time (`num_batches_tracked` too counts one step).
-  With `by_parts=True` (the default; `nnunet_nerve.network.by_parts`) no concatenation is ever
-  formed in training: batch norm
-  and ReLU act channel by channel, and a convolution of concatenated maps is the sum of the
-  parts' convolutions with their slices of the weight, so each dense layer, each transition
-  down and the final 1x1 convolution read the list of maps they would concatenate, each
-  part's BN + ReLU + convolution under its own checkpoint (the backward pass recomputes one
-  part at a time, never a whole concatenation); each transition down runs under a
-  checkpoint too (only its input maps, kept anyway as the skip connection, and its pooled
-  output are kept; the dropout mask replays). Sums of fp16/bf16 terms accumulate in float32.
+  With `by_parts=True` (the default; `nnunet_nerve.network.by_parts`) no concatenation is
+  ever formed in training: batch norm and ReLU act channel by channel, and a convolution of
+  concatenated maps is the sum of the parts' convolutions with their slices of the weight,
+  so each dense layer, each transition down and the final 1x1 convolution read the list of
+  maps they would concatenate, each part's BN + ReLU + convolution under its own checkpoint
+  (the backward pass recomputes one part at a time, never a whole concatenation); each
+  transition down runs under a checkpoint too (only its input maps, kept anyway as the skip
+  connection, and its pooled output are kept; the dropout mask replays). Sums of fp16/bf16
+  terms accumulate in float32.
   The result equals the concatenated form up to the order of the floating-point sums. A
   SyncBatchNorm (DDP) normalises a whole input in its own forward: layers whose batch norm
   is not a plain BatchNorm2d, and `by_parts=False`, concatenate under one checkpoint per
@@ -47,7 +47,7 @@ module. Two explicit, tested variations of how (not what) it computes:
   1x1 convolution at the top), so that the forward keeps only each level's input and skip
   connection, with the RNG state preserved so that the dropout masks replay. The paper
   network's training step at batch 8 x 320 x 320 peaks at 13.7 GiB plain, 4.8 GiB with
-  concatenations under checkpoints and 3.3 GiB by parts (docs/performance.md).
+  concatenations under checkpoints and 3.1 GiB by parts (docs/performance.md).
 - `buffered_inference=True` (the default): on the CPU in eval mode without autograd
   (`torch.no_grad`, `torch.inference_mode`: prediction; `takes_inference_path` has the
   rule) `nnunet_nerve.network.inference.forward` computes the same function (eval mode has
