@@ -10,17 +10,19 @@ spacing in mm:
    slice ``a + 1`` touches, and a piece in slice ``b`` that no voxel of slice ``b - 1``
    touches (voxels of specks not counted: a speck, a piece of fewer than ``SPECK_PIXELS`` = 9
    pixels, has no pixel whose eight neighbours all belong to it, as boundary jitter detaches
-   them; a speck touching a branch does not make the branch continue), with ``1 <= b - a - 1 <= max_gap_slices`` (default 2: a missed slice next to
-   the slice where the small branch alone was missed leaves that branch a two-slice gap)
-   slices between them (the fewest that give any pair), are bridged when they face each
-   other: the distance between their centroids is at most the sum of their equivalent
-   radii sqrt(area / pi) plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging
-   at a missed junction slice). A piece that continues in the gap's direction may still be bridged to one that
-   ends, when the two belong to different 3D components (a branch that lost its junction)
-   and the ending piece's group (its component and those bridged to it over gaps where both
-   ends are open) runs on, away from the gap, to within ``max_gap_slices`` of where the
-   continuing piece's group ends: a branch runs on as far as the nerve does, a vein-like
-   blob facing the nerve (say a lesion-thickened one) ends well before it.
+   them; a speck touching a branch does not make the branch continue), with
+   ``1 <= b - a - 1 <= max_gap_slices`` (default 2: a missed slice next to the slice where
+   the small branch alone was missed leaves that branch a two-slice gap) slices between
+   them (the fewest that give any pair), are bridged when they face each other: the
+   distance between their centroids is at most the sum of their equivalent radii
+   sqrt(area / pi) plus ``facing_tolerance_mm`` (default 2 mm, for a branch diverging at a
+   missed junction slice). A piece that continues in the gap's direction may still be
+   bridged to one that ends, when the two belong to different 3D components (a branch that
+   lost its junction) and the ending piece's group (its component and those bridged to it
+   over gaps where both ends are open) runs on, away from the gap, to within
+   ``max_gap_slices`` of where the continuing piece's group ends: a branch runs on as far
+   as the nerve does, a vein-like blob facing the nerve (say a lesion-thickened one) ends
+   well before it.
    The slices between get the shape-based interpolation of the two pieces: both moved to
    the linearly interpolated centroid, voxels where the linear blend of their signed
    distance maps (mm, negative inside) is negative.
