@@ -205,16 +205,8 @@ def _half_maximum_extent(rows: list, nerve_z: list, flags: np.ndarray, refs: dic
     on_nerve = set(int(z) for z in nerve_z)
     excess = {z: _excesses(rows[z], refs, rule) for z in on_nerve}
     levels = {}  # slice -> {(region, criterion): half-maximum level in margin units}
-    z, n = 0, len(flags)
-    while z < n:
-        if not flags[z]:
-            z += 1
-            continue
-        start = z
-        while z < n and flags[z]:
-            z += 1
-        run = range(start, z)
-        first, last, keyed = z, start, {}
+    for run in flagged_runs(flags):
+        first, last, keyed = run.stop, run.start, {}
         for key in {k for i in run for k, v in excess[i].items() if v > 1}:
             peak = max((i for i in run if key in excess[i]), key=lambda i: excess[i][key])
             level = excess[peak][key] / 2
@@ -281,10 +273,9 @@ def _drop_short_runs(rows: list, nerve_z: list, flags: np.ndarray, min_slices: i
     return dropped
 
 
-def lesion_segments(rows: list, flags: np.ndarray) -> list:
-    """Runs of consecutive flagged slices: extent in slices and mm, criteria and regions that fired."""
-    out, z, n = [], 0, len(flags)
-    sz = rows[1]["z_mm"] - rows[0]["z_mm"] if n > 1 else 0.0
+def flagged_runs(flags) -> list:
+    """The runs of consecutive flagged slices, as ranges of slice indices."""
+    runs, z, n = [], 0, len(flags)
     while z < n:
         if not flags[z]:
             z += 1
@@ -292,6 +283,16 @@ def lesion_segments(rows: list, flags: np.ndarray) -> list:
         start = z
         while z < n and flags[z]:
             z += 1
+        runs.append(range(start, z))
+    return runs
+
+
+def lesion_segments(rows: list, flags: np.ndarray) -> list:
+    """Runs of consecutive flagged slices: extent in slices and mm, criteria and regions that fired."""
+    out, n = [], len(flags)
+    sz = rows[1]["z_mm"] - rows[0]["z_mm"] if n > 1 else 0.0
+    for run in flagged_runs(flags):
+        start, z = run.start, run.stop
         seg = rows[start:z]
         regions = set()
         for r in seg:
