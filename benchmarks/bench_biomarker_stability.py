@@ -2,7 +2,8 @@
 the lesions that are there?
 
     .venv/bin/python benchmarks/bench_biomarker_stability.py [--volunteers 10] [--patients 42]
-        [--seed 0] [--variants 2] [--size small] [--max-gap N] [--json FILE]
+        [--seed 0] [--variants 2] [--size small] [--max-gap N] [--k K] [--min-excess F]
+        [--min-lesion-slices N] [--lesion-extent half-maximum|threshold] [--json FILE]
 
 The synthetic registry (``nnunet_nerve.registry.phantom``, rendered in memory; the paper's 10
 volunteers and 42 patients by default): each subject's consensus mask (the raters'
@@ -21,7 +22,8 @@ the errors a 2D network makes (``tests/nerve_tubes.py``), all of them at once:
 
 Every mask is measured as ``nnunet-nerve biomarkers`` measures it (post-processed by
 default, ``--max-gap`` as in ``postprocess --max-gap``, the slices it interpolated marked as
-such; ``raw`` rows with ``--no-postprocess``), with the imaged leg known (the phantom is
+such; ``raw`` rows with ``--no-postprocess``; the lesion rule's options as in ``biomarkers``),
+with the imaged leg known (the phantom is
 a right leg). Lesions are judged against the subject's own nerve (``own``) and against the
 volunteers' consensus masks of the same thigh location (``normative``; each volunteer
 against the others, leave-one-out).
@@ -49,10 +51,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import nerve_tubes  # noqa: E402  (the network-like errors, shared with the tests)
 
-from nnunet_nerve.biomarkers.measures import NormativeReference, lateral_vector, nerve_biomarkers  # noqa: E402
+from nnunet_nerve.biomarkers.measures import LesionRule, NormativeReference, lateral_vector, nerve_biomarkers  # noqa: E402
 from nnunet_nerve.registry.consensus import majority_vote  # noqa: E402
 from nnunet_nerve.registry.phantom import render_subject  # noqa: E402
 from nnunet_nerve.registry.phantom_anatomy import SIZES, lesion_extent, phantom_subjects  # noqa: E402
+from nnunet_nerve.biomarkers.lesions import EXTENTS  # noqa: E402
 from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve  # noqa: E402
 
 #: The phantom's stacks are right legs in an identity grid: lateral is -x.
@@ -81,13 +84,14 @@ def noisy_mask(consensus: np.ndarray, spacing, rng: np.random.Generator, branch_
     return mask, applied
 
 
-def measure(mask, spacing, image, mode: str, reference=None, location=None, rule: PostprocessRule = PostprocessRule()):
+def measure(mask, spacing, image, mode: str, reference=None, location=None, rule: PostprocessRule = PostprocessRule(),
+            lesion_rule: LesionRule = LesionRule()):
     interpolated = ()
     if mode == "post-processed":
         pp = postprocess_nerve(mask, spacing, rule)
         mask, interpolated = pp.mask, pp.filled_slices
     return nerve_biomarkers(mask, spacing, image, lateral_xy=LATERAL, reference=reference, location=location,
-                            interpolated=interpolated)
+                            interpolated=interpolated, rule=lesion_rule)
 
 
 def render(volunteers: int, patients: int, seed: int, size: str) -> list:
@@ -102,9 +106,9 @@ def render(volunteers: int, patients: int, seed: int, size: str) -> list:
     return out
 
 
-def normative_references(subjects: list) -> dict:
+def normative_references(subjects: list, lesion_rule: LesionRule = LesionRule()) -> dict:
     """Per subject: the volunteers' reference (leave-one-out for a volunteer)."""
-    volunteers = {s["id"]: measure(s["consensus"], s["spacing"], s["image"], "raw")
+    volunteers = {s["id"]: measure(s["consensus"], s["spacing"], s["image"], "raw", lesion_rule=lesion_rule)
                   for s in subjects if s["cohort"] == "volunteer"}
     locations = {s["id"]: s["location"] for s in subjects}
     out = {}
@@ -138,17 +142,19 @@ def within_one(truth, found_segments: list) -> bool:
 
 
 def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int = 2, size: str = "small",
-        branch_slices: int = 1, max_gap: "int | None" = None) -> dict:
+        branch_slices: int = 1, max_gap: "int | None" = None, lesion_rule: LesionRule = LesionRule()) -> dict:
     started = time.perf_counter()
     subjects = render(volunteers, patients, seed, size)
-    references = normative_references(subjects)
+    references = normative_references(subjects, lesion_rule)
     rng = np.random.default_rng([seed, 15])
     rule = PostprocessRule() if max_gap is None else PostprocessRule(max_gap_slices=max_gap)
+    lr = {"lesion_rule": lesion_rule}
     cases = []
     for s in subjects:
         spacing, image, ref = s["spacing"], s["image"], references[s["id"]]
-        consensus = {"own": measure(s["consensus"], spacing, image, "post-processed", rule=rule),
-                     "normative": measure(s["consensus"], spacing, image, "post-processed", ref, s["location"], rule)}
+        consensus = {"own": measure(s["consensus"], spacing, image, "post-processed", rule=rule, **lr),
+                     "normative": measure(s["consensus"], spacing, image, "post-processed", ref, s["location"], rule,
+                                          **lr)}
         row = {k: s[k] for k in ("id", "cohort", "location", "lesion", "truth")}
         row["consensus"] = {name: segments(res) for name, res in consensus.items()}
         row["variants"] = []
@@ -156,8 +162,8 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
             mask, applied = noisy_mask(s["consensus"], spacing, rng, branch_slices)
             variant = {"errors": applied}
             for mode in MODES:
-                own = measure(mask, spacing, image, mode, rule=rule)
-                normative = measure(mask, spacing, image, mode, ref, s["location"], rule)
+                own = measure(mask, spacing, image, mode, rule=rule, **lr)
+                normative = measure(mask, spacing, image, mode, ref, s["location"], rule, **lr)
                 errors = csa_errors(own, consensus["own"])
                 variant[mode] = {
                     "csa_error": float(np.median(errors)), "csa_errors": errors,
@@ -170,7 +176,7 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
             row["variants"].append(variant)
         cases.append(row)
     return {"cases": cases, "seed": seed, "size": size, "variants": variants, "max_gap": rule.max_gap_slices,
-            "seconds": time.perf_counter() - started}
+            "lesion_rule": lesion_rule.text(), "seconds": time.perf_counter() - started}
 
 
 def _pct(values) -> str:
@@ -184,6 +190,7 @@ def report(result: dict) -> str:
     lines = [f"{len(cases)} subjects ({sum(c['cohort'] == 'volunteer' for c in cases)} volunteers), "
              f"{result['variants']} noisy mask(s) each, phantom size {result['size']}, seed {result['seed']}, "
              f"post-processing bridges gaps of up to {result['max_gap']} slice(s)",
+             f"lesion rule: {result['lesion_rule']}",
              "",
              "Stability: noisy mask against its consensus (goals: CSA error <= 10 %, volume <= 5 %, same lesion "
              "segments in every patient, no lesion in any volunteer)",
@@ -255,10 +262,19 @@ def main() -> None:
                         help="consecutive split slices on which the small branch is missed")
     parser.add_argument("--max-gap", type=int, default=None,
                         help="post-processing bridges gaps of up to this many slices (default: postprocess's)")
+    rule = LesionRule()
+    parser.add_argument("--k", type=float, default=rule.k, help="lesion threshold: centre + k x spread ...")
+    parser.add_argument("--min-excess", type=float, default=rule.min_excess, help="... and at least centre x (1 + this)")
+    parser.add_argument("--min-lesion-slices", type=int, default=rule.min_slices,
+                        help="a lesion spans at least this many measured slices above threshold")
+    parser.add_argument("--lesion-extent", choices=EXTENTS, default=rule.extent,
+                        help="a lesion's extent: full width at half maximum, or its run above threshold")
     parser.add_argument("--json", help="also write every case's numbers here")
     args = parser.parse_args()
+    lesion_rule = LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices,
+                             extent=args.lesion_extent)
     result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices,
-                 args.max_gap)
+                 args.max_gap, lesion_rule)
     print(report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -138,14 +138,17 @@ def evaluate(dataset: "str | int | os.PathLike", *, out: PathLike, pred: Sequenc
 def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLike | None" = None,
                masks: "PathLike | None" = None, dataset: "str | int | os.PathLike | None" = None,
                reference=None, location: "str | None" = None, side: "str | None" = None, k: float = 3.0,
-               min_excess: float = 0.2, min_lesion_slices: int = 2, postprocess: bool = True,
-               overwrite: bool = False, progress: Progress = None):
+               min_excess: float = 0.2, min_lesion_slices: int = 2, lesion_extent: str = "half-maximum",
+               postprocess: bool = True, overwrite: bool = False, progress: Progress = None):
     """Nerve biomarkers of one scan (``image`` + ``mask``; returns its ``NerveBiomarkers``) or of
     a batch (``masks`` folder + ``dataset``; returns {case: NerveBiomarkers}) into ``out``.
 
-    Lesion rule: a slice is above threshold when its signal exceeds centre + ``k`` x spread and
-    centre x (1 + ``min_excess``); a lesion spans at least ``min_lesion_slices`` slices.
-    ``postprocess``: post-process the mask first (as ``postprocess`` does)."""
+    Lesion rule: a part of a slice is above threshold when its corrected CSA or its normalised
+    signal exceeds centre + max(``k`` x spread, ``min_excess`` x centre); a lesion spans at least
+    ``min_lesion_slices`` measured slices above threshold; ``lesion_extent``: where it lies, its
+    full width at half maximum against the subject's own nerve (``half-maximum``) or its run
+    above threshold (``threshold``). ``postprocess``: post-process the mask first (as
+    ``postprocess`` does)."""
     from nnunet_nerve.biomarkers.measures import LesionRule
     from nnunet_nerve.biomarkers.report import report_batch, report_scan
 
@@ -158,7 +161,7 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
         raise NerveError("give --image and --mask, or --masks and --dataset")
     if location and not single:
         raise NerveError("--location is for one scan; a batch takes each case's location from participants.tsv")
-    rule = LesionRule(k=k, min_excess=min_excess, min_slices=min_lesion_slices)
+    rule = LesionRule(k=k, min_excess=min_excess, min_slices=min_lesion_slices, extent=lesion_extent)
     options = dict(side=side, rule=rule, postprocess=postprocess, overwrite=overwrite, reference=reference,
                    log=progress)
     if single:

@@ -107,6 +107,28 @@ def test_thickened_segment_is_flagged_and_a_normal_tube_is_not(tmp_path):
     assert not normal.lesion_slices.any()
 
 
+def test_lesion_extent_option_through_the_cli(tmp_path):
+    """A trunk of 50 mm² swollen by 30, 70, 100, 120, 100, 70, 30 % on slices 14-20: all seven
+    are above threshold (centre + 20 %); by default the lesion is its full width at half
+    maximum (15-19), with ``--lesion-extent threshold`` the run above threshold (14-20). An
+    extent the rule does not know is refused in one line, through the library as well."""
+    excess = {14: 0.3, 15: 0.7, 16: 1.0, 17: 1.2, 18: 1.0, 19: 0.7, 20: 0.3}
+    mask = tube((24, 24), lambda z: np.sqrt(50.0 * (1 + excess.get(int(z // SPACING[0]), 0.0)) / np.pi))
+    image, mask_path = scan(tmp_path, mask)
+    for option, expected in (((), (15, 19)), (("--lesion-extent", "threshold"), (14, 20))):
+        out = tmp_path / f"out{len(option)}"
+        cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out, *option)
+        segments = json.loads((out / "summary.json").read_text())["lesion"]["segments"]
+        assert [(g["first_slice"], g["last_slice"]) for g in segments] == [expected]
+    proc = cli("biomarkers", "--image", image, "--mask", mask_path, "--out", tmp_path / "bad",
+               "--lesion-extent", "widest", check=False)
+    assert proc.returncode == 2 and "--lesion-extent" in proc.stderr and not (tmp_path / "bad").exists()
+    from nnunet_nerve import api
+    with pytest.raises(NerveError, match="--lesion-extent 'widest': expected one of half-maximum, threshold"):
+        api.biomarkers(tmp_path / "bad", image=image, mask=mask_path, lesion_extent="widest")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_hyperintense_segment_is_flagged_by_signal():
     mask = tube((24, 24), 3.0)
     bright = np.full(SHAPE, 150.0)

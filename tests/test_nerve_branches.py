@@ -8,7 +8,7 @@ import pytest
 from conftest import import_benchmark
 from nerve_tubes import (SHAPE, SPACING, add_vein_blobs, disc_area_tolerance, drop_slices, drop_small_branch,
                          jitter_boundary, tube)
-from nnunet_nerve.biomarkers.measures import BRANCH_LABELS, nerve_biomarkers
+from nnunet_nerve.biomarkers.measures import BRANCH_LABELS, LesionRule, nerve_biomarkers
 from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
 
 NZ = SHAPE[0]
@@ -224,3 +224,12 @@ def test_stability_benchmark_runs_and_post_processing_is_what_makes_it_stable():
     assert all(t is not None for t in truth)
     report = bench.report(result)
     assert "Stability: noisy mask against its consensus" in report and "Lesions against the truth" in report
+    assert "extent: full width at half maximum" in report
+    assert any(c["consensus"]["own"] for c in result["cases"])
+    # the lesion rule's options reach every measurement (here: a rule that finds no lesion at all)
+    strict = bench.run(volunteers=4, patients=2, seed=0, variants=1,
+                       lesion_rule=LesionRule(min_excess=50.0, extent="threshold"))
+    assert "extent: the slices above threshold" in bench.report(strict)
+    assert all(not s for c in strict["cases"] for s in c["consensus"].values())
+    assert all(not s for c in strict["cases"] for v in c["variants"] for m in bench.MODES
+               for s in v[m]["segments"].values())

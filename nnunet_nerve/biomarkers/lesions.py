@@ -56,6 +56,7 @@ import numpy as np
 
 from nnunet_nerve.biomarkers.references import (BRANCHES, MAX_REFERENCE_PASSES, NormativeReference,
                                                 merged_reference, subject_references)
+from nnunet_nerve.errors import NerveError
 from nnunet_nerve.parameters import require_number
 
 #: How a segment's extent is reported: its run above threshold, or its full width at half maximum.
@@ -79,12 +80,13 @@ class LesionRule:
 
     def __post_init__(self):
         """k > 0 (k <= 0 puts the threshold at or below the centre: half the nerve or all of it
-        would be 'lesion'), min_excess >= 0, min_slices an integer >= 1."""
+        would be 'lesion'), min_excess >= 0, min_slices an integer >= 1, extent one of EXTENTS;
+        NerveError otherwise."""
         require_number(self.k, "--k", above=0)
         require_number(self.min_excess, "--min-excess", minimum=0)
         require_number(self.min_slices, "--min-lesion-slices", minimum=1, integer=True)
         if self.extent not in EXTENTS:
-            raise ValueError(f"lesion extent {self.extent!r}: one of {', '.join(EXTENTS)}")
+            raise NerveError(f"--lesion-extent {self.extent!r}: expected one of {', '.join(EXTENTS)}")
 
     def threshold(self, centre: float, spread: float) -> float:
         if centre is None or not np.isfinite(centre):

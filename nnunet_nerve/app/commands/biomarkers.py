@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nnunet_nerve import api
+from nnunet_nerve.biomarkers.lesions import EXTENTS
 from nnunet_nerve.app.commands import call, default
 
 
@@ -44,15 +45,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--min-lesion-slices", type=int, default=default(api.biomarkers, "min_lesion_slices"),
                    help="a lesion spans at least this many consecutive slices above threshold (shorter runs are "
                         "reported as isolated outliers)")
+    p.add_argument("--lesion-extent", choices=EXTENTS, default=default(api.biomarkers, "lesion_extent"),
+                   help="where a lesion lies: its full width at half maximum against the subject's own nerve, or "
+                        "its run of slices above threshold (a normative reference always uses the run)")
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction,
                    default=default(api.biomarkers, "postprocess"),
-                   help="post-process the mask first (keep the nerve tube, drop look-alikes, fill one-slice gaps); "
-                        "--no-postprocess measures the mask as it is")
+                   help="post-process the mask first (keep the nerve tube, drop look-alikes, fill gaps of up to two "
+                        "missed slices); --no-postprocess measures the mask as it is")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_biomarkers)
 
     q = sub.add_parser(
-        "postprocess", help="keep the physiological nerve: one tube that may split in two; fill one-slice gaps",
+        "postprocess", help="keep the physiological nerve: one tube that may split in two; fill gaps of missed slices",
         description="Drop 3D components that are not part of the nerve tube (short blobs such as a segmented vein), "
                     "keep long branches near it and fill gaps of missed slices by shape-based interpolation "
                     "(rule: docs/biomarkers.md). IN and OUT are files, or folders of masks such as the output of "
