@@ -6,5 +6,6 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 py="$("$root/scripts/ensure_venv.sh")"
 out="${1:-$root/nerve_demo}"; shift || true
-export MPLCONFIGDIR="${MPLCONFIGDIR:-$(mktemp -d)}"
+# matplotlib's cache inside the environment (nothing left behind in /tmp)
+export MPLCONFIGDIR="${MPLCONFIGDIR:-$(dirname "$(dirname "$py")")/mplconfig}"
 exec "$(dirname "$py")/nnunet-nerve" demo "$out" "$@"

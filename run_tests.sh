@@ -5,5 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 py="$("$root/scripts/ensure_venv.sh")"
 cd "$root"
-export MPLCONFIGDIR="${MPLCONFIGDIR:-$(mktemp -d)}"
+# matplotlib's cache inside the environment (nothing left behind in /tmp; the tests give
+# every subprocess a temporary one of its own)
+export MPLCONFIGDIR="${MPLCONFIGDIR:-$(dirname "$(dirname "$py")")/mplconfig}"
 exec "$py" -m pytest -ra "$@"
