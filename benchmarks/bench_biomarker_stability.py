@@ -148,13 +148,13 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
     references = normative_references(subjects, lesion_rule)
     rng = np.random.default_rng([seed, 15])
     rule = PostprocessRule() if max_gap is None else PostprocessRule(max_gap_slices=max_gap)
-    lr = {"lesion_rule": lesion_rule}
     cases = []
     for s in subjects:
         spacing, image, ref = s["spacing"], s["image"], references[s["id"]]
-        consensus = {"own": measure(s["consensus"], spacing, image, "post-processed", rule=rule, **lr),
+        consensus = {"own": measure(s["consensus"], spacing, image, "post-processed", rule=rule,
+                                    lesion_rule=lesion_rule),
                      "normative": measure(s["consensus"], spacing, image, "post-processed", ref, s["location"], rule,
-                                          **lr)}
+                                          lesion_rule)}
         row = {k: s[k] for k in ("id", "cohort", "location", "lesion", "truth")}
         row["consensus"] = {name: segments(res) for name, res in consensus.items()}
         row["variants"] = []
@@ -162,8 +162,8 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
             mask, applied = noisy_mask(s["consensus"], spacing, rng, branch_slices)
             variant = {"errors": applied}
             for mode in MODES:
-                own = measure(mask, spacing, image, mode, rule=rule, **lr)
-                normative = measure(mask, spacing, image, mode, ref, s["location"], rule, **lr)
+                own = measure(mask, spacing, image, mode, rule=rule, lesion_rule=lesion_rule)
+                normative = measure(mask, spacing, image, mode, ref, s["location"], rule, lesion_rule)
                 errors = csa_errors(own, consensus["own"])
                 variant[mode] = {
                     "csa_error": float(np.median(errors)), "csa_errors": errors,
