@@ -117,6 +117,64 @@ def test_branches_that_merge_back_are_reported_and_keep_their_names():
     assert (res.branch_labels[26:29][mask[26:29]] == BRANCH_LABELS["merged"]).all()
 
 
+def touching_branches(bridged=(), junction_neck=1):
+    """A trunk (radius 4 mm at x = 24 mm) on slices 0-18 dividing into two 3 mm branches at x =
+    20.5 and 27.5 mm on slices 19-39, one pixel (0.5 mm) apart at their closest (row 48). On
+    slice 19, the junction, they touch through a neck ``junction_neck`` pixels high (rows from
+    48, the three columns between them); on the ``bridged`` slices one pixel of boundary jitter
+    fills their one-pixel gap."""
+    mask = tube((24.0, 24.0), 4.0)
+    tibial, peroneal = tube((20.5, 24.0), 3.0), tube((27.5, 24.0), 3.0)
+    gap = np.flatnonzero(~(tibial[SPLIT] | peroneal[SPLIT]).any(axis=0)[40:56]) + 40
+    assert len(gap) == 1 and not (tibial | peroneal)[SPLIT, 48, gap[0]]     # one empty column between the branches
+    mask[19:] = (tibial | peroneal)[19:]
+    mask[19, 48:48 + junction_neck, gap[0] - 1:gap[0] + 2] = True
+    for z in bridged:
+        mask[z, 48, gap[0]] = True
+    return mask
+
+
+def test_branches_touching_through_one_pixel_bridges_stay_two_branches():
+    """Boundary jitter bridges the one-pixel gap between the branches on slices 20 and 21: each
+    slice is one 2D piece, which made them trunk slices (the division moved two slices). Their
+    bridge is one pixel wide and so is the next slice's contact, down to the junction (slice 19),
+    whose next slice is the solid trunk: the division stays between slices 19 and 20."""
+    clean = nerve_biomarkers(touching_branches(), SPACING)
+    assert [r["region"] for r in clean.slices] == ["sciatic"] * SPLIT + ["split"] * (NZ - SPLIT)
+    for bridged in ((20, 21), (20,)):
+        res = nerve_biomarkers(touching_branches(bridged), SPACING)
+        assert [r["region"] for r in res.slices] == ["sciatic"] * SPLIT + ["split"] * (NZ - SPLIT), bridged
+        for z in bridged:
+            assert res.slices[z]["components"] == 1
+            assert res.slices[z]["tibial_csa_mm2"] == pytest.approx(clean.slices[z]["tibial_csa_mm2"], abs=0.5)
+            assert res.slices[z]["peroneal_csa_mm2"] == pytest.approx(clean.slices[z]["peroneal_csa_mm2"], abs=0.5)
+
+
+def test_a_real_junction_stays_trunk():
+    """The junction itself (the branches touching through one pixel, or a 4-pixel neck, next to
+    the solid trunk) stays the trunk's last slice; and the rule is not one of width alone: a
+    bridge next to a junction whose contact is wider is taken for the junction (the division
+    moves one slice, as before the rule)."""
+    for neck in (1, 4):
+        res = nerve_biomarkers(touching_branches(junction_neck=neck), SPACING)
+        assert [r["region"] for r in res.slices] == ["sciatic"] * SPLIT + ["split"] * (NZ - SPLIT), neck
+    res = nerve_biomarkers(touching_branches((20,), junction_neck=4), SPACING)
+    assert [r["region"] for r in res.slices] == ["sciatic"] * (SPLIT + 1) + ["split"] * (NZ - SPLIT - 1)
+
+
+def test_small_branch_missed_next_to_the_division_is_the_other_branch_alone():
+    """The peroneal is missed on slice 20, the first below the trunk: the slice's one piece
+    overlaps the tibial only and holds 36 % of the trunk slice's area, so it is the tibial
+    alone, not a trunk slice."""
+    mask, tibial, peroneal = y_nerve(3.0, 2.0)
+    mask[SPLIT][peroneal[SPLIT]] = False
+    res = nerve_biomarkers(mask, SPACING)
+    regions = [r["region"] for r in res.slices]
+    assert regions == ["sciatic"] * SPLIT + ["tibial"] + ["split"] * (NZ - SPLIT - 1)
+    assert_named(res, tibial, peroneal, range(SPLIT + 1, NZ))
+    assert (res.branch_labels[SPLIT][tibial[SPLIT]] == BRANCH_LABELS["tibial"]).all()
+
+
 def test_trunk_wider_than_its_branches_only_the_thickened_segment_is_a_lesion():
     """The issue's example: a 68 mm² trunk dividing into branches of 48 and 13 mm², thickened to
     178 mm² on trunk slices 3-5. Trunk against trunk, branch against branch: only 3-5 are a lesion."""

@@ -14,7 +14,16 @@ On a binary mask (z, y, x) with its spacing in mm (``nerve_parts``):
    the next slice that it overlaps or that face it: centroids within the sum of the two
    pieces' equivalent radii (sqrt(area / pi)) plus 2 mm (a branch diverging by more than a
    pixel between slices 4 mm apart).
-3. The trunk. The run of single-piece slices at one end of the stack is the trunk when its
+3. The trunk. First, branches touching through jitter: walking each end's run of single-piece
+   slices from the split slice next to it, a slice whose piece touches both branches of the
+   slice just walked (its two largest pieces) through a bridge of at most BRIDGE_MAX_PIXELS
+   (1) pixel (the fewest pixels whose removal separates the piece's pixels inside the one
+   branch from those inside the other), while the next slice of the run touches its two parts
+   through as thin a bridge, is split in two (each pixel to the branch whose piece is nearest)
+   and the walk goes on: the last thin contact before a wider one is the junction and stays a
+   trunk slice. The run's first slice whose piece overlaps one branch only and holds less than
+   75 % of the next slice's area is that branch alone (the other missed there). Then the run
+   of single-piece slices (before any branch alone) at one end of the stack is the trunk when its
    piece next to the first split slice is linked to two or more of that slice's pieces (the
    junction). When neither end's run does, a run whose piece holds at least 75 % of the
    nerve area of that split slice is the trunk (a junction lost between slices). When both
@@ -56,6 +65,8 @@ from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import maximum_flow
 
 BRANCHES = ("tibial", "peroneal")
 #: Values of ``NerveParts.labels``.
@@ -67,6 +78,10 @@ TRUNK_AREA_FRACTION = 0.75
 MERGED_OVERLAP = 0.5
 #: Slack (mm) beyond the equivalent radii for a branch to reappear in a left-over piece.
 REAPPEAR_TOLERANCE_MM = 2.0
+#: Two branches touching through a bridge of at most this many pixels on a single-piece slice next
+#: to a split slice are still two branches when the next slice's contact is as thin (``split_bridges``);
+#: None turns the rule off.
+BRIDGE_MAX_PIXELS: "int | None" = 1
 _STRUCTURE_2D = np.ones((3, 3), dtype=bool)
 _TRUNK, _MERGED = "trunk", "merged"
 
@@ -113,6 +128,110 @@ def slice_pieces(mask2d: np.ndarray, spacing_yx: Sequence[float], min_branch_fra
                        [bool(b) for b in on_border], int(n))
 
 
+def bridge_width(piece: np.ndarray, side_a: np.ndarray, side_b: np.ndarray) -> "int | None":
+    """The fewest pixels of ``piece`` (2D bool) whose removal leaves no 8-connected path between
+    its pixels inside ``side_a`` and its pixels inside ``side_b`` (the two branches' pieces on the
+    adjacent slice; neither 8-adjacent to the other); None when it overlaps only one side. A
+    minimum vertex cut: each pixel a node of capacity 1, computed as a maximum flow."""
+    core_a, core_b = piece & side_a, piece & side_b
+    if not core_a.any() or not core_b.any():
+        return None
+    ys, xs = np.nonzero(piece)
+    n = len(ys)
+    index = np.full(piece.shape, -1, dtype=np.int64)
+    index[ys, xs] = np.arange(n)
+    big = n + 1
+    rows, cols, caps = [np.arange(n) * 2], [np.arange(n) * 2 + 1], [np.ones(n, dtype=np.int64)]  # in -> out
+    padded = np.pad(index, 1, constant_values=-1)
+    h, w = piece.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy == dx == 0:
+                continue
+            nb = padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w][ys, xs]
+            ok = nb >= 0
+            rows.append(np.arange(n)[ok] * 2 + 1)        # out of this pixel -> into its neighbour
+            cols.append(nb[ok] * 2)
+            caps.append(np.full(int(ok.sum()), big, dtype=np.int64))
+    source, sink = 2 * n, 2 * n + 1
+    a, b = index[core_a], index[core_b]
+    rows += [np.full(len(a), source), b * 2 + 1]
+    cols += [a * 2, np.full(len(b), sink)]
+    caps += [np.full(len(a), big, dtype=np.int64), np.full(len(b), big, dtype=np.int64)]
+    graph = coo_matrix((np.concatenate(caps).astype(np.int32), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(2 * n + 2, 2 * n + 2)).tocsr()
+    return int(maximum_flow(graph, source, sink).flow_value)
+
+
+def _two_parts(piece: np.ndarray, side_a: np.ndarray, side_b: np.ndarray, spacing_yx: Sequence[float]) -> np.ndarray:
+    """``piece`` as labels 1 and 2: each pixel to the side whose nearest pixel is nearer (ties: a)."""
+    near_a = ndimage.distance_transform_edt(~side_a, sampling=spacing_yx)
+    near_b = ndimage.distance_transform_edt(~side_b, sampling=spacing_yx)
+    return np.where(piece, np.where(near_a <= near_b, 1, 2), 0)
+
+
+def split_bridges(nerve_z: list, pieces: dict, spacing_yx: Sequence[float], max_pixels: "int | None",
+                  border: "np.ndarray | None" = None) -> tuple:
+    """Step 3's first part: the single-piece slices at each end of the stack next to a split
+    slice, walked from the split side. A slice stays split when its piece touches both
+    branches of the slice just walked (its two largest pieces) through a bridge of at most
+    ``max_pixels`` pixels (``bridge_width``) and the next slice of the run does too, against
+    the two parts of this one (each pixel to the branch whose piece is nearest): the last
+    slice whose branches touch through a thin bridge before a wider contact is the junction
+    and stays a trunk slice. A first slice whose piece overlaps one of the two branches only and
+    holds less than TRUNK_AREA_FRACTION of the next slice's area is that branch alone (the other
+    was missed there). Rewrites ``pieces`` in place; returns (the slices so split, the slices
+    holding one branch alone)."""
+    if max_pixels is None:
+        return [], []
+    split = [z for z in nerve_z if len(pieces[z].areas) >= 2]
+    if not split:
+        return [], []
+    if border is None:
+        border = np.ones(pieces[split[0]].labels.shape, dtype=bool)
+        border[1:-1, 1:-1] = False
+    sy, sx = spacing_yx
+    done, alone = [], []
+    for run, before in (([z for z in nerve_z if z < split[0]][::-1], split[0]),
+                        ([z for z in nerve_z if z > split[-1]], split[-1])):
+        sides = (pieces[before].labels == 1, pieces[before].labels == 2)
+        parts = []        # (slice, its piece split in two) while the bridges stay thin
+        for z in run:
+            if len(pieces[z].areas) != 1:
+                break
+            piece = pieces[z].labels == 1
+            width = bridge_width(piece, *sides)
+            if width is None and not parts and _one_branch_alone(pieces, run, piece, sides):
+                alone.append(z)
+            if width is None or width > max_pixels:
+                break
+            two = _two_parts(piece, *sides, spacing_yx)
+            if not (two == 1).any() or not (two == 2).any():
+                break
+            parts.append((z, two))
+            sides = (two == 1, two == 2)
+        for z, two in parts[:-1]:          # the last thin contact before a wider one is the junction
+            if (two == 2).sum() > (two == 1).sum():
+                two = np.where(two > 0, 3 - two, 0)
+            areas = [int((two == k).sum()) for k in (1, 2)]
+            centres = ndimage.center_of_mass(two > 0, two, index=[1, 2])
+            pieces[z] = SlicePieces(two.astype(pieces[z].labels.dtype), areas,
+                                    [(cx * sx, cy * sy) for cy, cx in centres],
+                                    [bool((two[border] == k).any()) for k in (1, 2)], pieces[z].components)
+            done.append(z)
+    return sorted(done), sorted(alone)
+
+
+def _one_branch_alone(pieces: dict, run: list, piece: np.ndarray, sides: tuple) -> bool:
+    """The run's first slice (next to the split slice) holds one branch alone, the other missed
+    there: its piece overlaps one of the split slice's branches (``sides``; not both) and holds
+    less than TRUNK_AREA_FRACTION of the area of the run's next slice, a single piece too."""
+    if len(run) < 2 or len(pieces[run[1]].areas) != 1:
+        return False
+    return bool((piece & (sides[0] | sides[1])).any()) and \
+        pieces[run[0]].areas[0] < TRUNK_AREA_FRACTION * pieces[run[1]].areas[0]
+
+
 def overlaps(prev: SlicePieces, i: int, nxt: SlicePieces) -> np.ndarray:
     """Pixels of each piece of ``nxt`` inside piece ``i`` of ``prev`` grown by one pixel."""
     grown = ndimage.binary_dilation(prev.labels == i + 1, _STRUCTURE_2D)
@@ -142,9 +261,11 @@ class NerveParts:
     events: dict = field(default_factory=dict)
 
 
-def _trunk_side(nerve_z: list, pieces: dict, pixel_area: float) -> "str | None":
-    """'low', 'high', 'all' (no split slice) or None (no trunk): step 3."""
-    split = [z for z in nerve_z if len(pieces[z].areas) >= 2]
+def _trunk_side(nerve_z: list, pieces: dict, pixel_area: float, alone: Sequence[int] = ()) -> "str | None":
+    """'low', 'high', 'all' (no split slice) or None (no trunk): step 3. Slices in ``alone``
+    hold one branch (``split_bridges``): they end the trunk like a split slice, and the trunk
+    continuing into that branch is a junction."""
+    split = [z for z in nerve_z if len(pieces[z].areas) >= 2 or z in alone]
     if not split:
         return "all" if nerve_z else None
     runs = {"low": ([z for z in nerve_z if z < split[0]], split[0], -1),
@@ -152,7 +273,8 @@ def _trunk_side(nerve_z: list, pieces: dict, pixel_area: float) -> "str | None":
 
     def junction(side):
         run, first_split, end = runs[side]
-        return bool(run) and len(linked(pieces[run[end]], 0, pieces[first_split], pixel_area)) >= 2
+        need = 1 if first_split in alone else 2
+        return bool(run) and len(linked(pieces[run[end]], 0, pieces[first_split], pixel_area)) >= need
 
     def most_area(side):
         run, first_split, end = runs[side]
@@ -176,8 +298,9 @@ class _Walk:
     """Step 4 over the nerve slices in walking order; ``assign[z][i]`` ends as _TRUNK, 0, 1,
     _MERGED or None (left over) for every major piece."""
 
-    def __init__(self, pieces: dict, pixel_area: float):
+    def __init__(self, pieces: dict, pixel_area: float, alone: Sequence[int] = ()):
         self.pieces = pieces
+        self.alone = set(alone)
         self.pixel_area = pixel_area
         self.assign = {z: [None] * len(p.areas) for z, p in pieces.items()}
         self.branches = [_Branch(), _Branch()]
@@ -196,6 +319,9 @@ class _Walk:
     def trunk_slice(self, z: int) -> bool:
         """Continue the trunk into slice z; False once the branches start here."""
         p = self.pieces[z]
+        if z in self.alone and self.trunk_last is not None:     # one branch, the other missed here
+            self.take(z, 0, 0)
+            return False
         if self.trunk_last is None or len(p.areas) == 1:
             self.assign[z][0] = _TRUNK
             self.trunk_last = (z, 0)
@@ -289,8 +415,9 @@ def nerve_parts(mask: np.ndarray, spacing_zyx: Sequence[float], lateral_xy: "Seq
     nz = mask.shape[0]
     nerve_z = [int(z) for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1))]
     pieces = {z: slice_pieces(mask[z], (sy, sx), min_branch_fraction, border) for z in nerve_z}
-    walk = _Walk(pieces, sy * sx)
-    side = _trunk_side(nerve_z, pieces, sy * sx)
+    _, alone = split_bridges(nerve_z, pieces, (sy, sx), BRIDGE_MAX_PIXELS, border)
+    walk = _Walk(pieces, sy * sx, alone)
+    side = _trunk_side(nerve_z, pieces, sy * sx, alone)
     in_trunk = side in ("low", "high", "all")
     order = nerve_z[::-1] if side == "high" else nerve_z
     walked = []
