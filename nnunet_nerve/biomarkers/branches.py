@@ -116,16 +116,22 @@ def slice_pieces(mask2d: np.ndarray, spacing_yx: Sequence[float], min_branch_fra
     lookup = np.zeros(n + 1, dtype=np.int32)
     for i in range(n):
         lookup[i + 1] = 1 + int(np.argmin(np.linalg.norm(mm[major] - mm[i], axis=1)))
-    labels = lookup[comp]
-    k = len(major)
+    return _labelled_pieces(lookup[comp], len(major), spacing_yx, border, int(n))
+
+
+def _labelled_pieces(labels: np.ndarray, k: int, spacing_yx: Sequence[float], border: "np.ndarray | None",
+                     components: int) -> SlicePieces:
+    """The SlicePieces of a label image holding pieces 1..k by decreasing area (``border`` as in
+    ``slice_pieces``)."""
+    sy, sx = spacing_yx
     part_areas = np.bincount(labels.ravel(), minlength=k + 1)[1:]
-    centres = ndimage.center_of_mass(mask2d, labels, index=np.arange(1, k + 1))
+    centres = ndimage.center_of_mass(labels > 0, labels, index=np.arange(1, k + 1))
     if border is None:
-        border = np.ones(mask2d.shape, dtype=bool)
+        border = np.ones(labels.shape, dtype=bool)
         border[1:-1, 1:-1] = False
     on_border = np.bincount(labels[border], minlength=k + 1)[1:] > 0
     return SlicePieces(labels, [int(a) for a in part_areas], [(cx * sx, cy * sy) for cy, cx in centres],
-                       [bool(b) for b in on_border], int(n))
+                       [bool(b) for b in on_border], components)
 
 
 def bridge_width(piece: np.ndarray, side_a: np.ndarray, side_b: np.ndarray) -> "int | None":
@@ -180,18 +186,13 @@ def split_bridges(nerve_z: list, pieces: dict, spacing_yx: Sequence[float], max_
     slice whose branches touch through a thin bridge before a wider contact is the junction
     and stays a trunk slice. A first slice whose piece overlaps one of the two branches only and
     holds less than TRUNK_AREA_FRACTION of the next slice's area is that branch alone (the other
-    was missed there). Rewrites ``pieces`` in place; returns (the slices so split, the slices
-    holding one branch alone)."""
+    was missed there). Rewrites ``pieces`` in place; returns the slices holding one branch alone."""
     if max_pixels is None:
-        return [], []
+        return []
     split = [z for z in nerve_z if len(pieces[z].areas) >= 2]
     if not split:
-        return [], []
-    if border is None:
-        border = np.ones(pieces[split[0]].labels.shape, dtype=bool)
-        border[1:-1, 1:-1] = False
-    sy, sx = spacing_yx
-    done, alone = [], []
+        return []
+    alone = []
     for run, before in (([z for z in nerve_z if z < split[0]][::-1], split[0]),
                         ([z for z in nerve_z if z > split[-1]], split[-1])):
         sides = (pieces[before].labels == 1, pieces[before].labels == 2)
@@ -213,13 +214,9 @@ def split_bridges(nerve_z: list, pieces: dict, spacing_yx: Sequence[float], max_
         for z, two in parts[:-1]:          # the last thin contact before a wider one is the junction
             if (two == 2).sum() > (two == 1).sum():
                 two = np.where(two > 0, 3 - two, 0)
-            areas = [int((two == k).sum()) for k in (1, 2)]
-            centres = ndimage.center_of_mass(two > 0, two, index=[1, 2])
-            pieces[z] = SlicePieces(two.astype(pieces[z].labels.dtype), areas,
-                                    [(cx * sx, cy * sy) for cy, cx in centres],
-                                    [bool((two[border] == k).any()) for k in (1, 2)], pieces[z].components)
-            done.append(z)
-    return sorted(done), sorted(alone)
+            pieces[z] = _labelled_pieces(two.astype(pieces[z].labels.dtype), 2, spacing_yx, border,
+                                         pieces[z].components)
+    return sorted(alone)
 
 
 def _one_branch_alone(pieces: dict, run: list, piece: np.ndarray, sides: tuple) -> bool:
@@ -415,7 +412,7 @@ def nerve_parts(mask: np.ndarray, spacing_zyx: Sequence[float], lateral_xy: "Seq
     nz = mask.shape[0]
     nerve_z = [int(z) for z in np.flatnonzero(mask.reshape(nz, -1).any(axis=1))]
     pieces = {z: slice_pieces(mask[z], (sy, sx), min_branch_fraction, border) for z in nerve_z}
-    _, alone = split_bridges(nerve_z, pieces, (sy, sx), BRIDGE_MAX_PIXELS, border)
+    alone = split_bridges(nerve_z, pieces, (sy, sx), BRIDGE_MAX_PIXELS, border)
     walk = _Walk(pieces, sy * sx, alone)
     side = _trunk_side(nerve_z, pieces, sy * sx, alone)
     in_trunk = side in ("low", "high", "all")
