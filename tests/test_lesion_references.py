@@ -117,6 +117,26 @@ def test_a_branch_swollen_over_most_of_its_length_is_compared_with_the_trunk():
     assert res.summary["lesion"]["segments"][0]["regions"] == ["tibial"]
 
 
+def test_a_short_trunk_swollen_over_most_of_its_length_is_compared_with_its_branches():
+    """A trunk on slices 0-9 dividing into a tibial of 28 mm² (r 3) and a peroneal of 12.6 mm²
+    (r 2), 41 mm² together; the trunk is 41 mm² (r 3.6) on slices 0-1 and swollen to 79 mm²
+    (r 5) on 2-9. Its own median is the swelling (79 mm²), so against itself the trunk holds
+    no lesion; it exceeds 1.2 x the branches' 41 mm², so the trunk's CSA centre is capped
+    there (49 mm²) and slices 2-9 are the lesion. A trunk the size of its branches together
+    keeps its own centre."""
+    mask = y_nerve(10, lambda z: 5.0 if slice_of(z) >= 2 else 3.6, 3.0)
+    res = nerve_biomarkers(mask, SPACING)
+    refs = res.summary["lesion"]["references"]
+    branches = refs["tibial"]["csa_centre_mm2"] + refs["peroneal"]["csa_centre_mm2"]
+    assert branches == pytest.approx(math.pi * (9 + 4), rel=0.05)
+    assert refs["sciatic"]["csa_centre_mm2"] == pytest.approx(1.2 * branches)
+    assert "capped at 1.2 x the branches' together" in refs["sciatic"]["label"]
+    assert segments(res) == [(2, 9)]
+    assert res.summary["lesion"]["segments"][0]["regions"] == ["sciatic"]
+    normal = nerve_biomarkers(y_nerve(10, 3.6, 3.0), SPACING).summary["lesion"]
+    assert normal["references"]["sciatic"]["label"] == "subject sciatic" and normal["segments"] == []
+
+
 def test_a_branch_on_too_few_slices_is_judged_against_the_trunk():
     """Branches on the last 4 slices only (fewer than 5: no reference of their own): they are
     compared with the trunk's, so a tibial of 79 mm² (r 5, above the trunk's 50 mm² + 20 %) is

@@ -14,7 +14,12 @@ corrected CSA (mm²) and of the normalised mean signal, per region (``sciatic`` 
   centre. A branch is never wider than the trunk it leaves (it holds a part of the trunk's
   fascicles): a branch shown on fewer than ``MIN_REFERENCE_SLICES`` slices is compared with
   the trunk's reference, and a branch whose own CSA centre exceeds the trunk's (swollen over
-  most of its length) takes the trunk's CSA centre and spread; the label says so. Without
+  most of its length) takes the trunk's CSA centre and spread; the label says so. The trunk
+  holds both branches' fascicles in one sheath: a trunk whose own CSA centre exceeds
+  ``TRUNK_OVER_BRANCHES_MAX`` (1.2) times the sum of both branches' own centres (swollen over
+  most of a short trunk) takes that product as its CSA centre, keeping its spread; the label
+  says so. It is applied before the branches' cap, and only when both branches have
+  references of their own. Without
   a trunk reference, a region on fewer than ``MIN_REFERENCE_SLICES`` slices has none; its
   slices are not judged (listed in the summary).
 * ``merged``: CSA centre = the sum of the branches' centres, spread = the root sum of
@@ -55,6 +60,8 @@ OWN_NOISE_SLICES = 8
 #: 1.4826 x a median absolute value estimates the standard deviation of normal values.
 MAD_TO_SD = 1.4826
 MIN_REFERENCE_SLICES = 5
+#: The trunk's CSA centre is at most this times the sum of its branches' (``subject_references``).
+TRUNK_OVER_BRANCHES_MAX = 1.2
 MIN_REFERENCE_VOLUNTEERS = 3
 #: The pooled location of a normative reference, used for scans whose location is unknown.
 ALL_LOCATIONS = "all"
@@ -132,7 +139,8 @@ def subject_references(rows: list, skip: "set | frozenset" = frozenset()) -> dic
     docstring): centre = the median of the region's values outside ``skip`` (the slices of
     the lesion segments found so far) while MIN_REFERENCE_SLICES remain, else of all of them;
     spread = their ``slice_noise`` on OWN_NOISE_SLICES values or more, else ``jitter_noise``
-    pooled over all regions x sqrt(centre); a branch never above the trunk."""
+    pooled over all regions x sqrt(centre); the trunk's CSA centre at most
+    TRUNK_OVER_BRANCHES_MAX x the branches' together; a branch never above the trunk."""
     values = {}
     for region in REGIONS:
         csa = region_profile(rows, region, "csa_corrected_mm2")
@@ -150,6 +158,12 @@ def subject_references(rows: list, skip: "set | frozenset" = frozenset()) -> dic
             csa_noise, signal_noise = pooled[0] * math.sqrt(csa_centre), pooled[1] * math.sqrt(signal_centre)
         refs[region] = RegionReference(f"subject {region}", slices, csa_centre, csa_noise, signal_centre, signal_noise)
     trunk = refs["sciatic"]
+    if trunk is not None and refs["tibial"] is not None and refs["peroneal"] is not None:
+        cap = TRUNK_OVER_BRANCHES_MAX * (refs["tibial"].csa_centre_mm2 + refs["peroneal"].csa_centre_mm2)
+        if trunk.csa_centre_mm2 > cap:
+            trunk = refs["sciatic"] = replace(
+                trunk, label=f"{trunk.label} (CSA centre capped at {TRUNK_OVER_BRANCHES_MAX:g} x the branches' together)",
+                csa_centre_mm2=cap)
     for branch in BRANCHES:
         ref = refs[branch]
         if trunk is None or values[branch][0] == 0:
