@@ -170,17 +170,19 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
 
 
 def postprocess(input: PathLike, output: PathLike, *, min_extent: float = 0.5, max_branch_distance: float = 20.0,
-                max_gap: int = 2, overwrite: bool = False, progress: Progress = None):
+                max_gap: int = 2, side_fraction: float = 0.2, overwrite: bool = False, progress: Progress = None):
     """Keep the physiological nerve tube of a mask file (returns its ``PostprocessResult``) or of
     every mask in a folder (returns the report written as postprocessing_nerve.json).
 
     A component not bridged to the main tube is kept only if its z-extent is at least
     ``min_extent`` of the tube's and it lies within ``max_branch_distance`` mm of it; gaps of up
-    to ``max_gap`` missed slices are filled."""
+    to ``max_gap`` missed slices are filled; side pieces under ``side_fraction`` of their
+    slice's largest piece over two slices or more (a vessel touching the nerve) are removed
+    (0: kept)."""
     from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_path
 
     rule = PostprocessRule(min_extent_fraction=min_extent, max_branch_distance_mm=max_branch_distance,
-                           max_gap_slices=max_gap)
+                           max_gap_slices=max_gap, side_piece_fraction=side_fraction)
     return postprocess_path(input, output, rule, overwrite=overwrite, log=progress)
 
 

@@ -264,6 +264,25 @@ def test_postprocessing_is_the_default_and_the_summary_lists_what_it_removed(tmp
     assert json.loads((out_raw / "summary.json").read_text())["voxels"] == int((nerve | blob).sum())
 
 
+def test_a_vessel_touching_an_undivided_nerve_makes_no_division(tmp_path):
+    """A nerve without a division (50 mm², r 4) and a vessel of 7 mm² touching it: a separate
+    2D piece on slices 10-14, merged into the nerve's piece on slice 15. Measured raw, the
+    vessel is a second branch and the nerve "divides"; post-processed (step 5), the vessel's
+    track is removed and reported, and the nerve is one trunk over the whole stack."""
+    nerve = tube((24, 24), 4.0)
+    side = tube((30.5, 24), 1.5) & ((np.arange(NZ) >= 10) & (np.arange(NZ) <= 14))[:, None, None]
+    joined = tube((28.5, 24), 1.5) & (np.arange(NZ) == 15)[:, None, None]
+    image, mask_path = scan(tmp_path, nerve | side | joined)
+    out, out_raw = tmp_path / "out", tmp_path / "raw"
+    printed = cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out).stdout
+    assert f"removed {int(side.sum())} voxel(s) in 0 component group(s) and 1 side-piece track(s)" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"]["trunk"] == "whole nerve" and not summary["split"]["found"]
+    assert summary["postprocessing"]["removed"][0]["reason"].startswith("side piece")
+    cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out_raw, "--no-postprocess")
+    assert json.loads((out_raw / "summary.json").read_text())["split"]["found"]
+
+
 def test_empty_mask_says_no_nerve_found(tmp_path):
     empty = np.zeros(SHAPE, dtype=bool)
     image, mask_path = scan(tmp_path, empty)

@@ -143,6 +143,35 @@ def test_split_into_two_branches_both_kept_even_when_disconnected():
     assert largest_component(nerve).sum() < nerve.sum()     # nnU-Net's rule drops the branch
 
 
+def test_a_vessel_touching_the_nerve_is_no_branch():
+    """A nerve of 50 mm² (r 4 at x = 24 mm) and a vessel of 7 mm² (r 1.5) beside it, a separate
+    2D piece on slices 10-14 (14 % of the nerve's piece, under 0.2) that merges into the
+    nerve's piece on slice 15, so one 3D component: steps 1-4 keep it, step 5 removes the
+    track 10-14 and reports it; slice 15, one piece, is kept as it is. ``side_piece_fraction``
+    0 keeps the vessel. A branch of 44 % of the other branch is kept
+    (``test_split_into_two_branches_both_kept_even_when_disconnected``)."""
+    nerve = tube((24, 24), 4.0)
+    vessel = vein(10, 14, x=30.5, y=24, r=1.5) | vein(15, 15, x=28.5, y=24, r=1.5)
+    result = postprocess_nerve(nerve | vessel, SPACING)
+    assert result.components == 1 and result.kept_components == 1
+    assert np.array_equal(result.mask, nerve | vein(15, 15, x=28.5, y=24, r=1.5))
+    side = vein(10, 14, x=30.5, y=24, r=1.5)
+    assert result.removed_voxels == int(side.sum())
+    assert result.removed == [{"first_slice": 10, "last_slice": 14, "voxels": int(side.sum()),
+                               "reason": "side piece: under 0.2 of its slice's largest piece on 5 slices "
+                                         "(a vessel touching the nerve)"}]
+    kept = postprocess_nerve(nerve | vessel, SPACING, PostprocessRule(side_piece_fraction=0))
+    assert np.array_equal(kept.mask, nerve | vessel) and kept.removed == []
+
+
+def test_a_small_side_piece_on_one_slice_stays():
+    """The same vessel as a separate piece on slice 14 only (a track of one slice: a branch
+    just separating looks like that) is kept."""
+    nerve = tube((24, 24), 4.0)
+    vessel = vein(14, 14, x=30.5, y=24, r=1.5) | vein(15, 15, x=28.5, y=24, r=1.5)
+    assert np.array_equal(postprocess_nerve(nerve | vessel, SPACING).mask, nerve | vessel)
+
+
 def test_long_structure_far_away_is_removed_but_a_near_one_kept():
     nerve = tube((12, 24), 3.0)
     far = tube((45, 24), 2.0) & (np.arange(NZ) >= 10)[:, None, None]      # 33 mm from the nerve
@@ -220,6 +249,20 @@ def test_cli_refuses_a_non_binary_mask_and_writes_nothing(tmp_path):
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".pp")]
     missing = run([script("nnunet-nerve"), "postprocess", str(tmp_path / "nothing"), str(out)], check=False)
     assert missing.returncode == 2 and "nothing: no such file or folder" in missing.stderr
+
+
+def test_cli_side_fraction_option(tmp_path):
+    """``--side-fraction 0`` keeps a vessel touching the nerve (step 5 off); bad values:
+    tests/test_reliability_options.py."""
+    nerve = tube((24, 24), 4.0)
+    vessel = vein(10, 14, x=30.5, y=24, r=1.5) | vein(15, 15, x=28.5, y=24, r=1.5)
+    write(tmp_path / "in.nii.gz", (nerve | vessel).astype(np.uint8))
+    run([script("nnunet-nerve"), "postprocess", str(tmp_path / "in.nii.gz"), str(tmp_path / "off.nii.gz"),
+         "--side-fraction", "0"])
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "off.nii.gz"))), nerve | vessel)
+    run([script("nnunet-nerve"), "postprocess", str(tmp_path / "in.nii.gz"), str(tmp_path / "on.nii.gz")])
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "on.nii.gz"))),
+                          nerve | vein(15, 15, x=28.5, y=24, r=1.5))
 
 
 def test_branch_that_lost_its_junction_slice_is_bridged_to_the_sciatic():

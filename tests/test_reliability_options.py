@@ -55,6 +55,8 @@ def test_biomarkers_options(scan, tmp_path, option, value, expected):
     ("--max-branch-distance", "-20", "--max-branch-distance -20.0"),
     ("--max-branch-distance", "inf", "--max-branch-distance inf"),
     ("--max-gap", "-1", "--max-gap -1"),
+    ("--side-fraction", "0.7", "--side-fraction 0.7"),
+    ("--side-fraction", "nan", "--side-fraction nan"),
 ])
 def test_postprocess_options(scan, tmp_path, option, value, expected):
     _, mask = scan

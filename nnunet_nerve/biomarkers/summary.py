@@ -87,9 +87,14 @@ def summary_line(result) -> str:
     used = ""
     if s.get("mask_used"):
         pp = s.get("postprocessing")
-        used = (f"{s['mask_used']} mask (removed {pp['removed_voxels']} voxel(s) in "
-                f"{len(pp['removed'])} component group(s), filled {len(pp['filled_slices'])} slice(s)): "
-                if pp else f"{s['mask_used']} mask: ")
+        if pp:
+            sides = sum(r["reason"].startswith("side piece") for r in pp["removed"])
+            tracks = f" and {sides} side-piece track(s)" if sides else ""
+            used = (f"{s['mask_used']} mask (removed {pp['removed_voxels']} voxel(s) in "
+                    f"{len(pp['removed']) - sides} component group(s){tracks}, "
+                    f"filled {len(pp['filled_slices'])} slice(s)): ")
+        else:
+            used = f"{s['mask_used']} mask: "
     if not s["nerve_found"]:
         return used + s["message"]
     return (f"{used}volume {s['volume_ml']:.3f} ml, length {s['length_mm']:.0f} mm, "

@@ -72,6 +72,9 @@ def add_parsers(sub) -> None:
                    help="... and it lies within this many mm of the tube")
     q.add_argument("--max-gap", type=int, default=default(api.postprocess, "max_gap"),
                    help="fill gaps of up to this many missed slices")
+    q.add_argument("--side-fraction", type=float, default=default(api.postprocess, "side_fraction"),
+                   help="remove side pieces smaller than this fraction of their slice's largest piece on two "
+                        "or more consecutive slices (a vessel touching the nerve); 0 keeps them")
     q.add_argument("--overwrite", action="store_true", help="replace an existing output")
     q.set_defaults(func=_postprocess)
 
