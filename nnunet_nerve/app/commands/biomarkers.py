@@ -58,7 +58,8 @@ def add_parsers(sub) -> None:
     q = sub.add_parser(
         "postprocess", help="keep the physiological nerve: one tube that may split in two; fill gaps of missed slices",
         description="Drop 3D components that are not part of the nerve tube (short blobs such as a segmented vein), "
-                    "keep long branches near it and fill gaps of missed slices by shape-based interpolation "
+                    "keep long branches near it, remove small side pieces touching it (a vessel, not a branch) "
+                    "and fill gaps of missed slices by shape-based interpolation "
                     "(rule: docs/biomarkers.md). IN and OUT are files, or folders of masks such as the output of "
                     "nnUNetv2_predict (the folder's .json files are copied; postprocessing_nerve.json records "
                     "what changed).",
