@@ -131,6 +131,13 @@ class _Piece:
 SPECK_PIXELS = 9
 #: A track of side pieces over at least this many slices is removed (step 5).
 SIDE_PIECE_MIN_SLICES = 2
+#: How a removed track of side pieces' ``reason`` begins (other entries are groups of components).
+SIDE_PIECE_REASON = "side piece"
+
+
+def side_piece_tracks(removed: list) -> int:
+    """How many entries of a ``removed`` list are tracks of side pieces (step 5)."""
+    return sum(entry["reason"].startswith(SIDE_PIECE_REASON) for entry in removed)
 
 
 def _without_specks(slice_mask: np.ndarray) -> np.ndarray:
@@ -402,7 +409,7 @@ def _remove_side_pieces(out: np.ndarray, fraction: float) -> list:
             out[z][labels[z] == i] = False
         removed.append({"first_slice": slices[0], "last_slice": slices[-1],
                         "voxels": sum(a for _, _, a in members),
-                        "reason": f"side piece: under {fraction:g} of its slice's largest piece on {len(slices)} "
+                        "reason": f"{SIDE_PIECE_REASON}: under {fraction:g} of its slice's largest piece on {len(slices)} "
                                   "slices (a vessel touching the nerve)"})
     return removed
 
