@@ -103,6 +103,8 @@ class PostprocessResult:
     main_extent_slices: int = 0
     #: One entry per removed group of components: first/last slice, voxels and why.
     removed: list = field(default_factory=list)
+    #: The rule applied (``PostprocessRule``'s fields), so that a summary says how it was cleaned.
+    rule: dict = field(default_factory=lambda: asdict(PostprocessRule()))
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -180,9 +182,11 @@ def _pieces_by_slice(mask: np.ndarray, comp: np.ndarray, spacing_yx) -> dict:
     return pieces
 
 
-def _piece_mask(mask: np.ndarray, piece: _Piece) -> np.ndarray:
-    lab, _ = ndimage.label(mask[piece.z], structure=_STRUCTURE_2D)
-    return lab == piece.label
+def _piece_mask(mask: np.ndarray, piece: _Piece, labels: dict) -> np.ndarray:
+    """The piece's pixels in its slice; ``labels`` caches each slice's 2D labelling."""
+    if piece.z not in labels:
+        labels[piece.z] = ndimage.label(mask[piece.z], structure=_STRUCTURE_2D)[0]
+    return labels[piece.z] == piece.label
 
 
 def _facing(p: _Piece, q: _Piece, tolerance_mm: float) -> bool:
@@ -207,15 +211,28 @@ def interpolate_gap(lower: np.ndarray, upper: np.ndarray, gap: int, spacing_yx) 
     Pixels where the blend is exactly 0 (inside one shape's edge, outside the other's) are
     split evenly, on a checkerboard: taking none of them shrinks a ragged shape by about a
     fifth, taking all grows it by a tenth."""
-    c0, c1 = (np.array(ndimage.center_of_mass(m)) for m in (lower, upper))
-    checker = (np.indices(lower.shape).sum(axis=0) % 2) == 0
+    (y0, x0), (y1, x1) = np.nonzero(lower), np.nonzero(upper)
+    # centroids as sums of integer indices divided once (exact sums: what ndimage.center_of_mass gives)
+    c0 = np.array([y0.sum(), x0.sum()]) / y0.size
+    c1 = np.array([y1.sum(), x1.sum()]) / y1.size
+    # computed on the shapes' bounding box, padded by the largest shift and a margin of background:
+    # the same result as on the whole slice (every shifted shape, and its nearest background, lies
+    # inside), at a cost that follows the shapes, not the slice
+    pad = int(np.ceil(np.abs(c1 - c0).max())) + 2
+    ys, xs = np.concatenate([y0, y1]), np.concatenate([x0, x1])
+    crop = (slice(max(ys.min() - pad, 0), ys.max() + pad + 1), slice(max(xs.min() - pad, 0), xs.max() + pad + 1))
+    origin = np.array([crop[0].start, crop[1].start])
+    lower_c, upper_c = lower[crop], upper[crop]
+    checker = ((np.indices(lower_c.shape).sum(axis=0) + origin.sum()) % 2) == 0
     out = []
     for w in np.arange(1, gap + 1) / (gap + 1):
         target = (1 - w) * c0 + w * c1
-        d0 = _signed_distance(_shifted(lower, target - c0), spacing_yx)
-        d1 = _signed_distance(_shifted(upper, target - c1), spacing_yx)
+        d0 = _signed_distance(_shifted(lower_c, target - c0), spacing_yx)
+        d1 = _signed_distance(_shifted(upper_c, target - c1), spacing_yx)
         blend = (1 - w) * d0 + w * d1
-        out.append((blend < 0) | ((blend == 0) & checker))
+        fill = np.zeros_like(lower, dtype=bool)
+        fill[crop] = (blend < 0) | ((blend == 0) & checker)
+        out.append(fill)
     return out
 
 
@@ -229,17 +246,30 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
     max_gap slices of where the continuing piece's group ends: a vein-like blob facing the
     nerve ends well before it."""
     pieces = _pieces_by_slice(mask, comp, spacing_yx)
+    # centroids and radii per slice, so that the facing test of one piece against a slice is one
+    # array operation (a noisy mask holds thousands of pieces: pairwise calls took minutes)
+    arrays = {z: (np.array([q.centroid for q in here]), np.array([q.radius for q in here]))
+              for z, here in pieces.items()}
+
+    def facing(p: _Piece, z: int) -> list:
+        """The pieces of slice ``z`` facing ``p`` (``_facing``'s test)."""
+        if z not in arrays:
+            return []
+        centroids, radii = arrays[z]
+        distance = np.sqrt(((centroids - p.centroid) ** 2).sum(axis=1))
+        return [pieces[z][i] for i in np.flatnonzero(distance <= p.radius + radii + rule.facing_tolerance_mm)]
 
     def search(joinable) -> list:
+        """Pairs (lower, upper) of facing pieces across a gap for which ``joinable`` holds."""
         found = {}
         for z, here in pieces.items():
             for p in here:
                 for gap in range(1, int(rule.max_gap_slices) + 1):
                     hits = []
                     if p.down:
-                        hits += [(p, q) for q in pieces.get(z + gap + 1, []) if joinable(p, q)]
+                        hits += [(p, q) for q in facing(p, z + gap + 1) if joinable(p, q)]
                     if p.up:
-                        hits += [(q, p) for q in pieces.get(z - gap - 1, []) if joinable(q, p)]
+                        hits += [(q, p) for q in facing(p, z - gap - 1) if joinable(q, p)]
                     for lo, up in hits:
                         found[(lo.z, lo.label, up.z, up.label)] = (lo, up)
                     if hits:
@@ -247,7 +277,7 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
         return list(found.values())
 
     n = int(comp.max())
-    group_of = _groups(n, search(lambda lo, up: lo.down and up.up and _facing(lo, up, rule.facing_tolerance_mm)))
+    group_of = _groups(n, search(lambda lo, up: lo.down and up.up))
     first, last = np.full(n + 1, mask.shape[0]), np.full(n + 1, -1)
     for c, obj in enumerate(ndimage.find_objects(comp), 1):
         if obj is not None:
@@ -262,8 +292,6 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
         return first[a] <= first[b] + rule.max_gap_slices      # the piece before the gap ends there
 
     def joinable(lo: _Piece, up: _Piece) -> bool:
-        if not _facing(lo, up, rule.facing_tolerance_mm):
-            return False
         if lo.down and up.up:
             return True
         return lo.component != up.component and reaches_as_far(lo, up)
@@ -296,13 +324,14 @@ def postprocess_nerve(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Post
     if mask.ndim != 3:
         raise NerveError(f"mask: expected a 3D mask (z, y, x), got {mask.ndim} dimensions")
     if not mask.any():
-        return PostprocessResult(mask.copy())
+        return PostprocessResult(mask.copy(), rule=asdict(rule))
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
     box = (slice(0, mask.shape[0]),) + tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box[1:])
     result = _postprocess_box(mask[box], spacing_zyx, rule)
     full = np.zeros_like(mask)
     full[box] = result.mask
     result.mask = full
+    result.rule = asdict(rule)
     return result
 
 
@@ -347,12 +376,12 @@ def _postprocess_box(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Postp
 
     kept_components = [c for g in keep_groups for c in groups[g]["members"]]
     out = np.isin(comp, kept_components)
-    filled_slices, filled_voxels = set(), 0
+    filled_slices, filled_voxels, labels = set(), 0, {}
     for lo, up in bridges:
         if group_of[lo.component] not in keep_groups:
             continue
         gap = up.z - lo.z - 1
-        fills = interpolate_gap(_piece_mask(mask, lo), _piece_mask(mask, up), gap, (sy, sx))
+        fills = interpolate_gap(_piece_mask(mask, lo, labels), _piece_mask(mask, up, labels), gap, (sy, sx))
         for z, fill in zip(range(lo.z + 1, up.z), fills):
             new = fill & ~out[z]
             out[z] |= fill
