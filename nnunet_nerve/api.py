@@ -139,7 +139,8 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
                masks: "PathLike | None" = None, dataset: "str | int | os.PathLike | None" = None,
                reference=None, location: "str | None" = None, side: "str | None" = None, k: float = 3.0,
                min_excess: float = 0.2, min_lesion_slices: int = 2, lesion_extent: str = "half-maximum",
-               postprocess: bool = True, overwrite: bool = False, progress: Progress = None):
+               postprocess: bool = True, min_extent: float = 0.5, max_branch_distance: float = 20.0,
+               max_gap: int = 2, side_fraction: float = 0.2, overwrite: bool = False, progress: Progress = None):
     """Nerve biomarkers of one scan (``image`` + ``mask``; returns its ``NerveBiomarkers``) or of
     a batch (``masks`` folder + ``dataset``; returns {case: NerveBiomarkers}) into ``out``.
 
@@ -147,8 +148,9 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
     signal exceeds centre + max(``k`` x spread, ``min_excess`` x centre); a lesion spans at least
     ``min_lesion_slices`` measured slices above threshold; ``lesion_extent``: where it lies, its
     full width at half maximum against the subject's own nerve (``half-maximum``) or its run
-    above threshold (``threshold``). ``postprocess``: post-process the mask first (as
-    ``postprocess`` does)."""
+    above threshold (``threshold``). ``postprocess``: post-process the mask first, as
+    ``postprocess`` does with ``min_extent``, ``max_branch_distance``, ``max_gap`` and
+    ``side_fraction`` (options that only apply when post-processing)."""
     from nnunet_nerve.biomarkers.measures import LesionRule
     from nnunet_nerve.biomarkers.report import report_batch, report_scan
 
@@ -162,7 +164,9 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
     if location and not single:
         raise NerveError("--location is for one scan; a batch takes each case's location from participants.tsv")
     rule = LesionRule(k=k, min_excess=min_excess, min_slices=min_lesion_slices, extent=lesion_extent)
-    options = dict(side=side, rule=rule, postprocess=postprocess, overwrite=overwrite, reference=reference,
+    cleaning = _postprocess_rule(postprocess, min_extent=min_extent, max_branch_distance=max_branch_distance,
+                                 max_gap=max_gap, side_fraction=side_fraction)
+    options = dict(side=side, rule=rule, postprocess=cleaning or False, overwrite=overwrite, reference=reference,
                    log=progress)
     if single:
         return report_scan(image, mask, out, location=location, **options)
@@ -179,26 +183,51 @@ def postprocess(input: PathLike, output: PathLike, *, min_extent: float = 0.5, m
     to ``max_gap`` missed slices are filled; side pieces under ``side_fraction`` of their
     slice's largest piece over two slices or more (a vessel touching the nerve) are removed
     (0: kept)."""
-    from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_path
+    from nnunet_nerve.biomarkers.postprocess import postprocess_path
 
-    rule = PostprocessRule(min_extent_fraction=min_extent, max_branch_distance_mm=max_branch_distance,
-                           max_gap_slices=max_gap, side_piece_fraction=side_fraction)
+    rule = _postprocess_rule(True, min_extent=min_extent, max_branch_distance=max_branch_distance, max_gap=max_gap,
+                             side_fraction=side_fraction)
     return postprocess_path(input, output, rule, overwrite=overwrite, log=progress)
+
+
+def _postprocess_rule(enabled: bool, **options):
+    """The ``PostprocessRule`` of ``postprocess``'s options (min_extent, max_branch_distance,
+    max_gap, side_fraction), or None when post-processing is off; an option set away from its
+    default while post-processing is off is refused (it would silently do nothing)."""
+    import inspect
+
+    from nnunet_nerve.biomarkers.postprocess import PostprocessRule
+
+    if not enabled:
+        defaults = inspect.signature(postprocess).parameters
+        changed = [name for name, value in options.items() if value != defaults[name].default]
+        if changed:
+            flags = ", ".join(f"--{name.replace('_', '-')} {options[name]}" for name in changed)
+            raise NerveError(f"{flags}: post-processing option(s) given with --no-postprocess; drop them, or drop "
+                             "--no-postprocess")
+        return None
+    return PostprocessRule(min_extent_fraction=options["min_extent"],
+                           max_branch_distance_mm=options["max_branch_distance"], max_gap_slices=options["max_gap"],
+                           side_piece_fraction=options["side_fraction"])
 
 
 # --- a trained model on a new scan ---------------------------------------------------------------
 
 def segment(input: PathLike, output: PathLike, *, model: PathLike, folds: "Sequence | None" = None,
-            device: str = "cpu", postprocess: bool = True, series: "str | None" = None, reference=None,
+            device: str = "cpu", postprocess: bool = True, min_extent: float = 0.5, max_branch_distance: float = 20.0,
+            max_gap: int = 2, side_fraction: float = 0.2, series: "str | None" = None, reference=None,
             side: "str | None" = None, disable_tta: bool = False, overwrite: bool = False,
             progress: Progress = None, progress_bar: bool = False):
     """Segment one scan (a DICOM series folder or an image file) with a trained nnU-Net model
     folder into ``output``; returns the ``SegmentResult`` (paths written, stage times, quality
     flags). ``folds``: default every fold with checkpoint_final.pth; ``series``: the Series
-    Instance UID when the folder holds several; ``progress_bar``: nnU-Net's bar on stderr."""
+    Instance UID when the folder holds several; ``progress_bar``: nnU-Net's bar on stderr;
+    ``postprocess`` and its options as for ``biomarkers``."""
     from nnunet_nerve.segmentation.segment import segment as segment_scan
 
-    return segment_scan(input, output, model, folds=folds, device=device, postprocess=postprocess,
+    cleaning = _postprocess_rule(postprocess, min_extent=min_extent, max_branch_distance=max_branch_distance,
+                                 max_gap=max_gap, side_fraction=side_fraction)
+    return segment_scan(input, output, model, folds=folds, device=device, postprocess=cleaning or False,
                         series_uid=series, reference=reference, side=side, mirroring=not disable_tta,
                         overwrite=overwrite, log=progress, progress_bar=progress_bar)
 

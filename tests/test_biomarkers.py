@@ -281,6 +281,35 @@ def test_a_vessel_touching_an_undivided_nerve_makes_no_division(tmp_path):
     assert summary["postprocessing"]["removed"][0]["reason"].startswith("side piece")
     cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out_raw, "--no-postprocess")
     assert json.loads((out_raw / "summary.json").read_text())["split"]["found"]
+    # postprocess's options reach biomarkers: step 5 off keeps the vessel, which then divides the nerve
+    kept = tmp_path / "kept"
+    cli("biomarkers", "--image", image, "--mask", mask_path, "--out", kept, "--side-fraction", "0")
+    summary = json.loads((kept / "summary.json").read_text())
+    assert summary["split"]["found"] and summary["postprocessing"]["removed"] == []
+    assert summary["postprocessing"]["rule"]["side_piece_fraction"] == 0
+
+
+def test_postprocessing_options_of_biomarkers(tmp_path):
+    """A tube of 40 slices with slices 9 and 10 missed: the default rule (gaps of up to 2 slices)
+    fills both; with --max-gap 1 the gap stays, and the part below it (slices 0-8) is under half
+    the tube above it (11-39), so it is removed as a look-alike. The rule used is in
+    summary.json; a post-processing option with --no-postprocess is refused (it would do nothing)."""
+    nerve = tube((24, 24), 3.0)
+    nerve[9:11] = False
+    image, mask_path = scan(tmp_path, nerve)
+    filled, gap = tmp_path / "filled", tmp_path / "gap"
+    cli("biomarkers", "--image", image, "--mask", mask_path, "--out", filled)
+    cli("biomarkers", "--image", image, "--mask", mask_path, "--out", gap, "--max-gap", "1")
+    rows = {name: read_csv(folder / "slices.csv") for name, folder in (("filled", filled), ("gap", gap))}
+    assert [int(r["voxels"]) > 0 for r in rows["filled"][9:11]] == [True, True]
+    assert [int(r["voxels"]) for r in rows["gap"][9:11]] == [0, 0]
+    assert sum(int(r["voxels"]) for r in rows["gap"][:9]) == 0
+    postprocessing = json.loads((gap / "summary.json").read_text())["postprocessing"]
+    assert [(r["first_slice"], r["last_slice"]) for r in postprocessing["removed"]] == [(0, 8)]
+    assert postprocessing["rule"]["max_gap_slices"] == 1 and postprocessing["rule"]["side_piece_fraction"] == 0.2
+    _assert_cli_error(tmp_path, ["--image", image, "--mask", mask_path, "--no-postprocess", "--max-gap", "1"],
+                      "--max-gap 1", "--no-postprocess")
+    _assert_cli_error(tmp_path, ["--image", image, "--mask", mask_path, "--side-fraction", "0.7"], "--side-fraction")
 
 
 def test_empty_mask_says_no_nerve_found(tmp_path):

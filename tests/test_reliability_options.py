@@ -58,10 +58,25 @@ def test_biomarkers_options(scan, tmp_path, option, value, expected):
     ("--side-fraction", "0.7", "--side-fraction 0.7"),
     ("--side-fraction", "nan", "--side-fraction nan"),
 ])
-def test_postprocess_options(scan, tmp_path, option, value, expected):
-    _, mask = scan
-    out = tmp_path / "clean.nii.gz"
-    assert_one_line_nothing_written(cli("postprocess", mask, out, option, value), out, expected)
+@pytest.mark.parametrize("verb", ["postprocess", "biomarkers", "segment"])
+def test_postprocess_options(scan, tmp_path, option, value, expected, verb):
+    """The same options and refusals wherever a verb post-processes (segment refuses them before
+    it looks for the model)."""
+    image, mask = scan
+    out = tmp_path / ("clean.nii.gz" if verb == "postprocess" else "out")
+    args = {"postprocess": [mask, out], "biomarkers": ["--image", image, "--mask", mask, "--out", out],
+            "segment": [image, out, "--model", tmp_path / "no_model"]}[verb]
+    assert_one_line_nothing_written(cli(verb, *args, option, value), out, expected)
+
+
+@pytest.mark.parametrize("verb", ["biomarkers", "segment"])
+def test_postprocess_options_without_postprocessing_are_refused(scan, tmp_path, verb):
+    image, mask = scan
+    out = tmp_path / "out"
+    args = {"biomarkers": ["--image", image, "--mask", mask, "--out", out],
+            "segment": [image, out, "--model", tmp_path / "no_model"]}[verb]
+    proc = cli(verb, *args, "--no-postprocess", "--side-fraction", "0", "--max-gap", "1")
+    assert_one_line_nothing_written(proc, out, "--max-gap 1", "--side-fraction 0.0", "--no-postprocess")
 
 
 @pytest.mark.parametrize("name", ["clean.png", "clean.jpg", "clean", "clean.nii.gz.txt"])

@@ -68,7 +68,7 @@ from nnunet_nerve.biomarkers.lesions import LesionRule, flag_lesions
 from nnunet_nerve.biomarkers.references import NormativeReference
 from nnunet_nerve.io.masks import binary_mask
 from nnunet_nerve.biomarkers.branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
-from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
+from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve
 from nnunet_nerve.biomarkers.summary import scan_summary
 
 #: Values of ``NerveBiomarkers.branch_labels``.
@@ -373,27 +373,28 @@ def read_mask_for_image(image_path, mask_path):
 
 def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, rule: LesionRule = LesionRule(),
                           reference: "NormativeReference | None" = None, location: "str | None" = None,
-                          postprocess: bool = True, **options) -> NerveBiomarkers:
+                          postprocess: "bool | PostprocessRule" = True, **options) -> NerveBiomarkers:
     """``nerve_biomarkers`` of a mask file over its image file (same grid, binary mask).
 
-    ``postprocess`` (default) first applies ``postprocess.postprocess_nerve`` to the mask;
-    False measures the mask as it is. The summary records both paths, ``mask_used``
-    (``MASK_POSTPROCESSED`` or ``MASK_RAW``), what post-processing changed and removed,
-    the imaged ``side`` and the thigh ``location``.
+    ``postprocess``: True (default) first applies ``postprocess.postprocess_nerve`` with the
+    default ``PostprocessRule``, a ``PostprocessRule`` applies that rule, False measures the
+    mask as it is. The summary records both paths, ``mask_used`` (``MASK_POSTPROCESSED`` or
+    ``MASK_RAW``), what post-processing changed and removed and its rule, the imaged ``side``
+    and the thigh ``location``.
     """
     from nnunet_nerve.io.images import spacing_zyx
 
     array, mask, image = read_mask_for_image(image_path, mask_path)
     spacing = spacing_zyx(image)
     pp = None
-    if postprocess:
-        pp = postprocess_nerve(mask, spacing)
+    if postprocess is not False:
+        pp = postprocess_nerve(mask, spacing, PostprocessRule() if postprocess is True else postprocess)
         mask = pp.mask
     result = nerve_biomarkers(mask, spacing, array, lateral_xy=lateral_vector(image.GetDirection(), side),
                               rule=rule, reference=reference, location=location,
                               interpolated=pp.filled_slices if pp else (), **options)
     result.summary = {"image": str(Path(image_path).resolve()), "mask": str(Path(mask_path).resolve()),
-                      "mask_used": MASK_POSTPROCESSED if postprocess else MASK_RAW,
+                      "mask_used": MASK_POSTPROCESSED if pp else MASK_RAW,
                       "postprocessing": pp.as_dict() if pp else None, "side": side, "location": location,
                       **result.summary}
     return result

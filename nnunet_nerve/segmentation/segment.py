@@ -27,11 +27,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from nnunet_nerve.errors import NerveError
+
+if TYPE_CHECKING:
+    from nnunet_nerve.biomarkers.postprocess import PostprocessRule
 
 NIFTI_NAME = "segmentation.nii.gz"
 SEG_NAME = "segmentation.dcm"
@@ -124,7 +127,8 @@ def _is_dicom_file(path: Path) -> bool:
 
 
 def segment(input_path: "str | os.PathLike", out: "str | os.PathLike", model: "str | os.PathLike", *,
-            folds=None, device: str = "cpu", postprocess: bool = True, series_uid: "str | None" = None,
+            folds=None, device: str = "cpu", postprocess: "bool | PostprocessRule" = True,
+            series_uid: "str | None" = None,
             reference=None, side: "str | None" = None, mirroring: bool = True, overwrite: bool = False,
             log: Log = None, progress_bar: bool = False) -> SegmentResult:
     """Segment one scan with a trained model folder into OUT (see the module docstring).
@@ -132,7 +136,9 @@ def segment(input_path: "str | os.PathLike", out: "str | os.PathLike", model: "s
     ``folds``: fold numbers (or "all"); default every fold with a checkpoint. ``reference``:
     a normative lesion reference as ``nnunet-nerve biomarkers --reference`` takes it (a
     converted dataset, registry or reference.json), for the lesion thresholds and the CSA
-    quality flag. ``side``: the imaged leg (names the branches). ``mirroring``: test-time
+    quality flag. ``side``: the imaged leg (names the branches). ``postprocess``: True (the
+    default ``PostprocessRule``), a ``PostprocessRule``, or False (keep the prediction as it
+    is). ``mirroring``: test-time
     mirroring where the checkpoint allows it (nnUNetv2_predict's default). Returns the
     final paths written, the stage times and the quality flags.
     """
@@ -169,7 +175,8 @@ def segment(input_path: "str | os.PathLike", out: "str | os.PathLike", model: "s
 
 
 def segment_from_prediction(source: ScanInput, raw: np.ndarray, out: "str | os.PathLike", model_info: dict, *,
-                            postprocess: bool = True, reference=None, side: "str | None" = None,
+                            postprocess: "bool | PostprocessRule" = True, reference=None,
+                            side: "str | None" = None,
                             device: str = "cpu", overwrite: bool = False, log: Log = None,
                             _stages: "_Stages | None" = None) -> SegmentResult:
     """The stages after the network: post-process the predicted mask ``raw`` (z, y, x on
@@ -187,7 +194,7 @@ def segment_from_prediction(source: ScanInput, raw: np.ndarray, out: "str | os.P
     with atomic_directory(out, overwrite) as tmp:
         written = stages.run("write segmentation", _write_segmentation, tmp, source, mask, model_info, pp,
                              biomarkers, reference, side)
-        record = _record(source, model_info, device, postprocess, stages.times, mask, pp, biomarkers, reference,
+        record = _record(source, model_info, device, stages.times, mask, pp, biomarkers, reference,
                          written, out)
         stages.run("report", _write_report, tmp, record, source, raw, mask, pp)
         record["timings_s"] = dict(stages.times)
@@ -220,13 +227,13 @@ def _predict(predictor, image, device) -> np.ndarray:
     return labels.astype(bool)
 
 
-def _postprocess(raw: np.ndarray, image, enabled: bool):
+def _postprocess(raw: np.ndarray, image, rule: "bool | PostprocessRule"):
     from nnunet_nerve.io.images import spacing_zyx
-    from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
+    from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve
 
-    if not enabled:
+    if rule is False:
         return raw, None
-    result = postprocess_nerve(raw, spacing_zyx(image))
+    result = postprocess_nerve(raw, spacing_zyx(image), PostprocessRule() if rule is True else rule)
     return result.mask, result
 
 
@@ -292,7 +299,7 @@ def _write_segmentation(tmp: Path, source: ScanInput, mask, model_info: dict, pp
     return written
 
 
-def _record(source: ScanInput, model_info: dict, device: str, postprocess: bool, timings: dict, mask, pp, biomarkers,
+def _record(source: ScanInput, model_info: dict, device: str, timings: dict, mask, pp, biomarkers,
             reference_obj, written: dict, out: Path) -> dict:
     from nnunet_nerve import __version__
     from nnunet_nerve.io.images import spacing_zyx
@@ -305,7 +312,7 @@ def _record(source: ScanInput, model_info: dict, device: str, postprocess: bool,
         "input": source.metadata(),
         "model": model_info,
         "device": device,
-        "postprocess": postprocess,
+        "postprocess": pp is not None,
         "postprocessing": pp.as_dict() if pp else None,
         "timings_s": dict(timings),
         "flags": [f.as_dict() for f in flags],

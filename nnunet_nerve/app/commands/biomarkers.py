@@ -50,8 +50,10 @@ def add_parsers(sub) -> None:
                         "its run of slices above threshold (a normative reference always uses the run)")
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction,
                    default=default(api.biomarkers, "postprocess"),
-                   help="post-process the mask first (keep the nerve tube, drop look-alikes, fill gaps of up to two "
-                        "missed slices); --no-postprocess measures the mask as it is")
+                   help="post-process the mask first (keep the nerve tube, drop look-alikes, fill gaps of missed "
+                        "slices; as `postprocess` does, with the options below); --no-postprocess measures the mask "
+                        "as it is")
+    add_postprocess_options(p.add_argument_group("post-processing (as `nnunet-nerve postprocess`)"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_biomarkers)
 
@@ -66,18 +68,24 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("input", metavar="IN", help="a mask file or a folder of mask files")
     q.add_argument("output", metavar="OUT", help="the output file or folder")
-    q.add_argument("--min-extent", type=float, default=default(api.postprocess, "min_extent"),
-                   help="keep a component not bridged to the main tube only if its z-extent is at least this "
-                        "fraction of the tube's")
-    q.add_argument("--max-branch-distance", type=float, default=default(api.postprocess, "max_branch_distance"),
-                   help="... and it lies within this many mm of the tube")
-    q.add_argument("--max-gap", type=int, default=default(api.postprocess, "max_gap"),
-                   help="fill gaps of up to this many missed slices")
-    q.add_argument("--side-fraction", type=float, default=default(api.postprocess, "side_fraction"),
-                   help="remove side pieces smaller than this fraction of their slice's largest piece on two "
-                        "or more consecutive slices (a vessel touching the nerve); 0 keeps them")
+    add_postprocess_options(q)
     q.add_argument("--overwrite", action="store_true", help="replace an existing output")
     q.set_defaults(func=_postprocess)
+
+
+def add_postprocess_options(parser) -> None:
+    """``postprocess``'s rule options (defaults from ``api.postprocess``), for every verb that
+    post-processes: postprocess, biomarkers, segment."""
+    parser.add_argument("--min-extent", type=float, default=default(api.postprocess, "min_extent"),
+                        help="keep a component not bridged to the main tube only if its z-extent is at least this "
+                             "fraction of the tube's")
+    parser.add_argument("--max-branch-distance", type=float, default=default(api.postprocess, "max_branch_distance"),
+                        help="... and it lies within this many mm of the tube")
+    parser.add_argument("--max-gap", type=int, default=default(api.postprocess, "max_gap"),
+                        help="fill gaps of up to this many missed slices")
+    parser.add_argument("--side-fraction", type=float, default=default(api.postprocess, "side_fraction"),
+                        help="remove side pieces smaller than this fraction of their slice's largest piece on two "
+                             "or more consecutive slices (a vessel touching the nerve); 0 keeps them")
 
 
 def _biomarkers(args) -> int:

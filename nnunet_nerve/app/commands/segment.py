@@ -7,6 +7,7 @@ import sys
 
 from nnunet_nerve import api
 from nnunet_nerve.app.commands import call, default
+from nnunet_nerve.app.commands.biomarkers import add_postprocess_options
 
 
 def add_parsers(sub) -> None:
@@ -30,6 +31,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-postprocess", dest="postprocess", action="store_false",
                    default=default(api.segment, "postprocess"),
                    help="skip the physiological post-processing (keep nnU-Net's prediction as is)")
+    add_postprocess_options(p.add_argument_group("post-processing (as `nnunet-nerve postprocess`)"))
     p.add_argument("--series", metavar="UID", help="the Series Instance UID to segment when INPUT holds several")
     p.add_argument("--reference", help="normative reference for lesion thresholds and the CSA quality flag: a "
                                        "converted dataset or registry (its volunteers) or a reference.json")
