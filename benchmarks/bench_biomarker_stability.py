@@ -269,10 +269,12 @@ def main() -> None:
                         help="a lesion spans at least this many measured slices above threshold")
     parser.add_argument("--lesion-extent", choices=EXTENTS, default=rule.extent,
                         help="a lesion's extent: full width at half maximum, or its run above threshold")
+    parser.add_argument("--min-lesion-separation", type=int, default=rule.min_separation,
+                        help="half-maximum extent: segments fewer than this many nerve slices apart are one lesion")
     parser.add_argument("--json", help="also write every case's numbers here")
     args = parser.parse_args()
     lesion_rule = LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices,
-                             extent=args.lesion_extent)
+                             extent=args.lesion_extent, min_separation=args.min_lesion_separation)
     result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices,
                  args.max_gap, lesion_rule)
     print(report(result))

@@ -139,7 +139,7 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
                masks: "PathLike | None" = None, dataset: "str | int | os.PathLike | None" = None,
                reference=None, location: "str | None" = None, side: "str | None" = None, k: float = 3.0,
                min_excess: float = 0.2, min_lesion_slices: int = 2, lesion_extent: str = "half-maximum",
-               postprocess: bool = True, min_extent: float = 0.5, max_branch_distance: float = 20.0,
+               min_lesion_separation: int = 4, postprocess: bool = True, min_extent: float = 0.5, max_branch_distance: float = 20.0,
                max_gap: int = 2, side_fraction: float = 0.2, overwrite: bool = False, progress: Progress = None):
     """Nerve biomarkers of one scan (``image`` + ``mask``; returns its ``NerveBiomarkers``) or of
     a batch (``masks`` folder + ``dataset``; returns {case: NerveBiomarkers}) into ``out``.
@@ -148,7 +148,9 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
     signal exceeds centre + max(``k`` x spread, ``min_excess`` x centre); a lesion spans at least
     ``min_lesion_slices`` measured slices above threshold; ``lesion_extent``: where it lies, its
     full width at half maximum against the subject's own nerve (``half-maximum``) or its run
-    above threshold (``threshold``). ``postprocess``: post-process the mask first, as
+    above threshold (``threshold``); with the half maximum, segments fewer than
+    ``min_lesion_separation`` nerve slices apart are one lesion (the longer; 1: every segment
+    its own). ``postprocess``: post-process the mask first, as
     ``postprocess`` does with ``min_extent``, ``max_branch_distance``, ``max_gap`` and
     ``side_fraction`` (options that only apply when post-processing)."""
     from nnunet_nerve.biomarkers.measures import LesionRule
@@ -163,7 +165,8 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
         raise NerveError("give --image and --mask, or --masks and --dataset")
     if location and not single:
         raise NerveError("--location is for one scan; a batch takes each case's location from participants.tsv")
-    rule = LesionRule(k=k, min_excess=min_excess, min_slices=min_lesion_slices, extent=lesion_extent)
+    rule = LesionRule(k=k, min_excess=min_excess, min_slices=min_lesion_slices, extent=lesion_extent,
+                      min_separation=min_lesion_separation)
     cleaning = _postprocess_rule(postprocess, min_extent=min_extent, max_branch_distance=max_branch_distance,
                                  max_gap=max_gap, side_fraction=side_fraction)
     options = dict(side=side, rule=rule, postprocess=cleaning or False, overwrite=overwrite, reference=reference,

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from nerve_tubes import SHAPE, SPACING, tube
+from conftest import run, script
+from nerve_tubes import SHAPE, SPACING, t2_image, tube, write
 from nnunet_nerve.biomarkers.measures import LesionRule, nerve_biomarkers
 from nnunet_nerve.biomarkers.references import MAD_TO_SD, jitter_noise, slice_noise
 
@@ -165,3 +166,46 @@ def test_interpolated_slices_are_no_evidence_for_a_lesion():
     long = tube((24.0, 24.0), lambda z: 5.5 if 16 <= slice_of(z) <= 23 else 4.0)
     res = nerve_biomarkers(long, SPACING, interpolated=[20])
     assert segments(res) == [(16, 23)] and res.slices[20]["lesion"]
+
+
+def _two_bumps(second_first: int, missing=()):
+    """A trunk of 50 mm² with a lesion swollen by 50, 90, 120, 120, 90, 50 % on slices 10-15
+    (full width at half maximum 11-14) and a second swelling of 40 % on the two slices from
+    ``second_first``; ``missing``: slices without nerve."""
+    excess = {10: 0.5, 11: 0.9, 12: 1.2, 13: 1.2, 14: 0.9, 15: 0.5, second_first: 0.4, second_first + 1: 0.4}
+    mask = tube((24, 24), lambda z: radius_of(50.0 * (1 + excess.get(slice_of(z), 0.0))))
+    mask[list(missing)] = False
+    return mask
+
+
+def test_a_short_swelling_close_to_a_lesion_is_its_tail_not_a_second_lesion():
+    """One swelling, one lesion (LesionRule.min_separation, default 4): the second swelling on
+    slices 18-19 is 3 nerve slices (15-17) from the lesion's half-maximum extent 11-14, so it is
+    the same swelling crossing the threshold again: not flagged, listed in secondary_segments.
+    Four slices apart (19-20), a slice without nerve between them (17), or min_separation 1:
+    two lesions."""
+    res = nerve_biomarkers(_two_bumps(18), SPACING)
+    assert segments(res) == [(11, 14)]
+    assert res.summary["lesion"]["secondary_segments"] == [[18, 19]]
+    assert not res.lesion_slices[18:20].any() and res.summary["lesion"]["burden"] == pytest.approx(4 / NZ)
+    assert "fewer than 4 nerve slice(s) apart one lesion" in res.summary["lesion"]["rule"]
+    assert segments(nerve_biomarkers(_two_bumps(19), SPACING)) == [(11, 14), (19, 20)]
+    assert segments(nerve_biomarkers(_two_bumps(18, missing=[17]), SPACING)) == [(11, 14), (18, 19)]
+    every = nerve_biomarkers(_two_bumps(18), SPACING, rule=LesionRule(min_separation=1))
+    assert segments(every) == [(11, 14), (18, 19)] and every.summary["lesion"]["secondary_segments"] == []
+    # the threshold's extent keeps every segment: the rule is about half-maximum extents
+    assert segments(nerve_biomarkers(_two_bumps(18), SPACING, rule=LesionRule(extent="threshold"))) \
+        == [(10, 15), (18, 19)]
+
+
+def test_min_lesion_separation_through_the_cli(tmp_path):
+    import json
+
+    mask = _two_bumps(18)
+    image, path = write(tmp_path / "t2.nii.gz", t2_image(mask)), write(tmp_path / "mask.nii.gz", mask)
+    for option, expected in (((), [[11, 14]]), (("--min-lesion-separation", "1"), [[11, 14], [18, 19]])):
+        out = tmp_path / f"out{len(option)}"
+        run([script("nnunet-nerve"), "biomarkers", "--image", str(image), "--mask", str(path), "--out", str(out),
+             *option], timeout=300)
+        lesion = json.loads((out / "summary.json").read_text())["lesion"]
+        assert [[g["first_slice"], g["last_slice"]] for g in lesion["segments"]] == expected

@@ -41,6 +41,7 @@ def assert_one_line_nothing_written(proc, out, *words):
     ("--k", "nan", "--k nan"),
     ("--min-excess", "-0.1", "--min-excess -0.1"),
     ("--min-lesion-slices", "0", "--min-lesion-slices 0"),
+    ("--min-lesion-separation", "0", "--min-lesion-separation 0"),
 ])
 def test_biomarkers_options(scan, tmp_path, option, value, expected):
     image, mask = scan

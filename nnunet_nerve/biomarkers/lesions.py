@@ -41,6 +41,18 @@ threshold: the volunteers' centre is not this subject's normal nerve, so half of
 centre) is not half of the lesion's swelling. ``extent="threshold"``: the run above
 threshold always.
 
+One swelling, one lesion (``LesionRule.min_separation``, half-maximum extents only): two
+segments with fewer than ``min_separation`` nerve slices between them (default 4: a gap of
+up to 3 slices, 12 mm at the paper's 4 mm slices) are one swelling whose values rose over
+the threshold twice; its extent is the full width at half maximum of the longer segment
+(ties: the one with the larger excess over its reference, in units of the rule's margin),
+and the other's slices are unflagged and listed in ``secondary_segments``. The full width
+at half maximum of one swelling lies around its main peak; a second, shorter run beside it
+is the swelling's tail crossing the threshold again, typically where the trunk just above
+the division is wider than its own reference (the trunk holds both branches' fascicles)
+and a branch lesion's tail adds to it. Segments separated by a slice without nerve stay
+separate. ``min_separation=1`` keeps every segment.
+
 References (``references.py``): the subject's own nerve by default, or the volunteers of a
 normative reference at the scan's thigh location. The subject's own references are
 computed again without the slices of the segments found, until the segments no longer
@@ -77,14 +89,16 @@ class LesionRule:
     min_excess: float = 0.2
     min_slices: int = 2
     extent: str = "half-maximum"
+    min_separation: int = 4
 
     def __post_init__(self):
         """k > 0 (k <= 0 puts the threshold at or below the centre: half the nerve or all of it
-        would be 'lesion'), min_excess >= 0, min_slices an integer >= 1, extent one of EXTENTS;
-        NerveError otherwise."""
+        would be 'lesion'), min_excess >= 0, min_slices and min_separation integers >= 1,
+        extent one of EXTENTS; NerveError otherwise."""
         require_number(self.k, "--k", above=0)
         require_number(self.min_excess, "--min-excess", minimum=0)
         require_number(self.min_slices, "--min-lesion-slices", minimum=1, integer=True)
+        require_number(self.min_separation, "--min-lesion-separation", minimum=1, integer=True)
         if self.extent not in EXTENTS:
             raise NerveError(f"--lesion-extent {self.extent!r}: expected one of {', '.join(EXTENTS)}")
 
@@ -98,7 +112,8 @@ class LesionRule:
         """The rule in words, as summaries report it."""
         return (f"value > centre + max({self.k:g} x spread, {self.min_excess:g} x centre) on at least "
                 f"{self.min_slices} consecutive nerve slice(s), interpolated slices not counted; extent: "
-                + ("full width at half maximum against the subject's own nerve" if self.extent == "half-maximum"
+                + (f"full width at half maximum against the subject's own nerve, segments fewer than "
+                   f"{self.min_separation} nerve slice(s) apart one lesion (the longer)" if self.extent == "half-maximum"
                    else "the slices above threshold"))
 
 
@@ -127,8 +142,10 @@ def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "Normat
         if found == skip or passes == MAX_REFERENCE_PASSES:
             break
         skip = found
+    secondary = []
     if rule.extent == "half-maximum" and reference is None:
         _half_maximum_extent(rows, nerve_z, flags, refs, rule)
+        secondary = _drop_secondary_segments(rows, nerve_z, flags, refs, rule)
     counts = {"csa": 0, "signal": 0}
     for z in nerve_z:
         counts["csa"] += bool(rows[z]["csa_lesion"])
@@ -140,6 +157,7 @@ def flag_lesions(rows: list, nerve_z: list, rule: LesionRule, reference: "Normat
         "references": {region: ref.with_thresholds(rule) for region, ref in refs.items() if ref is not None},
         "unjudged_slices": sorted(set(unjudged)),
         "isolated_slices": isolated,
+        "secondary_segments": secondary,
         "reference_passes": passes,
         "burden": float(flags.sum() / n) if n else 0.0,
         "burden_csa": counts["csa"] / n if n else 0.0,
@@ -233,6 +251,40 @@ def _half_maximum_extent(rows: list, nerve_z: list, flags: np.ndarray, refs: dic
                 row[f"{prefix}lesion"] = any(r == region for r, _ in above)
 
 
+def _drop_secondary_segments(rows: list, nerve_z: list, flags: np.ndarray, refs: dict, rule: LesionRule) -> list:
+    """Of two segments fewer than ``rule.min_separation`` nerve slices apart, unflag the shorter
+    (ties: the smaller peak excess in margin units; then the later); module docstring. Returns
+    the unflagged segments as [first slice, last slice]."""
+    on_nerve = set(int(z) for z in nerve_z)
+
+    def rank(run: range) -> tuple:
+        peak = max((v for i in run for v in _excesses(rows[i], refs, rule).values()), default=-math.inf)
+        return len(run), peak
+
+    dropped = []
+    while True:
+        runs = flagged_runs(flags)
+        close = [(a, b) for a, b in zip(runs, runs[1:])
+                 if b.start - a.stop < rule.min_separation and all(z in on_nerve for z in range(a.stop, b.start))]
+        if not close:
+            return sorted(dropped)
+        a, b = close[0]
+        shorter = b if rank(a) >= rank(b) else a
+        _unflag(rows, flags, shorter)
+        dropped.append([shorter.start, shorter.stop - 1])
+
+
+def _unflag(rows: list, flags: np.ndarray, slices) -> None:
+    """Clear every lesion flag of these slices (the slice's and its parts')."""
+    for z in slices:
+        flags[z] = False
+        row = rows[z]
+        row["csa_lesion"] = row["signal_lesion"] = row["lesion"] = False
+        for branch in ("tibial", "peroneal"):
+            if row.get(f"{branch}_lesion"):
+                row[f"{branch}_lesion"] = False
+
+
 def slice_parts(row: dict) -> tuple:
     """(column prefix, reference region) of each part a slice is judged as (module docstring)."""
     return _PARTS[row["region"]]
@@ -265,13 +317,7 @@ def _drop_short_runs(rows: list, nerve_z: list, flags: np.ndarray, min_slices: i
         if run and sum(not rows[r].get("interpolated") for r in run) < min_slices:
             dropped += run
         run = [z] if z is not None and flags[z] else []
-    for z in dropped:
-        flags[z] = False
-        row = rows[z]
-        row["csa_lesion"] = row["signal_lesion"] = row["lesion"] = False
-        for branch in ("tibial", "peroneal"):
-            if row.get(f"{branch}_lesion"):
-                row[f"{branch}_lesion"] = False
+    _unflag(rows, flags, dropped)
     return dropped
 
 

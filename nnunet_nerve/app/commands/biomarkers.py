@@ -48,6 +48,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--lesion-extent", choices=EXTENTS, default=default(api.biomarkers, "lesion_extent"),
                    help="where a lesion lies: its full width at half maximum against the subject's own nerve, or "
                         "its run of slices above threshold (a normative reference always uses the run)")
+    p.add_argument("--min-lesion-separation", type=int, default=default(api.biomarkers, "min_lesion_separation"),
+                   help="with the half-maximum extent, lesion segments fewer than this many nerve slices apart are one "
+                        "swelling: the longer is the lesion, the other is listed in secondary_segments (1: keep all)")
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction,
                    default=default(api.biomarkers, "postprocess"),
                    help="post-process the mask first (keep the nerve tube, drop look-alikes, fill gaps of missed "
