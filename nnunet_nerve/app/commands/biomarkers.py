@@ -38,19 +38,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--side", choices=("left", "right"),
                    help="the imaged leg; names the branches by position (peroneal = lateral) instead of by volume "
                         "(peroneal = smaller)")
-    p.add_argument("--k", type=float, default=default(api.biomarkers, "k"),
-                   help="lesion threshold: centre + k x spread (the slice-to-slice noise, or the reference's spread) ...")
-    p.add_argument("--min-excess", type=float, default=default(api.biomarkers, "min_excess"),
-                   help="... and at least centre x (1 + this)")
-    p.add_argument("--min-lesion-slices", type=int, default=default(api.biomarkers, "min_lesion_slices"),
-                   help="a lesion spans at least this many consecutive slices above threshold (shorter runs are "
-                        "reported as isolated outliers)")
+    add_options(p, api.biomarkers, [
+        ("--k", float, "lesion threshold: centre + k x spread (the slice-to-slice noise, or the reference's spread) ..."),
+        ("--min-excess", float, "... and at least centre x (1 + this)"),
+        ("--min-lesion-slices", int, "a lesion spans at least this many consecutive slices above threshold (shorter "
+                                     "runs are reported as isolated outliers)")])
     p.add_argument("--lesion-extent", choices=EXTENTS, default=default(api.biomarkers, "lesion_extent"),
                    help="where a lesion lies: its full width at half maximum against the subject's own nerve, or "
                         "its run of slices above threshold (a normative reference always uses the run)")
-    p.add_argument("--min-lesion-separation", type=int, default=default(api.biomarkers, "min_lesion_separation"),
-                   help="with the half-maximum extent, lesion segments fewer than this many nerve slices apart are one "
-                        "swelling: the longer is the lesion, the other is listed in secondary_segments (1: keep all)")
+    add_options(p, api.biomarkers, [
+        ("--min-lesion-separation", int, "with the half-maximum extent, lesion segments fewer than this many nerve "
+                                         "slices apart are one swelling: the longer is the lesion, the other is listed "
+                                         "in secondary_segments (1: keep all)")])
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction,
                    default=default(api.biomarkers, "postprocess"),
                    help="post-process the mask first (keep the nerve tube, drop look-alikes, fill gaps of missed "
@@ -79,16 +78,20 @@ def add_parsers(sub) -> None:
 def add_postprocess_options(parser) -> None:
     """``postprocess``'s rule options (defaults from ``api.postprocess``), for every verb that
     post-processes: postprocess, biomarkers, segment."""
-    parser.add_argument("--min-extent", type=float, default=default(api.postprocess, "min_extent"),
-                        help="keep a component not bridged to the main tube only if its z-extent is at least this "
-                             "fraction of the tube's")
-    parser.add_argument("--max-branch-distance", type=float, default=default(api.postprocess, "max_branch_distance"),
-                        help="... and it lies within this many mm of the tube")
-    parser.add_argument("--max-gap", type=int, default=default(api.postprocess, "max_gap"),
-                        help="fill gaps of up to this many missed slices")
-    parser.add_argument("--side-fraction", type=float, default=default(api.postprocess, "side_fraction"),
-                        help="remove side pieces smaller than this fraction of their slice's largest piece on two "
-                             "or more consecutive slices (a vessel touching the nerve); 0 keeps them")
+    add_options(parser, api.postprocess, [
+        ("--min-extent", float, "keep a component not bridged to the main tube only if its z-extent is at least this "
+                                "fraction of the tube's"),
+        ("--max-branch-distance", float, "... and it lies within this many mm of the tube"),
+        ("--max-gap", int, "fill gaps of up to this many missed slices"),
+        ("--side-fraction", float, "remove side pieces smaller than this fraction of their slice's largest piece on "
+                                   "two or more consecutive slices (a vessel touching the nerve); 0 keeps them")])
+
+
+def add_options(parser, function, options) -> None:
+    """``(flag, type, help)`` options whose defaults are ``function``'s parameters of the same
+    name (``--max-gap`` -> ``max_gap``)."""
+    for flag, kind, text in options:
+        parser.add_argument(flag, type=kind, default=default(function, flag[2:].replace("-", "_")), help=text)
 
 
 def _biomarkers(args) -> int:
