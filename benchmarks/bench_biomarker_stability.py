@@ -3,7 +3,11 @@ the lesions that are there?
 
     .venv/bin/python benchmarks/bench_biomarker_stability.py [--volunteers 10] [--patients 42]
         [--seed 0] [--variants 2] [--size small] [--max-gap N] [--k K] [--min-excess F]
-        [--min-lesion-slices N] [--lesion-extent half-maximum|threshold] [--json FILE]
+        [--min-lesion-slices N] [--lesion-extent half-maximum|threshold] [--min-lesion-separation N]
+        [--seeds FIRST-LAST] [--json FILE]
+
+``--seeds 0-9`` runs every seed and prints one row of the goals' figures per seed and their
+totals (the table of docs/biomarkers.md) instead of one seed's report.
 
 The synthetic registry (``nnunet_nerve.registry.phantom``, rendered in memory; the paper's 10
 volunteers and 42 patients by default): each subject's consensus mask (the raters'
@@ -179,6 +183,58 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
             "lesion_rule": lesion_rule.text(), "seconds": time.perf_counter() - started}
 
 
+def stability(cases: list, mode: str) -> dict:
+    """The stability figures of one mode (post-processed or raw) over every noisy mask."""
+    patients = [(c, v) for c in cases if c["cohort"] == "patient" for v in c["variants"]]
+    vols = [(c, v) for c in cases if c["cohort"] == "volunteer" for v in c["variants"]]
+    return {"csa": [v[mode]["csa_error"] for c in cases for v in c["variants"]],
+            "volume": [v[mode]["volume_error"] for c in cases for v in c["variants"]],
+            "pooled_csa_pct": 100 * np.median([e for c in cases for v in c["variants"] for e in v[mode]["csa_errors"]]),
+            "same": {ref: sum(same_segments(v[mode]["segments"][ref], c["consensus"][ref]) for c, v in patients)
+                     for ref in ("own", "normative")},
+            "volunteers_with_lesion": {ref: sum(bool(v[mode]["segments"][ref]) for _, v in vols)
+                                       for ref in ("own", "normative")},
+            "patient_masks": len(patients), "volunteer_masks": len(vols)}
+
+
+def truth_figures(cases: list, source: str, ref: str) -> dict:
+    """Per mask of ``source`` (consensus or a mode) against reference ``ref``: focal and extended
+    lesions found, focal ends within one slice, volunteers' segments, segments off the lesion."""
+    def segs(c):
+        return [c["consensus"][ref]] if source == "consensus" else [v[source]["segments"][ref] for v in c["variants"]]
+    out = {kind: [found(c["truth"], s) for c in cases if c["lesion"] == kind and c["truth"] for s in segs(c)]
+           for kind in ("focal", "extended")}
+    out["ends"] = [within_one(c["truth"], s) for c in cases if c["lesion"] == "focal" and c["truth"] for s in segs(c)]
+    out["volunteer_segments"] = [len(s) for c in cases if c["cohort"] == "volunteer" for s in segs(c)]
+    out["off"] = [sum(not found(c["truth"], [g]) for g in s) for c in cases if c["cohort"] == "patient" and c["truth"]
+                  for s in segs(c)]
+    return out
+
+
+def seeds_table(results: list) -> str:
+    """One markdown row per seed's result (post-processed masks, own reference unless named) and a
+    row of totals: the table of docs/biomarkers.md, "Against the goals"."""
+    head = ("| seed | CSA pooled median (worst mask) | volume <= 5 % (worst) | same segments own / norm | "
+            "volunteer masks with a lesion own / norm | focal found | focal ends +-1 | consensus ends +-1 |\n"
+            "|---|---|---|---|---|---|---|---|")
+    rows, total = [head], np.zeros(12, dtype=int)
+    for r in results:
+        st, noisy = stability(r["cases"], "post-processed"), truth_figures(r["cases"], "post-processed", "own")
+        cons = truth_figures(r["cases"], "consensus", "own")
+        vol_ok = sum(e <= GOALS["volume"] for e in st["volume"])
+        n = np.array([vol_ok, len(st["volume"]), st["same"]["own"], st["same"]["normative"], st["patient_masks"],
+                      st["volunteers_with_lesion"]["own"], st["volunteers_with_lesion"]["normative"],
+                      sum(noisy["focal"]), len(noisy["focal"]), sum(noisy["ends"]), sum(cons["ends"]),
+                      len(cons["ends"])])
+        total += n
+        rows.append(f"| {r['seed']} | {st['pooled_csa_pct']:.1f} % ({100 * max(st['csa']):.1f} %) | {n[0]} of {n[1]} "
+                    f"({100 * max(st['volume']):.1f} %) | {n[2]} / {n[3]} of {n[4]} | {n[5]} / {n[6]} | "
+                    f"{n[7]} of {n[8]} | {n[9]} of {n[8]} | {n[10]} of {n[11]} |")
+    rows.append(f"| all | | {total[0]} of {total[1]} | {total[2]} / {total[3]} of {total[4]} | {total[5]} / {total[6]} | "
+                f"{total[7]} of {total[8]} | {total[9]} of {total[8]} | {total[10]} of {total[11]} |")
+    return "\n".join(rows)
+
+
 def _pct(values) -> str:
     v = 100 * np.asarray(values)
     return f"{np.median(v):5.1f} % (worst {v.max():5.1f} %)"
@@ -198,35 +254,21 @@ def report(result: dict) -> str:
              f"{'volume error: median':<28} | "
              f"{'vol <= 5 %':>10} | {'same segments own / norm':>24} | {'volunteer masks with a lesion own / norm':>40}"]
     for mode in MODES:
-        csa = [v[mode]["csa_error"] for c in cases for v in c["variants"]]
-        vol = [v[mode]["volume_error"] for c in cases for v in c["variants"]]
-        patients = [(c, v) for c in cases if c["cohort"] == "patient" for v in c["variants"]]
-        vols = [(c, v) for c in cases if c["cohort"] == "volunteer" for v in c["variants"]]
-        same = {ref: sum(same_segments(v[mode]["segments"][ref], c["consensus"][ref]) for c, v in patients)
-                for ref in ("own", "normative")}
-        false = {ref: sum(bool(v[mode]["segments"][ref]) for _, v in vols) for ref in ("own", "normative")}
-        pooled = 100 * np.median([e for c in cases for v in c["variants"] for e in v[mode]["csa_errors"]])
-        lines.append(f"{mode:<15} | {pooled:22.1f} % | {_pct(csa):<28} | "
+        st = stability(cases, mode)
+        csa, vol, same, false = st["csa"], st["volume"], st["same"], st["volunteers_with_lesion"]
+        lines.append(f"{mode:<15} | {st['pooled_csa_pct']:22.1f} % | {_pct(csa):<28} | "
                      f"{sum(e <= GOALS['csa'] for e in csa):>5} of {len(csa):<3} | "
                      f"{_pct(vol):<28} | {sum(e <= GOALS['volume'] for e in vol):>4} of {len(vol):<3} | "
-                     f"{same['own']:>7} / {same['normative']:<3} of {len(patients):<4} | "
-                     f"{false['own']:>15} / {false['normative']:<3} of {len(vols):<4}")
+                     f"{same['own']:>7} / {same['normative']:<3} of {st['patient_masks']:<4} | "
+                     f"{false['own']:>15} / {false['normative']:<3} of {st['volunteer_masks']:<4}")
     lines += ["", "Lesions against the truth (found: a segment overlaps the true extent)",
               f"{'mask':<26} | {'focal found':>14} | {'focal ends +-1':>14} | {'extended found':>14} | "
               f"{'false lesions per volunteer':>27} | {'patient segments off the lesion':>31}"]
     for source in ("consensus", *MODES):
         for ref in ("own", "normative"):
-            def segs(c):
-                return ([c["consensus"][ref]] if source == "consensus"
-                        else [v[source]["segments"][ref] for v in c["variants"]])
-            kinds = {}
-            for kind in ("focal", "extended"):
-                hits = [found(c["truth"], s) for c in cases if c["lesion"] == kind and c["truth"] for s in segs(c)]
-                kinds[kind] = f"{sum(hits)} of {len(hits)}"
-            ends = [within_one(c["truth"], s) for c in cases if c["lesion"] == "focal" and c["truth"] for s in segs(c)]
-            volunteer = [len(s) for c in cases if c["cohort"] == "volunteer" for s in segs(c)]
-            off = [sum(not found(c["truth"], [g]) for g in s) for c in cases if c["cohort"] == "patient" and c["truth"]
-                   for s in segs(c)]
+            t = truth_figures(cases, source, ref)
+            kinds = {kind: f"{sum(t[kind])} of {len(t[kind])}" for kind in ("focal", "extended")}
+            ends, volunteer, off = t["ends"], t["volunteer_segments"], t["off"]
             lines.append(f"{source + ' / ' + ref:<26} | {kinds['focal']:>14} | {sum(ends):>4} of {len(ends):<6} | "
                          f"{kinds['extended']:>14} | "
                          f"{np.mean(volunteer) if volunteer else 0:>27.2f} | {sum(off):>15} in {len(off):<3} masks")
@@ -256,6 +298,8 @@ def main() -> None:
     parser.add_argument("--volunteers", type=int, default=10)
     parser.add_argument("--patients", type=int, default=42)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", help="FIRST-LAST (e.g. 0-9): run every seed and print one table row per seed "
+                                        "and the totals instead of the report")
     parser.add_argument("--variants", type=int, default=2, help="noisy masks per subject")
     parser.add_argument("--size", choices=sorted(SIZES), default="small", help="phantom size (paper: slow)")
     parser.add_argument("--missed-branch-slices", type=int, default=1,
@@ -275,6 +319,17 @@ def main() -> None:
     args = parser.parse_args()
     lesion_rule = LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices,
                              extent=args.lesion_extent, min_separation=args.min_lesion_separation)
+    if args.seeds:
+        first, _, last = args.seeds.partition("-")
+        if not (first.isdigit() and (last or first).isdigit()) or int(last or first) < int(first):
+            parser.error(f"--seeds {args.seeds!r}: expected FIRST-LAST, e.g. 0-9")
+        results = [run(args.volunteers, args.patients, seed, args.variants, args.size, args.missed_branch_slices,
+                       args.max_gap, lesion_rule) for seed in range(int(first), int(last or first) + 1)]
+        print(f"lesion rule: {results[0]['lesion_rule']}")
+        print(seeds_table(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        return
     result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices,
                  args.max_gap, lesion_rule)
     print(report(result))

@@ -283,6 +283,12 @@ def test_stability_benchmark_runs_and_post_processing_is_what_makes_it_stable():
     report = bench.report(result)
     assert "Stability: noisy mask against its consensus" in report and "Lesions against the truth" in report
     assert "extent: full width at half maximum" in report
+    # --seeds' table: one row per seed and the totals, the same figures as the report's
+    table = bench.seeds_table([result]).splitlines()
+    assert table[0].startswith("| seed |") and table[2].startswith("| 0 |") and table[3].startswith("| all |")
+    line = next(ln for ln in report.splitlines() if ln.startswith("post-processed  |"))
+    same = line.split("|")[6].split("of")[0].strip()            # "own / norm"
+    assert f"| {same} of 2 |" in table[2] and f"| {same} of 2 |" in table[3]
     assert any(c["consensus"]["own"] for c in result["cases"])
     # the lesion rule's options reach every measurement (here: a rule that finds no lesion at all)
     strict = bench.run(volunteers=4, patients=2, seed=0, variants=1,
