@@ -386,7 +386,8 @@ def _postprocess_box(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Postp
             new = fill & ~out[z]
             out[z] |= fill
             filled_voxels += int(new.sum())
-            filled_slices.add(z)
+            if new.any():  # a bridge inside voxels already there (pieces ending beside other nerve) fills nothing
+                filled_slices.add(z)
     side = _remove_side_pieces(out, rule.side_piece_fraction)
     removed += side
     return PostprocessResult(out, components=n, kept_components=len(kept_components),
