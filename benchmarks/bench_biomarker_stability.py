@@ -217,21 +217,25 @@ def seeds_table(results: list) -> str:
     head = ("| seed | CSA pooled median (worst mask) | volume <= 5 % (worst) | same segments own / norm | "
             "volunteer masks with a lesion own / norm | focal found | focal ends +-1 | consensus ends +-1 |\n"
             "|---|---|---|---|---|---|---|---|")
-    rows, total = [head], np.zeros(12, dtype=int)
+    def cells(n) -> str:
+        return (f"{n['vol_ok']} of {n['masks']}{n['vol_worst']} | {n['same_own']} / {n['same_norm']} of "
+                f"{n['patients']} | {n['vol_lesion_own']} / {n['vol_lesion_norm']} | {n['found']} of {n['focal']} | "
+                f"{n['ends']} of {n['focal']} | {n['cons_ends']} of {n['cons_focal']} |")
+
+    rows, total = [head], {}
     for r in results:
         st, noisy = stability(r["cases"], "post-processed"), truth_figures(r["cases"], "post-processed", "own")
         cons = truth_figures(r["cases"], "consensus", "own")
-        vol_ok = sum(e <= GOALS["volume"] for e in st["volume"])
-        n = np.array([vol_ok, len(st["volume"]), st["same"]["own"], st["same"]["normative"], st["patient_masks"],
-                      st["volunteers_with_lesion"]["own"], st["volunteers_with_lesion"]["normative"],
-                      sum(noisy["focal"]), len(noisy["focal"]), sum(noisy["ends"]), sum(cons["ends"]),
-                      len(cons["ends"])])
-        total += n
-        rows.append(f"| {r['seed']} | {st['pooled_csa_pct']:.1f} % ({100 * max(st['csa']):.1f} %) | {n[0]} of {n[1]} "
-                    f"({100 * max(st['volume']):.1f} %) | {n[2]} / {n[3]} of {n[4]} | {n[5]} / {n[6]} | "
-                    f"{n[7]} of {n[8]} | {n[9]} of {n[8]} | {n[10]} of {n[11]} |")
-    rows.append(f"| all | | {total[0]} of {total[1]} | {total[2]} / {total[3]} of {total[4]} | {total[5]} / {total[6]} | "
-                f"{total[7]} of {total[8]} | {total[9]} of {total[8]} | {total[10]} of {total[11]} |")
+        counts = {"vol_ok": sum(e <= GOALS["volume"] for e in st["volume"]), "masks": len(st["volume"]),
+                  "same_own": st["same"]["own"], "same_norm": st["same"]["normative"],
+                  "patients": st["patient_masks"], "vol_lesion_own": st["volunteers_with_lesion"]["own"],
+                  "vol_lesion_norm": st["volunteers_with_lesion"]["normative"], "found": sum(noisy["focal"]),
+                  "focal": len(noisy["focal"]), "ends": sum(noisy["ends"]), "cons_ends": sum(cons["ends"]),
+                  "cons_focal": len(cons["ends"])}
+        total = {k: total.get(k, 0) + v for k, v in counts.items()}
+        rows.append(f"| {r['seed']} | {st['pooled_csa_pct']:.1f} % ({100 * max(st['csa']):.1f} %) | "
+                    + cells({**counts, "vol_worst": f" ({100 * max(st['volume']):.1f} %)"}))
+    rows.append("| all | | " + cells({**total, "vol_worst": ""}))
     return "\n".join(rows)
 
 

@@ -144,14 +144,17 @@ def speckled_case(rng: np.random.Generator, fraction: float = 0.1) -> np.ndarray
     return field > np.quantile(field, 1 - fraction)
 
 
+def _timed(fn, mask) -> tuple:
+    """(fn(mask), seconds it took)."""
+    t0 = time.perf_counter()
+    out = fn(mask)
+    return out, time.perf_counter() - t0
+
+
 def speckle_timing(seed: int) -> dict:
     """Seconds of each method on one ``speckled_case`` and its number of 3D components."""
     mask = speckled_case(np.random.default_rng([seed, 1]))
-    seconds = {}
-    for name, fn in METHODS.items():
-        t0 = time.perf_counter()
-        fn(mask)
-        seconds[name] = time.perf_counter() - t0
+    seconds = {name: _timed(fn, mask)[1] for name, fn in METHODS.items()}
     components = ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]
     return {"voxels": int(mask.sum()), "components": int(components), "seconds": seconds}
 
@@ -164,9 +167,8 @@ def run(cases: int, seed: int) -> dict:
         truth, pred, applied = make_case(rng, i)
         row = {"case": i, "corruptions": applied}
         for name, fn in METHODS.items():
-            t0 = time.perf_counter()
-            out = fn(pred)
-            seconds[name] += time.perf_counter() - t0
+            out, took = _timed(fn, pred)
+            seconds[name] += took
             row[name] = {"dice": dice(out, truth), "hd95": hd95_surface(out, truth, SPACING)}
         rows.append(row)
     return {"cases": rows, "seconds": seconds, "seed": seed, "spacing": SPACING, "shape": SHAPE,

@@ -139,8 +139,9 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
                masks: "PathLike | None" = None, dataset: "str | int | os.PathLike | None" = None,
                reference=None, location: "str | None" = None, side: "str | None" = None, k: float = 3.0,
                min_excess: float = 0.2, min_lesion_slices: int = 2, lesion_extent: str = "half-maximum",
-               min_lesion_separation: int = 4, postprocess: bool = True, min_extent: float = 0.5, max_branch_distance: float = 20.0,
-               max_gap: int = 2, side_fraction: float = 0.2, overwrite: bool = False, progress: Progress = None):
+               min_lesion_separation: int = 4, postprocess: bool = True, min_extent: float = 0.5,
+               max_branch_distance: float = 20.0, max_gap: int = 2, side_fraction: float = 0.2,
+               overwrite: bool = False, progress: Progress = None):
     """Nerve biomarkers of one scan (``image`` + ``mask``; returns its ``NerveBiomarkers``) or of
     a batch (``masks`` folder + ``dataset``; returns {case: NerveBiomarkers}) into ``out``.
 

@@ -68,7 +68,7 @@ from nnunet_nerve.biomarkers.lesions import LesionRule, flag_lesions
 from nnunet_nerve.biomarkers.references import NormativeReference
 from nnunet_nerve.io.masks import binary_mask
 from nnunet_nerve.biomarkers.branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
-from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve
+from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve, rule_of
 from nnunet_nerve.biomarkers.summary import scan_summary
 
 #: Values of ``NerveBiomarkers.branch_labels``.
@@ -386,9 +386,9 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
 
     array, mask, image = read_mask_for_image(image_path, mask_path)
     spacing = spacing_zyx(image)
-    pp = None
-    if postprocess is not False:
-        pp = postprocess_nerve(mask, spacing, PostprocessRule() if postprocess is True else postprocess)
+    pp, cleaning = None, rule_of(postprocess)
+    if cleaning:
+        pp = postprocess_nerve(mask, spacing, cleaning)
         mask = pp.mask
     result = nerve_biomarkers(mask, spacing, array, lateral_xy=lateral_vector(image.GetDirection(), side),
                               rule=rule, reference=reference, location=location,

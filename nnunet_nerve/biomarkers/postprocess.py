@@ -189,10 +189,6 @@ def _piece_mask(mask: np.ndarray, piece: _Piece, labels: dict) -> np.ndarray:
     return labels[piece.z] == piece.label
 
 
-def _facing(p: _Piece, q: _Piece, tolerance_mm: float) -> bool:
-    return float(np.linalg.norm(p.centroid - q.centroid)) <= p.radius + q.radius + tolerance_mm
-
-
 def _signed_distance(piece: np.ndarray, spacing_yx) -> np.ndarray:
     """Signed distance (mm) to the piece's boundary: negative inside, positive outside."""
     return (ndimage.distance_transform_edt(~piece, sampling=spacing_yx)
@@ -252,7 +248,8 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
               for z, here in pieces.items()}
 
     def facing(p: _Piece, z: int) -> list:
-        """The pieces of slice ``z`` facing ``p`` (``_facing``'s test)."""
+        """The pieces q of slice ``z`` facing ``p``: centroids at most p's radius + q's radius +
+        the facing tolerance apart (a piece and its continuation across a gap overlap in-plane)."""
         if z not in arrays:
             return []
         centroids, radii = arrays[z]
@@ -314,6 +311,13 @@ def _groups(n: int, bridges: list) -> np.ndarray:
     return np.array([root(i) for i in range(n + 1)])
 
 
+def rule_of(postprocess: "bool | PostprocessRule") -> "PostprocessRule | None":
+    """What a ``postprocess`` argument asks for: True the default rule, a rule itself, False none."""
+    if postprocess is False:
+        return None
+    return PostprocessRule() if postprocess is True else postprocess
+
+
 def postprocess_nerve(mask: np.ndarray, spacing_zyx: Sequence[float], rule: PostprocessRule = PostprocessRule()
                       ) -> PostprocessResult:
     """Apply the module's rule to a binary mask (z, y, x); see the module docstring.
@@ -323,14 +327,15 @@ def postprocess_nerve(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Post
     mask = binary_mask(np.asarray(mask))
     if mask.ndim != 3:
         raise NerveError(f"mask: expected a 3D mask (z, y, x), got {mask.ndim} dimensions")
-    if not mask.any():
-        return PostprocessResult(mask.copy(), rule=asdict(rule))
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    box = (slice(0, mask.shape[0]),) + tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box[1:])
-    result = _postprocess_box(mask[box], spacing_zyx, rule)
-    full = np.zeros_like(mask)
-    full[box] = result.mask
-    result.mask = full
+    if mask.any():
+        box = ndimage.find_objects(mask.astype(np.uint8))[0]
+        box = (slice(0, mask.shape[0]),) + tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box[1:])
+        result = _postprocess_box(mask[box], spacing_zyx, rule)
+        full = np.zeros_like(mask)
+        full[box] = result.mask
+        result.mask = full
+    else:
+        result = PostprocessResult(mask.copy())
     result.rule = asdict(rule)
     return result
 

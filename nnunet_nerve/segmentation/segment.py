@@ -229,11 +229,12 @@ def _predict(predictor, image, device) -> np.ndarray:
 
 def _postprocess(raw: np.ndarray, image, rule: "bool | PostprocessRule"):
     from nnunet_nerve.io.images import spacing_zyx
-    from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve
+    from nnunet_nerve.biomarkers.postprocess import postprocess_nerve, rule_of
 
-    if rule is False:
+    cleaning = rule_of(rule)
+    if not cleaning:
         return raw, None
-    result = postprocess_nerve(raw, spacing_zyx(image), PostprocessRule() if rule is True else rule)
+    result = postprocess_nerve(raw, spacing_zyx(image), cleaning)
     return result.mask, result
 
 
