@@ -216,3 +216,16 @@ def test_every_cli_option_is_a_parameter_of_its_api_function():
                 expected = params[action.dest].default
                 expected = list(expected) if isinstance(expected, tuple) else expected  # append options: a list
                 assert action.default == expected, f"{verb} {action.dest}"
+
+
+def test_post_processing_defaults_agree_wherever_a_verb_post_processes():
+    """postprocess, biomarkers and segment each carry postprocess's four options in their
+    signatures (the CLI reads its defaults there); they and PostprocessRule's must not drift."""
+    from nnunet_nerve.biomarkers.postprocess import PostprocessRule
+
+    rule = PostprocessRule()
+    expected = {"min_extent": rule.min_extent_fraction, "max_branch_distance": rule.max_branch_distance_mm,
+                "max_gap": rule.max_gap_slices, "side_fraction": rule.side_piece_fraction}
+    for function in (api.postprocess, api.biomarkers, api.segment):
+        parameters = inspect.signature(function).parameters
+        assert {name: parameters[name].default for name in expected} == expected, function.__name__
