@@ -186,7 +186,8 @@ def postprocess(input: PathLike, output: PathLike, *, min_extent: float = 0.5, m
     ``min_extent`` of the tube's and it lies within ``max_branch_distance`` mm of it; gaps of up
     to ``max_gap`` missed slices are filled; side pieces under ``side_fraction`` of their
     slice's largest piece over two slices or more (a vessel touching the nerve) are removed
-    (0: kept)."""
+    (0: kept), with what they alone held to the nerve. The output post-processed again is
+    unchanged."""
     from nnunet_nerve.biomarkers.postprocess import postprocess_path
 
     rule = _postprocess_rule(True, min_extent=min_extent, max_branch_distance=max_branch_distance, max_gap=max_gap,

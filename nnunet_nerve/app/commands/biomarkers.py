@@ -63,8 +63,8 @@ def add_parsers(sub) -> None:
         "postprocess", help="keep the physiological nerve: one tube that may split in two; fill gaps of missed slices",
         description="Drop 3D components that are not part of the nerve tube (short blobs such as a segmented vein), "
                     "keep long branches near it, remove small side pieces touching it (a vessel, not a branch) "
-                    "and fill gaps of missed slices by shape-based interpolation "
-                    "(rule: docs/biomarkers.md). IN and OUT are files, or folders of masks such as the output of "
+                    "and fill gaps of missed slices by shape-based interpolation; the output post-processed "
+                    "again is unchanged (rule: docs/biomarkers.md). IN and OUT are files, or folders of masks such as the output of "
                     "nnUNetv2_predict (the folder's .json files are copied; postprocessing_nerve.json records "
                     "what changed).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
