@@ -44,17 +44,21 @@ spacing in mm:
    piece over two slices; a piece that small on one slice (a branch just separating, a
    partial miss) stays. The largest piece, not the slice's area, is the scale: a kept vessel
    as large as a branch must not make the real peroneal look small. 0 turns the step off.
-6. The vessel's rest: a removed side piece may have held more of the vessel to the nerve (a
-   blob over a fifth of the largest piece, on slices where the vessel is apart from the
-   nerve). The 3D components that touched removed side pieces and are now apart from the
-   nerve tube (the component of the largest z-extent) with a z-extent under
-   ``min_extent_fraction`` of its are removed, as step 4 would remove them.
+6. Floating tracks: a vessel beside the nerve that touches it only through a corner (one
+   voxel diagonally between slices) is part of the main tube's 3D component, and as large
+   as a branch it is no side piece. The 2D pieces (8-connected, at least SPECK_PIXELS) that
+   are not the largest of their slice, linked from slice to slice where they overlap
+   in-plane, form tracks; a track over fewer than ``min_extent_fraction`` of the nerve's
+   z-extent (first to last slice holding mask) whose first and last pieces overlap nothing (no piece of at least SPECK_PIXELS)
+   on the slices before and after, although those slices hold mask, is removed. A branch
+   overlaps the trunk at its division and runs on to the edge of the stack, or merges back;
+   a vessel floats. This also takes what a removed side piece alone held to the nerve.
 
 Steps 1-6 are repeated until a pass changes nothing (at most ``MAX_PASSES``), so the output
 post-processed again is unchanged: ``biomarkers`` (which post-processes by default) measures
 ``postprocess``'s output as it is.
 
-So every voxel of the main tube is kept, except its side pieces, and nothing is added
+So every voxel of the main tube is kept, except side pieces and floating tracks, and nothing is added
 outside bridged gaps. A long vessel running beside the nerve over most of the stack and as
 large as a branch is indistinguishable from one by this rule and is kept. An empty mask
 stays empty.
@@ -146,7 +150,7 @@ SPECK_PIXELS = 9
 #: Passes of steps 1-6 at most. On the stability benchmark's 1,040 noisy masks (seeds 0-9)
 #: every one is done in one pass and the second changes nothing; of the demo's eight network
 #: masks one takes two (a removed side piece uncovers an end that the second pass bridges).
-#: The passes guarantee that the output is post-processed already; they are not a step.
+#: The passes guarantee that the output is post-processed already; they are not a rule.
 MAX_PASSES = 4
 #: A track of side pieces over at least this many slices is removed (step 5).
 SIDE_PIECE_MIN_SLICES = 2
@@ -448,11 +452,35 @@ def _postprocess_pass(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Post
             # a bridge inside voxels already there (pieces ending beside other nerve) fills nothing
             filled[z] |= fill & ~out[z]
             out[z] |= fill
-    before_side = out.copy()
     side = _remove_side_pieces(out, rule.side_piece_fraction)
-    if side:
-        side += _remove_left_apart(out, before_side & ~out, rule.min_extent_fraction)
+    side += _remove_floating_tracks(out, rule.min_extent_fraction)
     return _Pass(out, removed + side, int(extent[main]), filled)
+
+
+def _tracks(pieces: list, labels: dict, grown: bool) -> list:
+    """Tracks of 2D pieces ``(z, label, pixels)`` (``labels``: each slice's 2D labelling):
+    pieces of consecutive slices are linked where one overlaps the other in-plane, or, with
+    ``grown``, touches it (26-connected). Returns each track's pieces, tracks sorted."""
+    index = {(z, i): k for k, (z, i, _) in enumerate(pieces)}
+    parent = list(range(len(pieces)))
+
+    def root(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for k, (z, i, _) in enumerate(pieces):
+        if z + 1 not in labels:
+            continue
+        own = labels[z] == i
+        for j in np.unique(labels[z + 1][ndimage.binary_dilation(own, structure=_STRUCTURE_2D) if grown else own]):
+            if (z + 1, int(j)) in index:
+                parent[root(index[(z + 1, int(j))])] = root(k)
+    tracks = {}
+    for k, piece in enumerate(pieces):
+        tracks.setdefault(root(k), []).append(piece)
+    return sorted(tracks.values())
 
 
 def _remove_side_pieces(out: np.ndarray, fraction: float) -> list:
@@ -469,27 +497,9 @@ def _remove_side_pieces(out: np.ndarray, fraction: float) -> list:
         labels[int(z)] = lab
         side += [(int(z), i, int(areas[i])) for i in range(1, n + 1)
                  if SPECK_PIXELS <= areas[i] < fraction * areas[1:].max()]
-    index = {(z, i): k for k, (z, i, _) in enumerate(side)}
-    parent = list(range(len(side)))
-
-    def root(k):
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for k, (z, i, _) in enumerate(side):
-        if z + 1 not in labels:
-            continue
-        grown = ndimage.binary_dilation(labels[z] == i, structure=_STRUCTURE_2D)
-        for j in np.unique(labels[z + 1][grown]):
-            if (z + 1, int(j)) in index:
-                parent[root(index[(z + 1, int(j))])] = root(k)
-    tracks = {}
-    for k in range(len(side)):
-        tracks.setdefault(root(k), []).append(side[k])
+    tracks = _tracks(side, labels, grown=True)
     removed = []
-    for members in sorted(tracks.values()):
+    for members in tracks:
         slices = sorted({z for z, _, _ in members})
         if len(slices) < SIDE_PIECE_MIN_SLICES:
             continue
@@ -502,26 +512,38 @@ def _remove_side_pieces(out: np.ndarray, fraction: float) -> list:
     return removed
 
 
-def _remove_left_apart(out: np.ndarray, side_voxels: np.ndarray, fraction: float) -> list:
-    """Step 6 of the module docstring on ``out`` (changed in place): the 3D components that
-    touched the removed side pieces (``side_voxels``) and are now apart from the nerve tube
-    (the component of the largest z-extent, ties to the larger) with a z-extent under
-    ``fraction`` of its are the rest of the vessel; one ``removed`` entry each."""
-    comp, n = ndimage.label(out, structure=_STRUCTURE_3D)
-    if n < 2:
+def _remove_floating_tracks(out: np.ndarray, fraction: float) -> list:
+    """Step 6 of the module docstring on ``out`` (changed in place); one ``removed`` entry per
+    floating track taken out (reason ``floating: ...``)."""
+    nz = out.shape[0]
+    present = np.flatnonzero(out.reshape(nz, -1).any(axis=1))
+    if present.size == 0:
         return []
-    objects = ndimage.find_objects(comp)
-    extent = np.array([0] + [o[0].stop - o[0].start for o in objects])
-    sizes = np.bincount(comp.ravel(), minlength=n + 1)
-    main = max(range(1, n + 1), key=lambda c: (extent[c], sizes[c]))
-    touching = np.unique(comp[ndimage.binary_dilation(side_voxels, structure=_STRUCTURE_3D) & out])
+    extent = int(present[-1] - present[0] + 1)
+    labels, solid, pieces = {}, {}, []        # pieces: (z, label, pixels), the slice's largest left out
+    for z in (int(z) for z in present):
+        lab, n = ndimage.label(out[z], structure=_STRUCTURE_2D)
+        areas = np.bincount(lab.ravel(), minlength=n + 1)
+        labels[z], solid[z] = lab, (areas >= SPECK_PIXELS)[lab] & out[z]
+        largest = int(np.argmax(areas[1:])) + 1
+        pieces += [(z, i, int(areas[i])) for i in range(1, n + 1) if i != largest and areas[i] >= SPECK_PIXELS]
+    tracks = _tracks(pieces, labels, grown=False)
+
+    def blind(ends: list, beyond: int) -> bool:
+        """The slice beyond holds mask, and none of its (non-speck) pixels overlaps these end pieces."""
+        return beyond in labels and not any(solid[beyond][labels[z] == i].any() for z, i, _ in ends)
+
     removed = []
-    for c in sorted(int(c) for c in touching if c not in (0, main) and extent[c] < fraction * extent[main]):
-        out[comp == c] = False
-        removed.append({"first_slice": objects[c - 1][0].start, "last_slice": objects[c - 1][0].stop - 1,
-                        "voxels": int(sizes[c]),
-                        "reason": f"apart: {extent[c]} slice(s) left apart from the nerve tube by removing side "
-                                  f"pieces (the vessel's rest), under {fraction:g} of the tube's {extent[main]}"})
+    for members in tracks:
+        z0, z1 = min(m[0] for m in members), max(m[0] for m in members)
+        if z1 - z0 + 1 >= fraction * extent:
+            continue
+        if blind([m for m in members if m[0] == z0], z0 - 1) and blind([m for m in members if m[0] == z1], z1 + 1):
+            for z, i, _ in members:
+                out[z][labels[z] == i] = False
+            removed.append({"first_slice": z0, "last_slice": z1, "voxels": sum(a for _, _, a in members),
+                            "reason": f"floating: {z1 - z0 + 1} slice(s) beside the nerve, overlapping nothing on the "
+                                      f"slices before and after, under {fraction:g} of the tube's {extent}"})
     return removed
 
 
