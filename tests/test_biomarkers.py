@@ -275,7 +275,7 @@ def test_a_vessel_touching_an_undivided_nerve_makes_no_division(tmp_path):
     image, mask_path = scan(tmp_path, nerve | side | joined)
     out, out_raw = tmp_path / "out", tmp_path / "raw"
     printed = cli("biomarkers", "--image", image, "--mask", mask_path, "--out", out).stdout
-    assert f"removed {int(side.sum())} voxel(s) in 0 component group(s) and 1 side-piece track(s)" in printed
+    assert f"removed {int(side.sum())} voxel(s) in 0 component group(s) and 1 vessel track(s)" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["split"]["trunk"] == "whole nerve" and not summary["split"]["found"]
     assert summary["postprocessing"]["removed"][0]["reason"].startswith("side piece")

@@ -50,14 +50,14 @@ def test_postprocessing_reports_what_it_removed():
 
 def test_postprocessing_names_a_removed_side_piece_track():
     """A tube of 100 mm² and a 9-pixel vessel one pixel beside it on slices 2-4, touching it on
-    slice 5 (one 3D component): the flag counts the side-piece track, not a component."""
+    slice 5 (one 3D component): the flag counts the vessel track, not a component."""
     mask = _tube(side=10)
     vessel = np.zeros_like(mask)
     vessel[2:5, 15:18, 26:29] = True     # one pixel from the tube's edge (x 15-24)
     vessel[5, 15:18, 25:28] = True       # touching it
     result = postprocess_nerve(mask | vessel, SPACING)
     flag = _flags(result.mask, postprocessing=result)["postprocessing"]
-    assert flag.raised and "removed 0 of 1 component(s) and 1 side-piece track(s) (27 voxels, 108 mm³)" \
+    assert flag.raised and "removed 0 of 1 component(s) and 1 vessel track(s) (27 voxels, 108 mm³)" \
         in flag.message
 
 

@@ -156,11 +156,14 @@ MAX_PASSES = 4
 SIDE_PIECE_MIN_SLICES = 2
 #: How a removed track of side pieces' ``reason`` begins (other entries are groups of components).
 SIDE_PIECE_REASON = "side piece"
+#: How a removed floating track's ``reason`` begins (step 6).
+FLOATING_REASON = "floating"
 
 
-def side_piece_tracks(removed: list) -> int:
-    """How many entries of a ``removed`` list are tracks of side pieces (step 5)."""
-    return sum(entry["reason"].startswith(SIDE_PIECE_REASON) for entry in removed)
+def vessel_tracks(removed: list) -> int:
+    """How many entries of a ``removed`` list are tracks beside the nerve (steps 5 and 6: side
+    pieces and floating tracks; the other entries are groups of components)."""
+    return sum(entry["reason"].startswith((SIDE_PIECE_REASON, FLOATING_REASON)) for entry in removed)
 
 
 def _without_specks(slice_mask: np.ndarray) -> np.ndarray:
@@ -542,7 +545,7 @@ def _remove_floating_tracks(out: np.ndarray, fraction: float) -> list:
             for z, i, _ in members:
                 out[z][labels[z] == i] = False
             removed.append({"first_slice": z0, "last_slice": z1, "voxels": sum(a for _, _, a in members),
-                            "reason": f"floating: {z1 - z0 + 1} slice(s) beside the nerve, overlapping nothing on the "
+                            "reason": f"{FLOATING_REASON}: {z1 - z0 + 1} slice(s) beside the nerve, overlapping nothing on the "
                                       f"slices before and after, under {fraction:g} of the tube's {extent}"})
     return removed
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from nnunet_nerve.biomarkers.branches import BRANCHES as SPLIT_BRANCHES
 from nnunet_nerve.biomarkers.branches import PART_LABELS as BRANCH_LABELS
-from nnunet_nerve.biomarkers.postprocess import side_piece_tracks
+from nnunet_nerve.biomarkers.postprocess import vessel_tracks
 
 
 def _stats(values: list) -> dict:
@@ -89,8 +89,8 @@ def summary_line(result) -> str:
     if s.get("mask_used"):
         pp = s.get("postprocessing")
         if pp:
-            sides = side_piece_tracks(pp["removed"])
-            tracks = f" and {sides} side-piece track(s)" if sides else ""
+            sides = vessel_tracks(pp["removed"])
+            tracks = f" and {sides} vessel track(s)" if sides else ""
             used = (f"{s['mask_used']} mask (removed {pp['removed_voxels']} voxel(s) in "
                     f"{len(pp['removed']) - sides} component group(s){tracks}, "
                     f"filled {len(pp['filled_slices'])} slice(s)): ")

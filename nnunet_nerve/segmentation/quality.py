@@ -6,7 +6,7 @@ Each flag is raised (a warning to look at the images) or not, with one line sayi
 * ``field_of_view_edge``: nerve voxels in the outermost row or column of a slice (in-plane
   edge): the nerve may continue outside the image and its CSA there is cut. (The nerve runs
   through the stack, so touching the first or last slice is expected and not flagged.)
-* ``postprocessing``: post-processing removed components or side-piece tracks (how many,
+* ``postprocessing``: post-processing removed components or vessel tracks (how many,
   voxels and mm³) or filled missed slices; not raised when it changed nothing or was off.
 * ``csa_reference``: with a normative reference, the nerve slices with a part (the sciatic
   trunk, a branch, both branches merged: ``biomarkers.lesions``) whose obliquity-corrected
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from nnunet_nerve.biomarkers.lesions import LesionRule, normative_csa_ranges, slice_parts
-from nnunet_nerve.biomarkers.postprocess import side_piece_tracks
+from nnunet_nerve.biomarkers.postprocess import vessel_tracks
 
 
 #: The heading of each flag in the report.
@@ -81,8 +81,8 @@ def quality_flags(mask: np.ndarray, spacing_zyx, postprocessing=None, biomarkers
         removed = pp.components - pp.kept_components
         parts = []
         if pp.removed_voxels:
-            sides = side_piece_tracks(pp.removed)
-            tracks = f" and {sides} side-piece track(s)" if sides else ""
+            sides = vessel_tracks(pp.removed)
+            tracks = f" and {sides} vessel track(s)" if sides else ""
             parts.append(f"removed {removed} of {pp.components} component(s){tracks} ({pp.removed_voxels} voxels, "
                          f"{pp.removed_voxels * voxel_mm3:.0f} mm³)")
         if pp.filled_slices:
