@@ -297,3 +297,16 @@ def test_stability_benchmark_runs_and_post_processing_is_what_makes_it_stable():
     assert all(not s for c in strict["cases"] for s in c["consensus"].values())
     assert all(not s for c in strict["cases"] for v in c["variants"] for m in bench.MODES
                for s in v[m]["segments"].values())
+
+
+def test_a_stack_divided_on_every_slice_has_no_trunk_and_the_demo_report_says_so():
+    """Both branches separate on every slice (the division above the field of view): the
+    summary's ``split.trunk`` is None, and the demo report's line reads 'no trunk in the
+    stack' (it read 'trunk at the None' on a demo run's FC-DenseNet mask)."""
+    from nnunet_nerve.study.demo_report import _biomarker_lines
+
+    mask = tube((18, 24), 3.0) | tube((30, 24), 2.0)
+    summary = nerve_biomarkers(mask, SPACING, lateral_xy=LATERAL_PLUS_X).summary
+    assert summary["split"]["found"] and summary["split"]["trunk"] is None
+    line = next(l for l in _biomarker_lines(summary) if l.startswith("- branches named"))
+    assert "no trunk in the stack" in line and "None" not in line

@@ -100,7 +100,8 @@ def _biomarker_lines(summary: dict) -> list[str]:
                      f"{', '.join(map(str, pp['filled_slices'])) or 'none'}")
     split = summary["split"]
     if split["found"]:
-        lines.append(f"- branches named once for the stack by {split['naming']} (trunk at the {split['trunk']}); "
+        trunk = f"trunk at the {split['trunk']}" if split["trunk"] else "no trunk in the stack: divided on every slice"
+        lines.append(f"- branches named once for the stack by {split['naming']} ({trunk}); "
                      + "; ".join(f"{name}: slices {b['first_slice']}-{b['last_slice']}"
                                  + "".join(f", {e['event']} ({e.get('first_slice', e.get('last_slice'))})"
                                            for e in b.get("events", []))
