@@ -49,17 +49,18 @@ spacing in mm:
    as a branch it is no side piece. The 2D pieces (8-connected, at least SPECK_PIXELS) that
    are not the largest of their slice, linked from slice to slice where they overlap
    in-plane, form tracks; a track over fewer than ``min_extent_fraction`` of the nerve's
-   z-extent (first to last slice holding mask) whose first and last pieces overlap nothing (no piece of at least SPECK_PIXELS)
-   on the slices before and after, although those slices hold mask, is removed. A branch
-   overlaps the trunk at its division and runs on to the edge of the stack, or merges back;
-   a vessel floats. This also takes what a removed side piece alone held to the nerve.
+   z-extent (first to last slice holding mask) whose first and last pieces overlap nothing
+   (no piece of at least SPECK_PIXELS) on the slices before and after, although those
+   slices hold mask, is removed. A branch overlaps the trunk at its division and runs on to
+   the edge of the stack, or merges back; a vessel floats. This also takes what a removed
+   side piece alone held to the nerve.
 
 Steps 1-6 are repeated until a pass changes nothing (at most ``MAX_PASSES``), so the output
 post-processed again is unchanged: ``biomarkers`` (which post-processes by default) measures
 ``postprocess``'s output as it is.
 
-So every voxel of the main tube is kept, except side pieces and floating tracks, and nothing is added
-outside bridged gaps. A long vessel running beside the nerve over most of the stack and as
+So every voxel of the main tube is kept, except side pieces and floating tracks, and nothing
+is added outside bridged gaps. A long vessel running beside the nerve over most of the stack and as
 large as a branch is indistinguishable from one by this rule and is kept. An empty mask
 stays empty.
 
