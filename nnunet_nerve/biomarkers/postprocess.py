@@ -325,9 +325,9 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
     return search(joinable)
 
 
-def _groups(n: int, bridges: list) -> np.ndarray:
-    """Union-find over components 1..n joined by bridges; group id per component (index 0 unused)."""
-    parent = list(range(n + 1))
+def _union_roots(n: int, pairs) -> np.ndarray:
+    """Union-find over items 0..n-1 joined by ``pairs`` (i, j); a root id per item."""
+    parent = list(range(n))
 
     def root(i):
         while parent[i] != i:
@@ -335,9 +335,14 @@ def _groups(n: int, bridges: list) -> np.ndarray:
             i = parent[i]
         return i
 
-    for lo, up in bridges:
-        parent[root(lo.component)] = root(up.component)
-    return np.array([root(i) for i in range(n + 1)])
+    for i, j in pairs:
+        parent[root(i)] = root(j)
+    return np.array([root(i) for i in range(n)], dtype=int)
+
+
+def _groups(n: int, bridges: list) -> np.ndarray:
+    """Components 1..n joined by bridges; group id per component (index 0 unused)."""
+    return _union_roots(n + 1, ((lo.component, up.component) for lo, up in bridges))
 
 
 def rule_of(postprocess: "bool | PostprocessRule") -> "PostprocessRule | None":
@@ -466,24 +471,20 @@ def _tracks(pieces: list, labels: dict, grown: bool) -> list:
     pieces of consecutive slices are linked where one overlaps the other in-plane, or, with
     ``grown``, touches it (26-connected). Returns each track's pieces, tracks sorted."""
     index = {(z, i): k for k, (z, i, _) in enumerate(pieces)}
-    parent = list(range(len(pieces)))
 
-    def root(k):
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
+    def links():
+        for k, (z, i, _) in enumerate(pieces):
+            if z + 1 not in labels:
+                continue
+            own = labels[z] == i
+            for j in np.unique(labels[z + 1][ndimage.binary_dilation(own, structure=_STRUCTURE_2D) if grown else own]):
+                if (z + 1, int(j)) in index:
+                    yield index[(z + 1, int(j))], k
 
-    for k, (z, i, _) in enumerate(pieces):
-        if z + 1 not in labels:
-            continue
-        own = labels[z] == i
-        for j in np.unique(labels[z + 1][ndimage.binary_dilation(own, structure=_STRUCTURE_2D) if grown else own]):
-            if (z + 1, int(j)) in index:
-                parent[root(index[(z + 1, int(j))])] = root(k)
+    roots = _union_roots(len(pieces), links())
     tracks = {}
     for k, piece in enumerate(pieces):
-        tracks.setdefault(root(k), []).append(piece)
+        tracks.setdefault(int(roots[k]), []).append(piece)
     return sorted(tracks.values())
 
 
