@@ -11,6 +11,7 @@ from scipy import ndimage
 from conftest import import_benchmark, run, script
 from nerve_tubes import SHAPE, SPACING, oblique_tube, t2_image, tube, write
 from nnunet_nerve.biomarkers.postprocess import REPORT_NAME, PostprocessRule, interpolate_gap, postprocess_nerve
+from nnunet_nerve.errors import NerveError
 
 NZ = SHAPE[0]
 
@@ -105,6 +106,89 @@ def test_missed_slice_next_to_the_missed_small_branch_keeps_its_stump(tmp_path):
     assert summary["lesion"]["segments"] == []
     rows = read_csv(out / "slices.csv")
     assert [int(r["slice"]) for r in rows if r["interpolated"] in ("True", "true", "1")] == [30, 31]
+
+
+def test_biomarkers_of_a_postprocessed_folder_keep_its_interpolated_slices(tmp_path):
+    """A tube (r 3) swollen on slice 19 alone (r 4: one measured slice, an isolated outlier)
+    with slices 20-21 missed: post-processing fills them between the swollen slice and the
+    normal one, so they are above threshold too. Interpolated, they are no evidence and there
+    is no lesion. ``biomarkers`` of ``postprocess``'s output folder fills nothing (already
+    filled) but reads postprocessing_nerve.json beside the mask: still slices 20-21
+    interpolated and no lesion (counted as measured, they made a lesion (19, 20)). The same
+    mask changed since (one voxel) carries nothing over and says so; a damaged report is
+    refused with one error line naming it."""
+    from conftest import read_csv
+
+    nerve = tube((24, 24), 3.0)
+    predicted = nerve.copy()
+    predicted[19] = tube((24, 24), 4.0)[19]
+    predicted[20:22] = False
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    image = write(tmp_path / "case_t2.nii.gz", t2_image(nerve))
+    write(raw / "case.nii.gz", predicted)
+    pp = tmp_path / "pp"
+    run([script("nnunet-nerve"), "postprocess", str(raw), str(pp)])
+
+    def measured(mask, name, *extra):
+        out = tmp_path / name
+        proc = run([script("nnunet-nerve"), "biomarkers", "--image", image, "--mask", str(mask), "--out", str(out),
+                    *extra])
+        rows = read_csv(out / "slices.csv")
+        summary = json.loads((out / "summary.json").read_text())
+        return proc.stdout, summary, [int(r["slice"]) for r in rows if r["interpolated"] in ("True", "true", "1")]
+
+    _, summary, interpolated = measured(raw / "case.nii.gz", "of_raw")
+    assert summary["postprocessing"]["filled_slices"] == [20, 21] and summary["earlier_postprocessing"] is None
+    assert interpolated == [20, 21] and summary["lesion"]["segments"] == []
+    for name, extra in (("of_pp", ()), ("of_pp_as_is", ("--no-postprocess",))):
+        printed, summary, interpolated = measured(pp / "case.nii.gz", name, *extra)
+        assert summary["earlier_postprocessing"]["slices"] == [20, 21], name
+        assert summary["earlier_postprocessing"]["report"] == str((pp / REPORT_NAME).resolve())
+        assert "2 slice(s) interpolated by an earlier post-processing" in printed
+        assert interpolated == [20, 21] and summary["lesion"]["segments"] == [], name
+    assert summary["mask_used"] == "raw (not post-processed)"
+
+    changed = sitk.ReadImage(str(pp / "case.nii.gz"))
+    array = sitk.GetArrayFromImage(changed)
+    array[5, 24, 24] = 1 - array[5, 24, 24]
+    edited = sitk.GetImageFromArray(array)
+    edited.CopyInformation(changed)
+    sitk.WriteImage(edited, str(pp / "case.nii.gz"))
+    printed, summary, interpolated = measured(pp / "case.nii.gz", "of_changed")
+    assert "differs from the one post-processing wrote" in printed and summary["earlier_postprocessing"]["slices"] == []
+    assert interpolated == [] and [(s["first_slice"], s["last_slice"]) for s in summary["lesion"]["segments"]] \
+        == [(19, 20)]
+
+    (pp / REPORT_NAME).write_text((pp / REPORT_NAME).read_text()[:200])
+    proc = run([script("nnunet-nerve"), "biomarkers", "--image", image, "--mask", str(pp / "case.nii.gz"),
+                "--out", str(tmp_path / "damaged")], check=False)
+    assert proc.returncode == 2 and not (tmp_path / "damaged").exists()
+    assert proc.stderr.strip().count("\n") == 0 and f"{pp / REPORT_NAME}: not a readable post-processing report" \
+        in proc.stderr
+
+
+def test_a_report_identifies_its_masks_by_their_voxels(tmp_path):
+    """``mask_digest``: the same voxels in another data type give the same digest, the same
+    bits on another shape or one voxel changed another. A report entry without a digest (an
+    older nnunet-nerve) carries nothing over and says so; slices outside the mask are refused."""
+    from nnunet_nerve.biomarkers.postprocess_record import UNIDENTIFIED, interpolation_record, mask_digest
+
+    mask = np.zeros((4, 6, 8), dtype=np.uint8)
+    mask[1:3, 2:4, 2:5] = 1
+    assert mask_digest(mask) == mask_digest(mask.astype(bool)) == mask_digest(mask.astype(np.int16) * 7)
+    assert mask_digest(mask) != mask_digest(mask.reshape(4, 8, 6))
+    changed = mask.copy()
+    changed[0, 0, 0] = 1
+    assert mask_digest(mask) != mask_digest(changed)
+    assert interpolation_record(tmp_path / "case.nii.gz", mask) is None
+    report = tmp_path / REPORT_NAME
+    report.write_text(json.dumps({"files": {"case.nii.gz": {"filled_slices": [1]}}}))
+    assert interpolation_record(tmp_path / "other.nii.gz", mask) is None
+    assert interpolation_record(tmp_path / "case.nii.gz", mask)["note"] == UNIDENTIFIED
+    report.write_text(json.dumps({"files": {"case.nii.gz": {"filled_slices": [4], "mask_sha256": mask_digest(mask)}}}))
+    with pytest.raises(NerveError, match="not slice indices of the mask"):
+        interpolation_record(tmp_path / "case.nii.gz", mask)
 
 
 def test_a_speck_does_not_make_a_missed_branch_look_continued():

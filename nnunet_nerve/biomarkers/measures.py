@@ -69,6 +69,7 @@ from nnunet_nerve.biomarkers.references import NormativeReference
 from nnunet_nerve.io.masks import binary_mask
 from nnunet_nerve.biomarkers.branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
 from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve, rule_of
+from nnunet_nerve.biomarkers.postprocess_record import interpolation_record
 from nnunet_nerve.biomarkers.summary import scan_summary
 
 #: Values of ``NerveBiomarkers.branch_labels``.
@@ -380,21 +381,25 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
     default ``PostprocessRule``, a ``PostprocessRule`` applies that rule, False measures the
     mask as it is. The summary records both paths, ``mask_used`` (``MASK_POSTPROCESSED`` or
     ``MASK_RAW``), what post-processing changed and removed and its rule, the imaged ``side``
-    and the thigh ``location``.
+    and the thigh ``location``. A mask written by ``postprocess`` into a folder keeps the
+    slices that run interpolated: ``earlier_postprocessing`` (``postprocess_record``) holds
+    them, marked ``interpolated`` like the slices this run fills.
     """
     from nnunet_nerve.io.images import spacing_zyx
 
     array, mask, image = read_mask_for_image(image_path, mask_path)
     spacing = spacing_zyx(image)
+    earlier = interpolation_record(mask_path, mask)
     pp, cleaning = None, rule_of(postprocess)
     if cleaning:
         pp = postprocess_nerve(mask, spacing, cleaning)
         mask = pp.mask
+    interpolated = set(earlier["slices"] if earlier else ()) | set(pp.filled_slices if pp else ())
     result = nerve_biomarkers(mask, spacing, array, lateral_xy=lateral_vector(image.GetDirection(), side),
                               rule=rule, reference=reference, location=location,
-                              interpolated=pp.filled_slices if pp else (), **options)
+                              interpolated=sorted(interpolated), **options)
     result.summary = {"image": str(Path(image_path).resolve()), "mask": str(Path(mask_path).resolve()),
                       "mask_used": MASK_POSTPROCESSED if pp else MASK_RAW,
-                      "postprocessing": pp.as_dict() if pp else None, "side": side, "location": location,
-                      **result.summary}
+                      "postprocessing": pp.as_dict() if pp else None, "earlier_postprocessing": earlier,
+                      "side": side, "location": location, **result.summary}
     return result

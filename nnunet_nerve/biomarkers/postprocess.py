@@ -588,7 +588,10 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     """Post-process every mask file directly in ``in_dir`` (e.g. nnUNetv2_predict's output)
     into ``out_dir``, built atomically. The folder's .json files (dataset.json, plans.json,
     ...) are copied so that the result is a drop-in prediction folder; ``REPORT_NAME``
-    records what changed per file. Returns that report."""
+    records what changed per file and the digest of the mask written (``mask_sha256``:
+    ``postprocess_record``, so that a later ``biomarkers`` knows its interpolated slices).
+    Returns that report."""
+    from nnunet_nerve.biomarkers.postprocess_record import mask_digest
     from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
     from nnunet_nerve.io.images import has_image_suffix, write_image
 
@@ -602,7 +605,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
         for i, path in enumerate(files, 1):
             out, result = _postprocess_image(path, rule)
             write_image(out, tmp / path.name)
-            report["files"][path.name] = result.as_dict()
+            report["files"][path.name] = {**result.as_dict(), "mask_sha256": mask_digest(result.mask)}
             if log:
                 log(f"[{i}/{len(files)}] {path.name}: {summary_line(result)}")
         for extra in sorted(in_dir.glob("*.json")):

@@ -87,15 +87,18 @@ def summary_line(result) -> str:
     s = result.summary
     used = ""
     if s.get("mask_used"):
+        used = s["mask_used"] + " mask"
         pp = s.get("postprocessing")
         if pp:
             sides = vessel_tracks(pp["removed"])
             tracks = f" and {sides} vessel track(s)" if sides else ""
-            used = (f"{s['mask_used']} mask (removed {pp['removed_voxels']} voxel(s) in "
-                    f"{len(pp['removed']) - sides} component group(s){tracks}, "
-                    f"filled {len(pp['filled_slices'])} slice(s)): ")
-        else:
-            used = f"{s['mask_used']} mask: "
+            used += (f" (removed {pp['removed_voxels']} voxel(s) in {len(pp['removed']) - sides} component group(s)"
+                     f"{tracks}, filled {len(pp['filled_slices'])} slice(s))")
+        earlier = s.get("earlier_postprocessing")
+        if earlier:
+            used += "; " + (earlier["note"] or f"{len(earlier['slices'])} slice(s) interpolated by an earlier "
+                                               "post-processing")
+        used += ": "
     if not s["nerve_found"]:
         return used + s["message"]
     return (f"{used}volume {s['volume_ml']:.3f} ml, length {s['length_mm']:.0f} mm, "

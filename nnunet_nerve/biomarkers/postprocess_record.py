@@ -1,0 +1,66 @@
+"""What a post-processed folder's report (``postprocessing_nerve.json``) tells a later step.
+
+``postprocess`` on a folder records per file the slices it interpolated over a gap
+(``filled_slices``) and the digest of the mask it wrote (``mask_sha256``, ``mask_digest``).
+Post-processing is idempotent, so a mask measured again (``biomarkers --masks <that
+folder>``) is not filled again, and without the report its interpolated slices would count
+as measured ones, evidence for a lesion. ``interpolation_record`` carries them over when the
+mask is the one the report describes (same digest); a mask changed since, or a report that
+does not identify its masks, carries nothing over and says why.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_nerve.biomarkers.postprocess import REPORT_NAME
+from nnunet_nerve.errors import NerveError
+
+#: Why nothing was carried over, per case.
+CHANGED = ("the mask differs from the one post-processing wrote (changed since); the slices it interpolated are "
+           "not known and count as measured")
+UNIDENTIFIED = ("the report does not identify its masks (no mask_sha256: an older nnunet-nerve); the slices it "
+                "interpolated are not carried over")
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """sha256 of a binary mask: its shape (z, y, x) and its voxels (nonzero = 1, C order,
+    bit-packed). The same for the same voxels in any file format or data type."""
+    mask = np.asarray(mask)
+    digest = hashlib.sha256(("x".join(map(str, mask.shape)) + ";").encode())
+    digest.update(np.packbits(mask != 0, axis=None).tobytes())
+    return digest.hexdigest()
+
+
+def interpolation_record(mask_path, mask: np.ndarray) -> "dict | None":
+    """The entry for ``mask_path`` of a ``REPORT_NAME`` beside it: None without a report or
+    without an entry for the file; else {"report": path, "slices": interpolated slices carried
+    over, "note": None, or why none were}. A report that is not valid JSON, or whose entry's
+    ``filled_slices`` are not slice indices of this mask, is refused (NerveError)."""
+    report = Path(mask_path).parent / REPORT_NAME
+    if not report.is_file():
+        return None
+    try:
+        files = json.loads(report.read_text())["files"]
+        entry = files.get(Path(mask_path).name) if isinstance(files, dict) else None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise NerveError(f"{report}: not a readable post-processing report ({type(exc).__name__}: {exc}); "
+                         "restore it or remove it") from None
+    if entry is None:
+        return None
+    slices = entry.get("filled_slices") if isinstance(entry, dict) else None
+    if not isinstance(slices, list) or not all(isinstance(z, int) and not isinstance(z, bool)
+                                               and 0 <= z < mask.shape[0] for z in slices):
+        raise NerveError(f"{report}: {Path(mask_path).name}: filled_slices {slices!r} are not slice indices of the "
+                         f"mask (0-{mask.shape[0] - 1}); restore the report or remove it")
+    record = {"report": str(report.resolve()), "slices": [], "note": None}
+    if "mask_sha256" not in entry:
+        record["note"] = UNIDENTIFIED
+    elif entry["mask_sha256"] != mask_digest(mask):
+        record["note"] = CHANGED
+    else:
+        record["slices"] = sorted(set(slices))
+    return record
