@@ -171,8 +171,13 @@ def _without_specks(slice_mask: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(slice_mask, structure=_STRUCTURE_2D)
     if n == 0:
         return slice_mask
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)
-    return (sizes >= SPECK_PIXELS)[lab] & slice_mask
+    return _non_speck_pixels(lab, np.bincount(lab.ravel(), minlength=n + 1))
+
+
+def _non_speck_pixels(lab: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The pixels of a slice's 2D labelling ``lab`` (pieces' ``sizes`` by label) in pieces
+    that are not specks."""
+    return (sizes >= SPECK_PIXELS)[lab] & (lab > 0)
 
 
 def _pieces_by_slice(mask: np.ndarray, comp: np.ndarray, spacing_yx) -> dict:
@@ -385,13 +390,14 @@ def _postprocess_to_fixed_point(mask: np.ndarray, spacing_zyx: Sequence[float], 
     current, removed, filled = mask, [], np.zeros_like(mask)
     for passes in range(1, MAX_PASSES + 1):
         step = _postprocess_pass(current, spacing_zyx, rule)
+        if passes == 1:
+            comp, n = step.components, step.n_components
         if np.array_equal(step.mask, current):
             break
         removed += step.removed
         filled |= step.filled
         current = step.mask
     filled &= current
-    comp, n = ndimage.label(mask, structure=_STRUCTURE_3D)
     return PostprocessResult(current, components=n, kept_components=int(np.unique(comp[current & mask]).size),
                              removed_voxels=int((mask & ~current).sum()),
                              filled_slices=[int(z) for z in np.flatnonzero(filled.reshape(len(filled), -1).any(axis=1))],
@@ -402,19 +408,22 @@ def _postprocess_to_fixed_point(mask: np.ndarray, spacing_zyx: Sequence[float], 
 @dataclass
 class _Pass:
     """One pass of steps 1-6: the mask after it, its ``removed`` entries, the main tube's
-    z-extent, and the voxels it interpolated into gaps (not in the kept components before)."""
+    z-extent, the voxels it interpolated into gaps (not in the kept components before), and
+    the 3D components of its input (labels, count)."""
 
     mask: np.ndarray
     removed: list
     main_extent_slices: int
     filled: np.ndarray
+    components: np.ndarray
+    n_components: int
 
 
 def _postprocess_pass(mask: np.ndarray, spacing_zyx: Sequence[float], rule: PostprocessRule) -> _Pass:
     sz, sy, sx = (float(s) for s in spacing_zyx)
     comp, n = ndimage.label(mask, structure=_STRUCTURE_3D)
     if n == 0:
-        return _Pass(mask.copy(), [], 0, np.zeros_like(mask))
+        return _Pass(mask.copy(), [], 0, np.zeros_like(mask), comp, 0)
     objects = ndimage.find_objects(comp)
     zranges = {i + 1: (obj[0].start, obj[0].stop - 1) for i, obj in enumerate(objects)}
     sizes = np.bincount(comp.ravel(), minlength=n + 1)
@@ -463,7 +472,7 @@ def _postprocess_pass(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Post
             out[z] |= fill
     side = _remove_side_pieces(out, rule.side_piece_fraction)
     side += _remove_floating_tracks(out, rule.min_extent_fraction)
-    return _Pass(out, removed + side, int(extent[main]), filled)
+    return _Pass(out, removed + side, int(extent[main]), filled, comp, n)
 
 
 def _tracks(pieces: list, labels: dict, grown: bool) -> list:
@@ -529,7 +538,7 @@ def _remove_floating_tracks(out: np.ndarray, fraction: float) -> list:
     for z in (int(z) for z in present):
         lab, n = ndimage.label(out[z], structure=_STRUCTURE_2D)
         areas = np.bincount(lab.ravel(), minlength=n + 1)
-        labels[z], solid[z] = lab, (areas >= SPECK_PIXELS)[lab] & out[z]
+        labels[z], solid[z] = lab, _non_speck_pixels(lab, areas)
         largest = int(np.argmax(areas[1:])) + 1
         pieces += [(z, i, int(areas[i])) for i in range(1, n + 1) if i != largest and areas[i] >= SPECK_PIXELS]
     tracks = _tracks(pieces, labels, grown=False)
