@@ -114,7 +114,8 @@ def test_biomarkers_of_a_postprocessed_folder_keep_its_interpolated_slices(tmp_p
     normal one, so they are above threshold too. Interpolated, they are no evidence and there
     is no lesion. ``biomarkers`` of ``postprocess``'s output folder fills nothing (already
     filled) but reads postprocessing_nerve.json beside the mask: still slices 20-21
-    interpolated and no lesion (counted as measured, they made a lesion (19, 20)). The same
+    interpolated and no lesion (counted as measured, they made a lesion (19, 20)), also after
+    a second ``postprocess`` of that folder, whose report carries them on. The same
     mask changed since (one voxel) carries nothing over and says so; a damaged report is
     refused with one error line naming it."""
     from conftest import read_csv
@@ -148,6 +149,13 @@ def test_biomarkers_of_a_postprocessed_folder_keep_its_interpolated_slices(tmp_p
         assert "2 slice(s) interpolated by an earlier post-processing" in printed
         assert interpolated == [20, 21] and summary["lesion"]["segments"] == [], name
     assert summary["mask_used"] == "raw (not post-processed)"
+    # post-processed again into another folder: nothing filled, the earlier slices carried on
+    again = tmp_path / "pp_again"
+    run([script("nnunet-nerve"), "postprocess", str(pp), str(again)])
+    entry = json.loads((again / REPORT_NAME).read_text())["files"]["case.nii.gz"]
+    assert entry["filled_slices"] == [] and entry["interpolated_slices"] == [20, 21]
+    _, summary, interpolated = measured(again / "case.nii.gz", "of_pp_again")
+    assert interpolated == [20, 21] and summary["lesion"]["segments"] == []
 
     changed = sitk.ReadImage(str(pp / "case.nii.gz"))
     array = sitk.GetArrayFromImage(changed)
@@ -186,7 +194,8 @@ def test_a_report_identifies_its_masks_by_their_voxels(tmp_path):
     report.write_text(json.dumps({"files": {"case.nii.gz": {"filled_slices": [1]}}}))
     assert interpolation_record(tmp_path / "other.nii.gz", mask) is None
     assert interpolation_record(tmp_path / "case.nii.gz", mask)["note"] == UNIDENTIFIED
-    report.write_text(json.dumps({"files": {"case.nii.gz": {"filled_slices": [4], "mask_sha256": mask_digest(mask)}}}))
+    report.write_text(json.dumps({"files": {"case.nii.gz": {"interpolated_slices": [4],
+                                                            "mask_sha256": mask_digest(mask)}}}))
     with pytest.raises(NerveError, match="not slice indices of the mask"):
         interpolation_record(tmp_path / "case.nii.gz", mask)
 

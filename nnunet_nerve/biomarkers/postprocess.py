@@ -564,16 +564,20 @@ def _remove_floating_tracks(out: np.ndarray, fraction: float) -> list:
 # ----------------------------------------------------------------------------- files
 
 def _postprocess_image(path: Path, rule: PostprocessRule):
-    """(output SimpleITK image, result) for one mask file."""
+    """(output SimpleITK image, result, the input's ``postprocess_record.interpolation_record``)
+    for one mask file."""
     import SimpleITK as sitk
 
+    from nnunet_nerve.biomarkers.postprocess_record import interpolation_record
     from nnunet_nerve.io.images import read_volume, spacing_zyx
 
     image = read_volume(path, "mask")
-    result = postprocess_nerve(binary_mask(sitk.GetArrayFromImage(image), str(path)), spacing_zyx(image), rule)
+    mask = binary_mask(sitk.GetArrayFromImage(image), str(path))
+    earlier = interpolation_record(path, mask)
+    result = postprocess_nerve(mask, spacing_zyx(image), rule)
     out = sitk.GetImageFromArray(result.mask.astype(np.uint8))
     out.CopyInformation(image)
-    return out, result
+    return out, result, earlier
 
 
 def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False
@@ -586,7 +590,7 @@ def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(
     if not has_image_suffix(out_path) or Path(out_path).is_dir():
         raise NerveError(f"{out_path}: the output must be a file ending in {', '.join(IMAGE_SUFFIXES)} (formats that "
                          "hold a 3D mask with its spacing)")
-    out, result = _postprocess_image(Path(in_path), rule)
+    out, result, _ = _postprocess_image(Path(in_path), rule)
     with atomic_file(out_path, overwrite) as tmp:
         write_image(out, tmp)
     return result
@@ -597,10 +601,10 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     """Post-process every mask file directly in ``in_dir`` (e.g. nnUNetv2_predict's output)
     into ``out_dir``, built atomically. The folder's .json files (dataset.json, plans.json,
     ...) are copied so that the result is a drop-in prediction folder; ``REPORT_NAME``
-    records what changed per file and the digest of the mask written (``mask_sha256``:
-    ``postprocess_record``, so that a later ``biomarkers`` knows its interpolated slices).
+    records per file what changed, the digest of the mask written and its interpolated slices,
+    also those an earlier post-processing recorded beside the input (``postprocess_record``).
     Returns that report."""
-    from nnunet_nerve.biomarkers.postprocess_record import mask_digest
+    from nnunet_nerve.biomarkers.postprocess_record import report_entry
     from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
     from nnunet_nerve.io.images import has_image_suffix, write_image
 
@@ -612,9 +616,9 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     report = {"rule": asdict(rule), "files": {}}
     with atomic_directory(out_dir, overwrite) as tmp:
         for i, path in enumerate(files, 1):
-            out, result = _postprocess_image(path, rule)
+            out, result, earlier = _postprocess_image(path, rule)
             write_image(out, tmp / path.name)
-            report["files"][path.name] = {**result.as_dict(), "mask_sha256": mask_digest(result.mask)}
+            report["files"][path.name] = report_entry(result, earlier)
             if log:
                 log(f"[{i}/{len(files)}] {path.name}: {summary_line(result)}")
         for extra in sorted(in_dir.glob("*.json")):

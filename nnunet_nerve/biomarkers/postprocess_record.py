@@ -1,12 +1,14 @@
 """What a post-processed folder's report (``postprocessing_nerve.json``) tells a later step.
 
-``postprocess`` on a folder records per file the slices it interpolated over a gap
-(``filled_slices``) and the digest of the mask it wrote (``mask_sha256``, ``mask_digest``).
-Post-processing is idempotent, so a mask measured again (``biomarkers --masks <that
-folder>``) is not filled again, and without the report its interpolated slices would count
-as measured ones, evidence for a lesion. ``interpolation_record`` carries them over when the
-mask is the one the report describes (same digest); a mask changed since, or a report that
-does not identify its masks, carries nothing over and says why.
+``postprocess`` on a folder records per file (``report_entry``) the slices it interpolated
+over a gap (``filled_slices``), the digest of the mask it wrote (``mask_sha256``,
+``mask_digest``) and ``interpolated_slices``: the written mask's slices holding voxels
+interpolated by this run or by an earlier one recorded beside its input. Post-processing is
+idempotent, so a mask measured again (``biomarkers --masks <that folder>``) is not filled
+again, and without the report its interpolated slices would count as measured ones, evidence
+for a lesion. ``interpolation_record`` carries them over when the mask is the one the report
+describes (same digest); a mask changed since, or a report that does not identify its masks,
+carries nothing over and says why.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from nnunet_nerve.errors import NerveError
 #: Why nothing was carried over, per case.
 CHANGED = ("the mask differs from the one post-processing wrote (changed since); the slices it interpolated are "
            "not known and count as measured")
-UNIDENTIFIED = ("the report does not identify its masks (no mask_sha256: an older nnunet-nerve); the slices it "
-                "interpolated are not carried over")
+UNIDENTIFIED = ("the report does not identify its masks (no mask_sha256 and interpolated_slices: an older "
+                "nnunet-nerve); the slices it interpolated are not carried over")
 
 
 def mask_digest(mask: np.ndarray) -> str:
@@ -35,11 +37,22 @@ def mask_digest(mask: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def report_entry(result, earlier: "dict | None") -> dict:
+    """A folder report's entry for one written mask: ``result.as_dict()`` (a
+    ``PostprocessResult``), ``mask_sha256`` of its mask, ``interpolated_slices`` (this run's
+    ``filled_slices`` and ``earlier``'s slices that still hold mask) and ``earlier_postprocessing``
+    (``earlier``: ``interpolation_record`` of the input)."""
+    mask = result.mask
+    still = {z for z in (earlier["slices"] if earlier else ()) if mask[z].any()}
+    return {**result.as_dict(), "mask_sha256": mask_digest(mask),
+            "interpolated_slices": sorted(still | set(result.filled_slices)), "earlier_postprocessing": earlier}
+
+
 def interpolation_record(mask_path, mask: np.ndarray) -> "dict | None":
     """The entry for ``mask_path`` of a ``REPORT_NAME`` beside it: None without a report or
     without an entry for the file; else {"report": path, "slices": interpolated slices carried
     over, "note": None, or why none were}. A report that is not valid JSON, or whose entry's
-    ``filled_slices`` are not slice indices of this mask, is refused (NerveError)."""
+    ``interpolated_slices`` are not slice indices of this mask, is refused (NerveError)."""
     report = Path(mask_path).parent / REPORT_NAME
     if not report.is_file():
         return None
@@ -51,15 +64,19 @@ def interpolation_record(mask_path, mask: np.ndarray) -> "dict | None":
                          "restore it or remove it") from None
     if entry is None:
         return None
-    slices = entry.get("filled_slices") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict):
+        raise NerveError(f"{report}: the entry for {Path(mask_path).name} is not an object; restore the report or "
+                         "remove it")
+    record = {"report": str(report.resolve()), "slices": [], "note": None}
+    if "mask_sha256" not in entry or "interpolated_slices" not in entry:
+        record["note"] = UNIDENTIFIED
+        return record
+    slices = entry["interpolated_slices"]
     if not isinstance(slices, list) or not all(isinstance(z, int) and not isinstance(z, bool)
                                                and 0 <= z < mask.shape[0] for z in slices):
-        raise NerveError(f"{report}: {Path(mask_path).name}: filled_slices {slices!r} are not slice indices of the "
-                         f"mask (0-{mask.shape[0] - 1}); restore the report or remove it")
-    record = {"report": str(report.resolve()), "slices": [], "note": None}
-    if "mask_sha256" not in entry:
-        record["note"] = UNIDENTIFIED
-    elif entry["mask_sha256"] != mask_digest(mask):
+        raise NerveError(f"{report}: {Path(mask_path).name}: interpolated_slices {slices!r} are not slice indices "
+                         f"of the mask (0-{mask.shape[0] - 1}); restore the report or remove it")
+    if entry["mask_sha256"] != mask_digest(mask):
         record["note"] = CHANGED
     else:
         record["slices"] = sorted(set(slices))
