@@ -267,6 +267,29 @@ def test_single_slice_outlier_is_not_a_lesion():
     assert lesion["segments"] == [] and lesion["burden"] == 0 and lesion["isolated_slices"] == [17]
 
 
+def test_stability_benchmark_counts_misses_that_are_right_by_the_truth():
+    """A focal lesion at slices 10-13 (truth) whose consensus found (8, 12): a noisy mask with
+    (10, 12) misses the consensus but has both ends within one slice of the truth (counted);
+    (8, 12) is the consensus's (no miss); (5, 7) misses both; an extended lesion's miss is
+    not a focal one. The seeds table's last column: 1 of the 3 misses."""
+    bench = import_benchmark("bench_biomarker_stability")
+
+    def mask(segments):
+        measured = {"csa_error": 0.0, "volume_error": 0.0, "csa_errors": [0.0],
+                    "segments": {"own": segments, "normative": segments}}
+        return {mode: measured for mode in bench.MODES}
+
+    focal = {"cohort": "patient", "lesion": "focal", "truth": (10, 13),
+             "consensus": {"own": [(8, 12)], "normative": [(8, 12)]},
+             "variants": [mask([(10, 12)]), mask([(8, 12)]), mask([(5, 7)])]}
+    extended = {"cohort": "patient", "lesion": "extended", "truth": (0, 19),
+                "consensus": {"own": [], "normative": [(0, 19)]}, "variants": [mask([(3, 9)])]}
+    figures = bench.stability([focal, extended], "post-processed")
+    assert figures["same"]["own"] == 1 and figures["misses_true_ends"] == 1
+    row = bench.seeds_table([{"seed": 0, "cases": [focal, extended]}]).splitlines()[2]
+    assert row.endswith("| 1 of 3 |")
+
+
 @pytest.mark.benchmark_script
 def test_stability_benchmark_runs_and_post_processing_is_what_makes_it_stable():
     """A small run of benchmarks/bench_biomarker_stability.py (docs/biomarkers.md quotes its full run)."""
