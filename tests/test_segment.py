@@ -90,7 +90,7 @@ def test_dicom_series_to_seg_nifti_biomarkers_and_report(trained, dicom_series, 
     out = tmp_path / "out"
     lines = []
     result = segment(dicom_series, out, trained.model, log=lines.append)
-    assert sorted(result.paths) == ["biomarkers", "dicom_seg", "record", "report", "segmentation"]
+    assert sorted(result.paths) == ["biomarkers", "dicom_seg", "postprocessing", "record", "report", "segmentation"]
     assert {p.name for p in out.iterdir()} == {p.name for p in result.paths.values()}
     assert all(p.exists() for p in result.paths.values())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left behind"

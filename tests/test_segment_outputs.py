@@ -31,8 +31,10 @@ def scan_and_mask(tmp_path):
 
 def test_slices_filled_by_postprocessing_are_marked_interpolated(scan_and_mask, tmp_path):
     """A missed slice (4) in the tube: post-processing fills it, and the biomarkers' slices.csv
-    marks it (and only it) interpolated, as `nnunet-nerve biomarkers` does."""
+    marks it (and only it) interpolated, as `nnunet-nerve biomarkers` does; OUT's
+    postprocessing_nerve.json records it, so `biomarkers` of segmentation.nii.gz marks it too."""
     from conftest import read_csv
+    from nnunet_nerve.biomarkers.measures import biomarkers_from_files
     from nnunet_nerve.segmentation.segment import segment_from_prediction
 
     scan, mask = scan_and_mask
@@ -40,6 +42,10 @@ def test_slices_filled_by_postprocessing_are_marked_interpolated(scan_and_mask, 
     result = segment_from_prediction(scan, mask, tmp_path / "out", MODEL_INFO)
     rows = read_csv(result.paths["biomarkers"] / "slices.csv")
     assert [int(r["slice"]) for r in rows if r["interpolated"] in ("True", "true", "1")] == [4]
+    again = biomarkers_from_files(scan.path, result.paths["segmentation"])
+    assert again.summary["postprocessing"]["filled_slices"] == []
+    assert again.summary["earlier_postprocessing"]["slices"] == [4]
+    assert [r["slice"] for r in again.slices if r["interpolated"]] == [4]
 
 def test_paths_returned_are_the_files_written(scan_and_mask, tmp_path):
     from nnunet_nerve.segmentation.segment import segment_from_prediction
@@ -48,7 +54,7 @@ def test_paths_returned_are_the_files_written(scan_and_mask, tmp_path):
     out = tmp_path / "out"
     result = segment_from_prediction(scan, mask, out, MODEL_INFO)
     assert {p.name for p in out.iterdir()} == {p.name for p in result.paths.values()}
-    assert set(result.paths) == {"segmentation", "dicom_seg", "biomarkers", "report", "record"}
+    assert set(result.paths) == {"segmentation", "dicom_seg", "biomarkers", "report", "record", "postprocessing"}
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(result.paths["segmentation"])))
     assert written.sum() == 7 * 16 and written[3, 2:4, 25:27].sum() == 0
     record = json.loads(result.paths["record"].read_text())

@@ -15,8 +15,10 @@ Stages (each timed; the times go into the report and segment.json):
 
 OUT holds ``segmentation.nii.gz`` (uint8 0/1 on the input's grid), ``segmentation.dcm`` (DICOM
 input only), ``biomarkers/`` (slices.csv, summary.json, profile.png, mip.png; reference.json
-with a normative reference), ``report.html`` and ``segment.json`` (input, model, stage
-times, quality flags, outputs). Everything is checked (OUT, the model folder, the input)
+with a normative reference), ``report.html``, ``segment.json`` (input, model, stage
+times, quality flags, outputs) and, when post-processing ran, ``postprocessing_nerve.json``
+(as ``postprocess`` writes for a folder: ``postprocess_record``), so that measuring
+segmentation.nii.gz again knows the slices post-processing interpolated. Everything is checked (OUT, the model folder, the input)
 before any prediction, written into a temporary sibling of OUT and moved into place at the
 end; OUT is replaced only with ``overwrite`` and may never be, contain or lie inside an input.
 """
@@ -290,6 +292,12 @@ def _write_segmentation(tmp: Path, source: ScanInput, mask, model_info: dict, pp
     algorithm = Algorithm(trainer=model_info["trainer"], configuration=model_info["configuration"],
                           folds=tuple(model_info["folds"]), plans=model_info["plans"], postprocessed=pp is not None)
     written = write_masks(tmp, source, mask, algorithm)
+    if pp is not None:
+        from nnunet_nerve.biomarkers.postprocess import REPORT_NAME as POSTPROCESSING_NAME
+        from nnunet_nerve.biomarkers.postprocess_record import report_entry
+
+        write_json(tmp / POSTPROCESSING_NAME, {"rule": pp.rule, "files": {NIFTI_NAME: report_entry(pp, None)}})
+        written["postprocessing"] = Path(POSTPROCESSING_NAME)
     biomarkers.summary = {"image": str(source.path.resolve()), "mask": NIFTI_NAME, "side": side,
                           "postprocessing": pp.as_dict() if pp else None, **biomarkers.summary}
     (tmp / BIOMARKERS_DIR).mkdir()
