@@ -18,9 +18,10 @@ input only), ``biomarkers/`` (slices.csv, summary.json, profile.png, mip.png; re
 with a normative reference), ``report.html``, ``segment.json`` (input, model, stage
 times, quality flags, outputs) and, when post-processing ran, ``postprocessing_nerve.json``
 (as ``postprocess`` writes for a folder: ``postprocess_record``), so that measuring
-segmentation.nii.gz again knows the slices post-processing interpolated. Everything is checked (OUT, the model folder, the input)
-before any prediction, written into a temporary sibling of OUT and moved into place at the
-end; OUT is replaced only with ``overwrite`` and may never be, contain or lie inside an input.
+segmentation.nii.gz again knows the slices post-processing interpolated. Everything is
+checked (OUT, the model folder, the input) before any prediction, written into a temporary
+sibling of OUT and moved into place at the end; OUT is replaced only with ``overwrite`` and
+may never be, contain or lie inside an input.
 """
 from __future__ import annotations
 

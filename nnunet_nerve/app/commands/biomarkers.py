@@ -17,9 +17,10 @@ def add_parsers(sub) -> None:
                     "normalised T2 signal; per scan: volume, length, mean/max CSA and lesion burden, each part "
                     "judged against a reference of the same part. The mask is post-processed first (as `postprocess` "
                     "does) unless --no-postprocess; output and summary.json say which mask was measured and what "
-                    "post-processing removed (a mask written by `postprocess` into a folder keeps the slices it interpolated, from "
-                    "postprocessing_nerve.json beside it). Writes slices.csv, summary.json, profile.png and mip.png per scan "
-                    "(definitions: docs/biomarkers.md). One scan: --image T2 --mask SEG --out DIR. A batch: "
+                    "post-processing removed (a mask that `postprocess` or `segment` wrote keeps the slices they "
+                    "interpolated: postprocessing_nerve.json beside it). Writes slices.csv, summary.json, profile.png "
+                    "and mip.png per scan (definitions: docs/biomarkers.md). One scan: --image T2 --mask SEG "
+                    "--out DIR. A batch: "
                     "--masks FOLDER --dataset DIR_OR_ID --out DIR (one sub-folder per case and cases.csv).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     one = p.add_argument_group("one scan")

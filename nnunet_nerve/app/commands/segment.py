@@ -17,8 +17,8 @@ def add_parsers(sub) -> None:
                     "image) with a trained nnU-Net model folder through nnU-Net's own predictor (the result of "
                     "nnUNetv2_predict), apply the physiological post-processing, compute the biomarkers and write "
                     "OUT/segmentation.nii.gz, OUT/segmentation.dcm (DICOM SEG, for DICOM input), OUT/biomarkers/, "
-                    "OUT/report.html, OUT/segment.json and OUT/postprocessing_nerve.json (what post-processing changed; "
-                    "details: docs/segment.md).",
+                    "OUT/report.html, OUT/segment.json and OUT/postprocessing_nerve.json (what post-processing "
+                    "changed; details: docs/segment.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("input", metavar="INPUT", help="a folder holding one DICOM series, or an image file")
     p.add_argument("output", metavar="OUT", help="output folder (must not exist unless --overwrite)")
