@@ -117,7 +117,8 @@ def test_biomarkers_of_a_postprocessed_folder_keep_its_interpolated_slices(tmp_p
     interpolated and no lesion (counted as measured, they made a lesion (19, 20)), also after
     a second ``postprocess`` of that folder, whose report carries them on. The same
     mask changed since (one voxel) carries nothing over and says so; a damaged report is
-    refused with one error line naming it."""
+    refused with one error line naming it (by biomarkers and by postprocess of the folder; a
+    single file post-processed on its own does not read it)."""
     from conftest import read_csv
 
     nerve = tube((24, 24), 3.0)
@@ -169,11 +170,14 @@ def test_biomarkers_of_a_postprocessed_folder_keep_its_interpolated_slices(tmp_p
         == [(19, 20)]
 
     (pp / REPORT_NAME).write_text((pp / REPORT_NAME).read_text()[:200])
-    proc = run([script("nnunet-nerve"), "biomarkers", "--image", image, "--mask", str(pp / "case.nii.gz"),
-                "--out", str(tmp_path / "damaged")], check=False)
-    assert proc.returncode == 2 and not (tmp_path / "damaged").exists()
-    assert proc.stderr.strip().count("\n") == 0 and f"{pp / REPORT_NAME}: not a readable post-processing report" \
-        in proc.stderr
+    for command in (["biomarkers", "--image", image, "--mask", str(pp / "case.nii.gz"), "--out"],
+                    ["postprocess", str(pp)]):
+        proc = run([script("nnunet-nerve"), *command, str(tmp_path / "damaged")], check=False)
+        assert proc.returncode == 2 and not (tmp_path / "damaged").exists()
+        assert proc.stderr.strip().count("\n") == 0 and f"{pp / REPORT_NAME}: not a readable post-processing " \
+            "report" in proc.stderr
+    # a single file post-processed on its own does not read the report beside it
+    run([script("nnunet-nerve"), "postprocess", str(pp / "case.nii.gz"), str(tmp_path / "single.nii.gz")])
 
 
 def test_a_report_identifies_its_masks_by_their_voxels(tmp_path):

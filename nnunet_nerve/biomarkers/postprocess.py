@@ -563,9 +563,9 @@ def _remove_floating_tracks(out: np.ndarray, fraction: float) -> list:
 
 # ----------------------------------------------------------------------------- files
 
-def _postprocess_image(path: Path, rule: PostprocessRule):
-    """(output SimpleITK image, result, the input's ``postprocess_record.interpolation_record``)
-    for one mask file."""
+def _postprocess_image(path: Path, rule: PostprocessRule, earlier: bool = False):
+    """(output SimpleITK image, result, the input's ``postprocess_record.interpolation_record``
+    when ``earlier``, else None) for one mask file."""
     import SimpleITK as sitk
 
     from nnunet_nerve.biomarkers.postprocess_record import interpolation_record
@@ -573,11 +573,11 @@ def _postprocess_image(path: Path, rule: PostprocessRule):
 
     image = read_volume(path, "mask")
     mask = binary_mask(sitk.GetArrayFromImage(image), str(path))
-    earlier = interpolation_record(path, mask)
+    record = interpolation_record(path, mask) if earlier else None
     result = postprocess_nerve(mask, spacing_zyx(image), rule)
     out = sitk.GetImageFromArray(result.mask.astype(np.uint8))
     out.CopyInformation(image)
-    return out, result, earlier
+    return out, result, record
 
 
 def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False
@@ -616,7 +616,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     report = {"rule": asdict(rule), "files": {}}
     with atomic_directory(out_dir, overwrite) as tmp:
         for i, path in enumerate(files, 1):
-            out, result, earlier = _postprocess_image(path, rule)
+            out, result, earlier = _postprocess_image(path, rule, earlier=True)
             write_image(out, tmp / path.name)
             report["files"][path.name] = report_entry(result, earlier)
             if log:
