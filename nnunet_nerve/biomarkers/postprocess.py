@@ -604,7 +604,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     records per file what changed, the digest of the mask written and its interpolated slices,
     also those an earlier post-processing recorded beside the input (``postprocess_record``).
     Returns that report."""
-    from nnunet_nerve.biomarkers.postprocess_record import report_entry
+    from nnunet_nerve.biomarkers.postprocess_record import folder_report, report_entry
     from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
     from nnunet_nerve.io.images import has_image_suffix, write_image
 
@@ -613,7 +613,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and has_image_suffix(p.name))
     if not files:
         raise NerveError(f"{in_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
-    report = {"rule": asdict(rule), "files": {}}
+    report = folder_report(asdict(rule), {})
     with atomic_directory(out_dir, overwrite) as tmp:
         for i, path in enumerate(files, 1):
             out, result, earlier = _postprocess_image(path, rule, earlier=True)

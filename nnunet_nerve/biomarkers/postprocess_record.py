@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,12 @@ def mask_digest(mask: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def folder_report(rule: dict, files: dict) -> dict:
+    """The document written as ``REPORT_NAME``: the post-processing rule (``PostprocessRule``'s
+    fields) and {file name: ``report_entry``}."""
+    return {"rule": rule, "files": files}
+
+
 def report_entry(result, earlier: "dict | None") -> dict:
     """A folder report's entry for one written mask: ``result.as_dict()`` (a
     ``PostprocessResult``), ``mask_sha256`` of its mask, ``interpolated_slices`` (this run's
@@ -56,12 +63,8 @@ def interpolation_record(mask_path, mask: np.ndarray) -> "dict | None":
     report = Path(mask_path).parent / REPORT_NAME
     if not report.is_file():
         return None
-    try:
-        files = json.loads(report.read_text())["files"]
-        entry = files.get(Path(mask_path).name) if isinstance(files, dict) else None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise NerveError(f"{report}: not a readable post-processing report ({type(exc).__name__}: {exc}); "
-                         "restore it or remove it") from None
+    stat = report.stat()
+    entry = _report_files(str(report), stat.st_mtime_ns, stat.st_size).get(Path(mask_path).name)
     if entry is None:
         return None
     if not isinstance(entry, dict):
@@ -81,3 +84,16 @@ def interpolation_record(mask_path, mask: np.ndarray) -> "dict | None":
     else:
         record["slices"] = sorted(set(slices))
     return record
+
+
+@lru_cache(maxsize=4)
+def _report_files(report: str, mtime_ns: int, size: int) -> dict:
+    """The ``files`` of a report, parsed once per version of the file (a batch reads the same
+    report for every case; ``mtime_ns`` and ``size`` key the version). NerveError when it is
+    not a readable report."""
+    try:
+        files = json.loads(Path(report).read_text())["files"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise NerveError(f"{report}: not a readable post-processing report ({type(exc).__name__}: {exc}); "
+                         "restore it or remove it") from None
+    return files if isinstance(files, dict) else {}

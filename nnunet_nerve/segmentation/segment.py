@@ -295,9 +295,9 @@ def _write_segmentation(tmp: Path, source: ScanInput, mask, model_info: dict, pp
     written = write_masks(tmp, source, mask, algorithm)
     if pp is not None:
         from nnunet_nerve.biomarkers.postprocess import REPORT_NAME as POSTPROCESSING_NAME
-        from nnunet_nerve.biomarkers.postprocess_record import report_entry
+        from nnunet_nerve.biomarkers.postprocess_record import folder_report, report_entry
 
-        write_json(tmp / POSTPROCESSING_NAME, {"rule": pp.rule, "files": {NIFTI_NAME: report_entry(pp, None)}})
+        write_json(tmp / POSTPROCESSING_NAME, folder_report(pp.rule, {NIFTI_NAME: report_entry(pp, None)}))
         written["postprocessing"] = Path(POSTPROCESSING_NAME)
     biomarkers.summary = {"image": str(source.path.resolve()), "mask": NIFTI_NAME, "side": side,
                           "postprocessing": pp.as_dict() if pp else None, **biomarkers.summary}
