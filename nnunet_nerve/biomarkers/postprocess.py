@@ -20,10 +20,9 @@ spacing in mm:
    missed junction slice). A piece that continues in the gap's direction may still be
    bridged to one that ends, when the two belong to different 3D components (a branch that
    lost its junction) and the ending piece's group (its component and those bridged to it
-   over gaps where both ends are open) runs on, away from the gap, to within
-   ``max_gap_slices`` of where the continuing piece's group ends: a branch runs on as far
-   as the nerve does, a vein-like blob facing the nerve (say a lesion-thickened one) ends
-   well before it.
+   over gaps where both ends are open) runs on, away from the gap, at least as far as the
+   continuing piece's group: a branch runs on as far as the nerve does, a vein-like blob
+   facing the nerve (say a lesion-thickened one) ends before it, if only by a slice.
    The slices between get the shape-based interpolation of the two pieces: both moved to
    the linearly interpolated centroid, voxels where the linear blend of their signed
    distance maps (mm, negative inside) is negative.
@@ -272,9 +271,8 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
     piece upwards (two-sided), or one of them does and they belong to different 3D components
     (one-sided: a branch that lost its junction). A branch runs on from its junction as far as
     the nerve does, so a one-sided bridge is made only when the ending piece's group (its
-    component with those bridged to it two-sidedly) reaches, away from the gap, to within
-    max_gap slices of where the continuing piece's group ends: a vein-like blob facing the
-    nerve ends well before it."""
+    component with those bridged to it two-sidedly) reaches, away from the gap, at least as
+    far as the continuing piece's group: a vein-like blob facing the nerve ends before it."""
     pieces = _pieces_by_slice(mask, comp, spacing_yx)
     # centroids and radii per slice, so that the facing test of one piece against a slice is one
     # array operation (a noisy mask holds thousands of pieces: pairwise calls took minutes)
@@ -316,11 +314,11 @@ def _find_bridges(mask: np.ndarray, comp: np.ndarray, rule: PostprocessRule, spa
             first[g], last[g] = min(first[g], obj[0].start), max(last[g], obj[0].stop - 1)
 
     def reaches_as_far(lo: _Piece, up: _Piece) -> bool:
-        """The ending piece's group extends, away from the gap, as far as the continuing one's (within max_gap)."""
+        """The ending piece's group extends, away from the gap, at least as far as the continuing one's."""
         a, b = group_of[lo.component], group_of[up.component]
         if up.up:      # the piece after the gap (higher z) starts there; it must run on towards higher z
-            return last[b] >= last[a] - rule.max_gap_slices
-        return first[a] <= first[b] + rule.max_gap_slices      # the piece before the gap ends there
+            return last[b] >= last[a]
+        return first[a] <= first[b]      # the piece before the gap ends there
 
     def joinable(lo: _Piece, up: _Piece) -> bool:
         if lo.down and up.up:
