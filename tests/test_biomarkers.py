@@ -477,3 +477,17 @@ def test_real_mask_on_another_real_grid_is_refused(tmp_path, shared_data):
     assert proc.returncode == 2
     assert "t2s_uncropped_gmseg_manual.nii.gz: mask is not on the image's grid" in proc.stderr
     assert not out.exists()
+
+
+def test_an_image_without_reference_tissue_gives_no_signal_and_no_plotting_warning(tmp_path):
+    """An "image" holding only two values (here the mask itself) has no middle intensity class,
+    so no slice has a signal reference: every signal column is empty, the scan is still
+    measured, and profile.png says why instead of matplotlib warning on stderr about a legend
+    without entries."""
+    nerve = tube((24, 24), 3.0)
+    image, mask_path = scan(tmp_path, nerve, image=nerve.astype(np.uint8))
+    done = cli("biomarkers", "--image", image, "--mask", mask_path, "--out", tmp_path / "out")
+    assert "Warning" not in done.stderr and "legend" not in done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["signal_mean_norm"]["mean"] is None and summary["volume_mm3"] > 0
+    assert (tmp_path / "out" / "profile.png").stat().st_size > 0

@@ -132,10 +132,13 @@ def plot_profile(path, result: NerveBiomarkers, title: str = "", overwrite: bool
                     ax_sig.axhline(ref["signal_threshold"], ls="--", color=BRANCH_COLOURS[part], lw=1,
                                    label=f"{part} signal threshold")
         else:
-            ax_sig.text(0.5, 0.5, "no image: no signal", ha="center", va="center", transform=ax_sig.transAxes)
+            no_signal = ("no reference tissue (the image's middle intensity class) for the signal"
+                         if result.summary["settings"]["signal_reference"] else "no image: no signal")
+            ax_sig.text(0.5, 0.5, no_signal, ha="center", va="center", transform=ax_sig.transAxes)
         for ax in (ax_csa, ax_sig):
             _shade_lesions(ax, result)
-            ax.legend(fontsize=7, loc="best")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="best")
             ax.grid(alpha=0.3)
     ax_csa.set_ylabel("CSA (mm²)")
     ax_sig.set_ylabel("signal / reference")
