@@ -1,5 +1,6 @@
 """Damaged or incomplete image files are refused, never read as zeros (#13): real files written
-with SimpleITK, cut or corrupted with Python, read through ``io.images.read_image`` and through
+with SimpleITK, cut or corrupted with Python, or holding NaN voxels (which ITK's NIfTI reader
+alone reads as 0), read through ``io.images.read_image`` and through
 the verbs (`check`, `convert`, `evaluate`, `biomarkers`, `postprocess` in subprocesses; `segment`'s
 input reader), each giving one `error:` line naming the file and writing nothing."""
 from __future__ import annotations
@@ -109,50 +110,67 @@ def test_real_nifti_headers_cut_are_refused(tmp_path, shared_data):
 
 # --- the verbs -----------------------------------------------------------------------------
 
-def _single_error(proc, path: Path) -> None:
-    """Exit 2 and exactly one `error:` line about ``path`` being damaged."""
+def nan_voxels(path: Path) -> None:
+    """Rewrite ``path`` as float32 with NaN in every non-zero voxel (a mask's nerve, all of an
+    image): ITK's NIfTI reader alone reads them as 0, the nerve as background."""
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array[array != 0] = np.nan
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(path))
+
+
+#: (how a file is damaged, what the error line says)
+DAMAGES = [(cut, DAMAGED), (nan_voxels, "NaN or infinite voxel values")]
+
+
+def _single_error(proc, path: Path, problem: str = DAMAGED) -> None:
+    """Exit 2 and exactly one `error:` line about ``path`` holding ``problem``."""
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if str(path) in ln]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and DAMAGED in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_check_and_convert_refuse_a_cut_image_or_mask(tmp_path, nnunet_env):
+@pytest.mark.parametrize("damage,problem", DAMAGES, ids=["cut", "nan"])
+def test_check_and_convert_refuse_a_damaged_image_or_mask(tmp_path, nnunet_env, damage, problem):
     root = make_registry(tmp_path / "reg", n=2)
     image = image_path(root, "sub-001", ".nii.gz")
     mask = mask_path(root, "sub-002", "BW")
-    cut(image)
-    cut(mask)
+    damage(image)
+    damage(mask)
     proc = run([script("nnunet-nerve"), "check", str(root)], env=nnunet_env, check=False)
-    _single_error(proc, image)
-    _single_error(proc, mask)
+    _single_error(proc, image, problem)
+    _single_error(proc, mask, problem)
     proc = run([script("nnunet-nerve"), "convert", str(root), "-d", "7", "--folds", "0"], env=nnunet_env,
                check=False)
-    _single_error(proc, image)
-    _single_error(proc, mask)  # a cut rater mask would change the consensus
+    _single_error(proc, image, problem)
+    _single_error(proc, mask, problem)  # a damaged rater mask would change the consensus
     assert not any(Path(nnunet_env["nnUNet_raw"]).iterdir())
 
 
-def test_evaluate_biomarkers_and_postprocess_refuse_a_cut_mask(tmp_path, nnunet_env):
+@pytest.mark.parametrize("damage,problem", DAMAGES, ids=["cut", "nan"])
+def test_evaluate_biomarkers_and_postprocess_refuse_a_damaged_mask(tmp_path, nnunet_env, damage, problem):
     root = make_registry(tmp_path / "reg", n=2)
     run([script("nnunet-nerve"), "convert", str(root), "-d", "7", "--folds", "0"], env=nnunet_env)
     dataset = next(Path(nnunet_env["nnUNet_raw"]).iterdir())
     pred = tmp_path / "pred"
     shutil.copytree(dataset / "labelsTr", pred)
     damaged = pred / "sub-002.nii.gz"
-    cut(damaged)
+    damage(damaged)
     out = tmp_path / "out"
     proc = run([script("nnunet-nerve"), "evaluate", "-d", str(dataset), "--pred", str(pred), "--out", str(out)],
                env=nnunet_env, check=False)
-    _single_error(proc, damaged)
+    _single_error(proc, damaged, problem)
     assert not out.exists()
     proc = run([script("nnunet-nerve"), "biomarkers", "--image", str(dataset / "imagesTr" / "sub-002_0000.nii.gz"),
                 "--mask", str(damaged), "--out", str(out)], env=nnunet_env, check=False)
-    _single_error(proc, damaged)
+    _single_error(proc, damaged, problem)
     assert not out.exists()
     out_file = tmp_path / "post.nii.gz"
     proc = run([script("nnunet-nerve"), "postprocess", str(damaged), str(out_file)], env=nnunet_env, check=False)
-    _single_error(proc, damaged)
+    _single_error(proc, damaged, problem)
     assert not out_file.exists()
 
 
@@ -175,7 +193,9 @@ def test_nan_count_of_an_uncompressed_float_nifti_named_nii_gz(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(array), str(plain))
     named = tmp_path / "image.nii.gz"
     shutil.copy(plain, named)
-    assert non_finite_count(read_image(named), named) == 2
+    assert non_finite_count(sitk.ReadImage(str(named)), named) == 2
+    with pytest.raises(NerveError, match="2 NaN or infinite voxel values"):
+        read_image(named)
 
 
 def test_a_cut_dicom_slice_is_refused_naming_the_file(tmp_path):

@@ -202,7 +202,7 @@ def test_nan_and_inf_intensities(tmp_path, suffix):
     image[0, 0, :3] = np.nan
     image[2, 5, 5] = np.inf
     sitk.WriteImage(_image(image), str(path))
-    assert problems_of(root) == [f"sub-001: {path}: 4 NaN or infinite intensities"]
+    assert problems_of(root) == [f"sub-001: {path}: 4 NaN or infinite voxel values; expected finite numbers"]
 
 
 def test_two_images_and_stray_mask_names(tmp_path):

@@ -359,13 +359,10 @@ def read_mask_for_image(image_path, mask_path):
     """(image array, mask as booleans, the SimpleITK image) after checking grids and values."""
     import SimpleITK as sitk
 
-    from nnunet_nerve.io.images import grid_mismatch, non_finite_count, read_volume
+    from nnunet_nerve.io.images import grid_mismatch, read_volume
 
-    image = read_volume(image_path)
+    image = read_volume(image_path)     # NaN or infinite voxels refused, in the image and the mask
     mask = read_volume(mask_path, "mask")
-    n_bad = non_finite_count(image, Path(image_path))
-    if n_bad:
-        raise NerveError(f"{image_path}: {n_bad} NaN or infinite intensities; biomarkers need finite values")
     why = grid_mismatch(image, mask)
     if why:
         raise NerveError(f"{mask_path}: mask is not on the image's grid ({image_path}): {why}")

@@ -52,8 +52,10 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read an image file or a one-series DICOM folder; NerveError names the file on failure.
 
     A file is first checked to hold every byte its header promises (``integrity.check_complete``:
-    ITK would read a cut file as zeros). A folder's series is checked and read by
-    ``io.dicom_series`` (uniform slice spacing, one geometry, the image matches the headers).
+    ITK would read a cut file as zeros), and refused when a voxel holds NaN or infinity
+    (``non_finite_count``: ITK's NIfTI reader would read those as 0, an image's dark voxels or a
+    mask's background). A folder's series is checked and read by ``io.dicom_series`` (uniform
+    slice spacing, one geometry, the image matches the headers).
     """
     path = Path(path)
     if path.is_dir():
@@ -63,9 +65,13 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     check_complete(path)
     try:
         with itk_warnings_hidden():
-            return sitk.ReadImage(str(path))
+            image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise NerveError(f"{path}: cannot read image ({_last_line(e)})") from None
+    n_bad = non_finite_count(image, path)
+    if n_bad:
+        raise NerveError(f"{path}: {n_bad} NaN or infinite voxel values; expected finite numbers")
+    return image
 
 
 def read_dicom_folder(folder: Path) -> sitk.Image:
@@ -136,10 +142,17 @@ def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     return tuple(float(s) for s in reversed(image.GetSpacing()))
 
 
+#: SimpleITK pixel types that can hold NaN or infinity (every other one is an integer type).
+_FLOAT_PIXEL_IDS = {sitk.sitkFloat32, sitk.sitkFloat64, sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
+
+
 def non_finite_count(image: sitk.Image, path: str | os.PathLike) -> int:
     """NaN and infinite voxels of ``image`` read from ``path``. ITK's NIfTI reader turns them
     into 0, so a NIfTI file with a floating-point data type is counted from the file itself
-    (with nibabel, which keeps them; compression recognised by the gzip magic bytes)."""
+    (with nibabel, which keeps them; compression recognised by the gzip magic bytes). An image
+    ITK reads with an integer pixel type has none, and its file is not read again."""
+    if image.GetPixelID() not in _FLOAT_PIXEL_IDS:
+        return 0
     if str(path).lower().endswith((".nii", ".nii.gz")):
         import nibabel
 

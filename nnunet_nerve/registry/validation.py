@@ -34,7 +34,7 @@ import SimpleITK as sitk
 
 from nnunet_nerve.registry.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE, RATERS_FILE
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.io.images import grid_mismatch, non_finite_count, read_image, volume_problem
+from nnunet_nerve.io.images import grid_mismatch, read_image, volume_problem
 from nnunet_nerve.io.masks import label_mask_problems, uniform_mask_problem
 from nnunet_nerve.registry.reader import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
 
@@ -129,16 +129,14 @@ def layout_problems(registry: Registry) -> list:
 
 
 def image_problems(pid: str, path: Path) -> "tuple[sitk.Image | None, list]":
-    """Read a subject's image; (image or None, problems): unreadable, several DICOM series, 4D, NaN/inf."""
+    """Read a subject's image; (image or None, problems): unreadable (NaN or infinite voxels
+    included: ``read_image`` refuses them), several DICOM series, 4D."""
     try:
         image = read_image(path)
     except NerveError as e:
         return None, [f"{pid}: {e}"]
     not_volume = volume_problem(image)
     problems = [f"{pid}: {path}: {not_volume}"] if not_volume else []
-    n_bad = non_finite_count(image, path)
-    if n_bad:
-        problems.append(f"{pid}: {path}: {n_bad} NaN or infinite intensities")
     return (image if not problems else None), problems
 
 
