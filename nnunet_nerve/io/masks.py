@@ -16,16 +16,11 @@ def binary_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
 
 
 def label_mask_problems(mask: np.ndarray) -> list:
-    """Why ``mask`` is not a one-label mask (finite, at most one non-zero value, which
-    conversion reads as nerve); each a phrase such as "holds 3 NaN or infinite values"."""
+    """Why ``mask`` is not a one-label mask (at most one non-zero value, which conversion reads
+    as nerve); each a phrase such as "has 2 different non-zero values (1, 2); ...". NaN and
+    infinity never get here from a file: ``io.images.read_image`` refuses them."""
     problems = []
-    array = np.asarray(mask)
-    if array.dtype.kind in "fc":
-        finite = np.isfinite(array)
-        if not finite.all():
-            problems.append(f"holds {int((~finite).sum())} NaN or infinite values")
-            array = array[finite]
-    values = np.unique(array)
+    values = np.unique(np.asarray(mask))
     nonzero = values[values != 0]
     if nonzero.size > 1:
         shown = ", ".join(f"{v:g}" for v in nonzero[:5]) + (", ..." if nonzero.size > 5 else "")
