@@ -179,8 +179,9 @@ def biomarkers(out: PathLike, *, image: "PathLike | None" = None, mask: "PathLik
 
 def postprocess(input: PathLike, output: PathLike, *, min_extent: float = 0.5, max_branch_distance: float = 20.0,
                 max_gap: int = 2, side_fraction: float = 0.2, overwrite: bool = False, progress: Progress = None):
-    """Keep the physiological nerve tube of a mask file (returns its ``PostprocessResult``) or of
-    every mask in a folder (returns the report written as postprocessing_nerve.json).
+    """Keep the physiological nerve tube of a mask file (returns its ``PostprocessResult``;
+    ``<name>.postprocessing_nerve.json`` beside the output records it) or of every mask in a
+    folder (returns the report written into it as postprocessing_nerve.json).
 
     A component not bridged to the main tube is kept only if its z-extent is at least
     ``min_extent`` of the tube's and it lies within ``max_branch_distance`` mm of it; gaps of up

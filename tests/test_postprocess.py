@@ -117,8 +117,8 @@ def test_biomarkers_of_a_postprocessed_folder_keep_its_interpolated_slices(tmp_p
     interpolated and no lesion (counted as measured, they made a lesion (19, 20)), also after
     a second ``postprocess`` of that folder, whose report carries them on. The same
     mask changed since (one voxel) carries nothing over and says so; a damaged report is
-    refused with one error line naming it (by biomarkers and by postprocess of the folder; a
-    single file post-processed on its own does not read it)."""
+    refused with one error line naming it (by biomarkers, by postprocess of the folder and of
+    the single file)."""
     from conftest import read_csv
 
     nerve = tube((24, 24), 3.0)
@@ -170,21 +170,73 @@ def test_biomarkers_of_a_postprocessed_folder_keep_its_interpolated_slices(tmp_p
         == [(19, 20)]
 
     (pp / REPORT_NAME).write_text((pp / REPORT_NAME).read_text()[:200])
-    for command in (["biomarkers", "--image", image, "--mask", str(pp / "case.nii.gz"), "--out"],
-                    ["postprocess", str(pp)]):
-        proc = run([script("nnunet-nerve"), *command, str(tmp_path / "damaged")], check=False)
-        assert proc.returncode == 2 and not (tmp_path / "damaged").exists()
+    for command, out in ((["biomarkers", "--image", image, "--mask", str(pp / "case.nii.gz"), "--out"], "damaged"),
+                         (["postprocess", str(pp)], "damaged"),
+                         (["postprocess", str(pp / "case.nii.gz")], "damaged.nii.gz")):
+        proc = run([script("nnunet-nerve"), *command, str(tmp_path / out)], check=False)
+        assert proc.returncode == 2 and not (tmp_path / out).exists(), command
+        assert not (tmp_path / "damaged.postprocessing_nerve.json").exists()
         assert proc.stderr.strip().count("\n") == 0 and f"{pp / REPORT_NAME}: not a readable post-processing " \
             "report" in proc.stderr
-    # a single file post-processed on its own does not read the report beside it
-    run([script("nnunet-nerve"), "postprocess", str(pp / "case.nii.gz"), str(tmp_path / "single.nii.gz")])
+
+
+def test_a_single_postprocessed_file_keeps_its_interpolated_slices(tmp_path):
+    """The swollen tube of the test above with slices 20-21 missed, post-processed as a single
+    file: ``b.postprocessing_nerve.json`` beside ``b.nii.gz`` records the slices filled, so
+    ``biomarkers`` of ``b.nii.gz`` marks them interpolated and finds no lesion; a second
+    single-file run carries them on (nothing filled, both slices in its report); a folder holding
+    the file post-processed as a folder reads the single file's report and does not copy it. A
+    report left by a killed run is an existing output: refused without --overwrite."""
+    from conftest import read_csv
+    from nnunet_nerve.biomarkers.postprocess_record import sidecar_path
+
+    nerve = tube((24, 24), 3.0)
+    predicted = nerve.copy()
+    predicted[19] = tube((24, 24), 4.0)[19]
+    predicted[20:22] = False
+    image = write(tmp_path / "case_t2.nii.gz", t2_image(nerve))
+    raw = write(tmp_path / "case.nii.gz", predicted)
+    single = tmp_path / "single" / "b.nii.gz"
+    printed = run([script("nnunet-nerve"), "postprocess", raw, str(single)]).stdout
+    report = single.parent / "b.postprocessing_nerve.json"
+    assert sidecar_path(single) == report and f"wrote {single} and its report {report}" in printed
+    assert sorted(p.name for p in single.parent.iterdir()) == ["b.nii.gz", "b.postprocessing_nerve.json"]
+    entry = json.loads(report.read_text())["files"]["b.nii.gz"]
+    assert entry["filled_slices"] == [20, 21] and entry["interpolated_slices"] == [20, 21]
+
+    out = tmp_path / "measured"
+    run([script("nnunet-nerve"), "biomarkers", "--image", image, "--mask", str(single), "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["earlier_postprocessing"] == {"report": str(report.resolve()), "slices": [20, 21], "note": None}
+    assert [int(r["slice"]) for r in read_csv(out / "slices.csv") if r["interpolated"] in ("True", "true", "1")] \
+        == [20, 21] and summary["lesion"]["segments"] == []
+
+    again = tmp_path / "again.nii.gz"
+    run([script("nnunet-nerve"), "postprocess", str(single), str(again)])
+    entry = json.loads(sidecar_path(again).read_text())["files"]["again.nii.gz"]
+    assert entry["filled_slices"] == [] and entry["interpolated_slices"] == [20, 21]
+    folder = tmp_path / "folder_pp"
+    run([script("nnunet-nerve"), "postprocess", str(single.parent), str(folder)])
+    assert sorted(p.name for p in folder.iterdir()) == ["b.nii.gz", REPORT_NAME]
+    assert json.loads((folder / REPORT_NAME).read_text())["files"]["b.nii.gz"]["interpolated_slices"] == [20, 21]
+
+    orphan = tmp_path / "orphan.nii.gz"
+    sidecar_path(orphan).write_text("{}")
+    proc = run([script("nnunet-nerve"), "postprocess", raw, str(orphan)], check=False)
+    assert proc.returncode == 2 and not orphan.exists() and sidecar_path(orphan).read_text() == "{}"
+    assert f"{sidecar_path(orphan)}: file already exists; pass --overwrite" in proc.stderr
+    run([script("nnunet-nerve"), "postprocess", raw, str(orphan), "--overwrite"])
+    assert json.loads(sidecar_path(orphan).read_text())["files"]["orphan.nii.gz"]["filled_slices"] == [20, 21]
 
 
 def test_a_report_identifies_its_masks_by_their_voxels(tmp_path):
     """``mask_digest``: the same voxels in another data type give the same digest, the same
     bits on another shape or one voxel changed another. A report entry without a digest (an
-    older nnunet-nerve) carries nothing over and says so; slices outside the mask are refused."""
-    from nnunet_nerve.biomarkers.postprocess_record import UNIDENTIFIED, interpolation_record, mask_digest
+    older nnunet-nerve) carries nothing over and says so; slices outside the mask are refused.
+    With a single file's report beside the folder's, the entry whose digest is the mask's is
+    used, whichever report holds it; with none, the single file's says the mask changed."""
+    from nnunet_nerve.biomarkers.postprocess_record import (CHANGED, UNIDENTIFIED, interpolation_record, mask_digest,
+                                                            sidecar_path)
 
     mask = np.zeros((4, 6, 8), dtype=np.uint8)
     mask[1:3, 2:4, 2:5] = 1
@@ -202,6 +254,20 @@ def test_a_report_identifies_its_masks_by_their_voxels(tmp_path):
                                                             "mask_sha256": mask_digest(mask)}}}))
     with pytest.raises(NerveError, match="not slice indices of the mask"):
         interpolation_record(tmp_path / "case.nii.gz", mask)
+    # a single file's report beside the folder's: the entry whose digest is the mask's counts
+    sidecar = tmp_path / "case.postprocessing_nerve.json"
+    assert sidecar_path(tmp_path / "case.nii.gz") == sidecar == sidecar_path(tmp_path / "case.NII.GZ")
+    assert sidecar_path(tmp_path / "case.mha") == sidecar
+    for current, stale in ((report, sidecar), (sidecar, report)):
+        current.write_text(json.dumps({"files": {"case.nii.gz": {"interpolated_slices": [2],
+                                                                 "mask_sha256": mask_digest(mask)}}}))
+        stale.write_text(json.dumps({"files": {"case.nii.gz": {"interpolated_slices": [1],
+                                                               "mask_sha256": mask_digest(changed)}}}))
+        record = interpolation_record(tmp_path / "case.nii.gz", mask)
+        assert record == {"report": str(current.resolve()), "slices": [2], "note": None}
+        assert interpolation_record(tmp_path / "case.nii.gz", changed)["slices"] == [1]
+    report.unlink()
+    assert interpolation_record(tmp_path / "case.nii.gz", changed)["note"] == CHANGED
 
 
 def test_a_speck_does_not_make_a_missed_branch_look_continued():

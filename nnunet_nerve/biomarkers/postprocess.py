@@ -580,7 +580,12 @@ def _postprocess_image(path: Path, rule: PostprocessRule, earlier: bool = False)
 
 def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False
                      ) -> PostprocessResult:
-    """Post-process one mask file into ``out_path`` (uint8 0/1, the input's grid), atomically."""
+    """Post-process one mask file into ``out_path`` (uint8 0/1, the input's grid) and record
+    what changed in ``postprocess_record.sidecar_path(out_path)`` (a report in
+    ``REPORT_NAME``'s format with one entry, which carries on the slices an earlier
+    post-processing recorded for the input), both atomically; the report is moved into place
+    first, so an interruption never leaves the mask without it."""
+    from nnunet_nerve.biomarkers.postprocess_record import folder_report, report_entry, sidecar_path
     from nnunet_nerve.io.atomic import atomic_file, refuse_output_overlap
     from nnunet_nerve.io.images import IMAGE_SUFFIXES, has_image_suffix, write_image
 
@@ -588,9 +593,13 @@ def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(
     if not has_image_suffix(out_path) or Path(out_path).is_dir():
         raise NerveError(f"{out_path}: the output must be a file ending in {', '.join(IMAGE_SUFFIXES)} (formats that "
                          "hold a 3D mask with its spacing)")
-    out, result, _ = _postprocess_image(Path(in_path), rule)
-    with atomic_file(out_path, overwrite) as tmp:
+    sidecar = sidecar_path(out_path)
+    refuse_output_overlap(sidecar, {"input mask": in_path, "input's report": sidecar_path(in_path)})
+    out, result, earlier = _postprocess_image(Path(in_path), rule, earlier=True)
+    report = folder_report(asdict(rule), {Path(out_path).name: report_entry(result, earlier)})
+    with atomic_file(out_path, overwrite) as tmp, atomic_file(sidecar, overwrite) as tmp_report:
         write_image(out, tmp)
+        tmp_report.write_text(json.dumps(report, indent=2) + "\n")
     return result
 
 
@@ -620,7 +629,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
             if log:
                 log(f"[{i}/{len(files)}] {path.name}: {summary_line(result)}")
         for extra in sorted(in_dir.glob("*.json")):
-            if extra.name != REPORT_NAME:
+            if not extra.name.endswith(REPORT_NAME):  # reports describe the input's masks
                 shutil.copyfile(extra, tmp / extra.name)  # the mode from the umask, as cp gives
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -1,12 +1,14 @@
-"""What a post-processed folder's report (``postprocessing_nerve.json``) tells a later step.
+"""What a post-processing report tells a later step about the masks it wrote.
 
-``postprocess`` on a folder records per file (``report_entry``) the slices it interpolated
-over a gap (``filled_slices``), the digest of the mask it wrote (``mask_sha256``,
-``mask_digest``) and ``interpolated_slices``: the written mask's slices holding voxels
-interpolated by this run or by an earlier one recorded beside its input. Post-processing is
-idempotent, so a mask measured again (``biomarkers --masks <that folder>``) is not filled
+``postprocess`` on a folder writes one report, ``postprocessing_nerve.json``, into the output
+folder; on a single file, ``<name>.postprocessing_nerve.json`` beside it (``sidecar_path``:
+``b.nii.gz`` -> ``b.postprocessing_nerve.json``), in the same format. Each records per file
+(``report_entry``) the slices it interpolated over a gap (``filled_slices``), the digest of the
+mask it wrote (``mask_sha256``, ``mask_digest``) and ``interpolated_slices``: the written mask's
+slices holding voxels interpolated by this run or by an earlier one recorded beside its input.
+Post-processing is idempotent, so a mask measured again (``biomarkers --mask``) is not filled
 again, and without the report its interpolated slices would count as measured ones, evidence
-for a lesion. ``interpolation_record`` carries them over when the mask is the one the report
+for a lesion. ``interpolation_record`` carries them over when the mask is the one a report
 describes (same digest); a mask changed since, or a report that does not identify its masks,
 carries nothing over and says why.
 """
@@ -21,6 +23,7 @@ import numpy as np
 
 from nnunet_nerve.biomarkers.postprocess import REPORT_NAME
 from nnunet_nerve.errors import NerveError
+from nnunet_nerve.io.images import IMAGE_SUFFIXES
 
 #: Why nothing was carried over, per case.
 CHANGED = ("the mask differs from the one post-processing wrote (changed since); the slices it interpolated are "
@@ -55,12 +58,28 @@ def report_entry(result, earlier: "dict | None") -> dict:
             "interpolated_slices": sorted(still | set(result.filled_slices)), "earlier_postprocessing": earlier}
 
 
+def sidecar_path(mask_path) -> Path:
+    """The report of a single post-processed file: ``<name without its image suffix>`` +
+    ``"." + REPORT_NAME`` in the same folder (``b.nii.gz`` -> ``b.postprocessing_nerve.json``)."""
+    path = Path(mask_path)
+    stem = next((path.name[:-len(s)] for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), path.stem)
+    return path.with_name(f"{stem}.{REPORT_NAME}")
+
+
 def interpolation_record(mask_path, mask: np.ndarray) -> "dict | None":
-    """The entry for ``mask_path`` of a ``REPORT_NAME`` beside it: None without a report or
-    without an entry for the file; else {"report": path, "slices": interpolated slices carried
-    over, "note": None, or why none were}. A report that is not valid JSON, or whose entry's
-    ``interpolated_slices`` are not slice indices of this mask, is refused (NerveError)."""
-    report = Path(mask_path).parent / REPORT_NAME
+    """What the reports beside ``mask_path`` (its ``sidecar_path``, then the folder's
+    ``REPORT_NAME``) say about it: None without a report holding an entry for the file; else
+    {"report": path, "slices": interpolated slices carried over, "note": None, or why none
+    were}, from the first entry whose digest is the mask's, else from the first entry. A report
+    that is not valid JSON, or whose entry's ``interpolated_slices`` are not slice indices of
+    this mask, is refused (NerveError)."""
+    records = [r for r in (_record(report, mask_path, mask) for report in
+                           (sidecar_path(mask_path), Path(mask_path).parent / REPORT_NAME)) if r is not None]
+    return next((r for r in records if r["note"] is None), records[0] if records else None)
+
+
+def _record(report: Path, mask_path, mask: np.ndarray) -> "dict | None":
+    """``interpolation_record`` from one report file (None: no such file or no entry)."""
     if not report.is_file():
         return None
     stat = report.stat()

@@ -103,6 +103,10 @@ def _biomarkers(args) -> int:
 
 
 def _postprocess(args) -> int:
-    call(api.postprocess, args, progress=print)
-    print(f"wrote {args.output}")
+    from nnunet_nerve.biomarkers.postprocess import PostprocessResult
+    from nnunet_nerve.biomarkers.postprocess_record import sidecar_path
+
+    result = call(api.postprocess, args, progress=print)
+    single = isinstance(result, PostprocessResult)  # a file; a folder's report is inside it
+    print(f"wrote {args.output}" + (f" and its report {sidecar_path(args.output)}" if single else ""))
     return 0
