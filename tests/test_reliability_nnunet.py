@@ -4,7 +4,6 @@ refused before training (nnU-Net would silently train on a random 80:20 split)."
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path

@@ -23,7 +23,7 @@ import numpy as np
 
 from nnunet_nerve.biomarkers.postprocess import REPORT_NAME
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.io.images import IMAGE_SUFFIXES
+from nnunet_nerve.io.images import image_stem
 
 #: Why nothing was carried over, per case.
 CHANGED = ("the mask differs from the one post-processing wrote (changed since); the slices it interpolated are "
@@ -62,8 +62,7 @@ def sidecar_path(mask_path) -> Path:
     """The report of a single post-processed file: ``<name without its image suffix>`` +
     ``"." + REPORT_NAME`` in the same folder (``b.nii.gz`` -> ``b.postprocessing_nerve.json``)."""
     path = Path(mask_path)
-    stem = next((path.name[:-len(s)] for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), path.stem)
-    return path.with_name(f"{stem}.{REPORT_NAME}")
+    return path.with_name(f"{image_stem(path.name)}.{REPORT_NAME}")
 
 
 def interpolation_record(mask_path, mask: np.ndarray) -> "dict | None":

@@ -275,14 +275,14 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
     (``sub-<id>/anat/sub-<id>_T2w.*``), whose participants.tsv gives each case's thigh
     location for the normative reference. Every case's files are checked before any work."""
     from nnunet_nerve.io.atomic import refuse_existing, refuse_output_overlap
-    from nnunet_nerve.io.images import IMAGE_SUFFIXES, has_image_suffix
+    from nnunet_nerve.io.images import has_image_suffix, image_stem
 
     refuse_output_overlap(out, {"masks folder": masks_dir})
     refuse_existing(Path(out), overwrite, "output folder")
     masks_dir = Path(masks_dir)
     if not masks_dir.is_dir():
         raise NerveError(f"{masks_dir}: no such folder")
-    masks = {_strip_suffix(p.name, IMAGE_SUFFIXES): p for p in sorted(masks_dir.iterdir())
+    masks = {image_stem(p.name): p for p in sorted(masks_dir.iterdir())
              if p.is_file() and has_image_suffix(p.name)}
     if not masks:
         raise NerveError(f"{masks_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
@@ -309,10 +309,6 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
         if reference is not None:
             write_json(tmp / "reference.json", reference.to_json())
     return results
-
-
-def _strip_suffix(name: str, suffixes) -> str:
-    return next(name[: -len(s)] for s in suffixes if name.lower().endswith(s))
 
 
 def _case_row(case: str, participant, s: dict) -> dict:

@@ -48,6 +48,19 @@ def has_image_suffix(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
+def image_suffix(name: str) -> "str | None":
+    """The image suffix (``IMAGE_SUFFIXES``) a file name ends with, case-insensitive, or None."""
+    lower = name.lower()
+    return next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
+
+
+def image_stem(name: str) -> str:
+    """A file name without its image suffix (``sub-001.nii.gz`` -> ``sub-001``); a name
+    without one is returned whole."""
+    suffix = image_suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read an image file or a one-series DICOM folder; NerveError names the file on failure.
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nnunet_nerve.registry.dataset_info import (PARTICIPANTS_FILE, RATER_ID_COLUMN, RATER_ORDER_SORTED, RATER_ORDER_TABLE,
                                        RATERS_FILE, Participant, read_participants, read_tsv, write_tsv)
-from nnunet_nerve.io.images import IMAGE_SUFFIXES
+from nnunet_nerve.io.images import image_suffix
 
 LABELS_FOLDER = Path("derivatives") / "labels"
 #: A safe participant id: ``sub-`` then letters, digits and ``-`` (it becomes an nnU-Net case id and file names).
@@ -96,12 +96,6 @@ class Registry:
     def rater_order(self) -> str:
         """Where ``raters``' order comes from: ``raters.tsv`` or ``sorted``."""
         return RATER_ORDER_SORTED if self.rater_table is None else RATER_ORDER_TABLE
-
-
-def image_suffix(name: str) -> "str | None":
-    """The image suffix of a file name (case-insensitive), or None."""
-    lower = name.lower()
-    return next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), None)
 
 
 def image_candidates(root: Path, pid: str) -> list:
