@@ -189,7 +189,7 @@ def postprocess(input: PathLike, output: PathLike, *, min_extent: float = 0.5, m
     slice's largest piece over two slices or more (a vessel touching the nerve) are removed
     (0: kept), with what they alone held to the nerve. The output post-processed again is
     unchanged."""
-    from nnunet_nerve.biomarkers.postprocess import postprocess_path
+    from nnunet_nerve.biomarkers.postprocess_files import postprocess_path
 
     rule = _postprocess_rule(True, min_extent=min_extent, max_branch_distance=max_branch_distance, max_gap=max_gap,
                              side_fraction=side_fraction)

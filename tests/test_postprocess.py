@@ -10,7 +10,8 @@ from scipy import ndimage
 
 from conftest import import_benchmark, run, script
 from nerve_tubes import SHAPE, SPACING, oblique_tube, t2_image, tube, write
-from nnunet_nerve.biomarkers.postprocess import REPORT_NAME, PostprocessRule, interpolate_gap, postprocess_nerve
+from nnunet_nerve.biomarkers.postprocess import PostprocessRule, interpolate_gap, postprocess_nerve
+from nnunet_nerve.biomarkers.postprocess_record import REPORT_NAME
 from nnunet_nerve.errors import NerveError
 
 NZ = SHAPE[0]

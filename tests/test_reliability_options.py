@@ -14,7 +14,8 @@ from test_evaluation import single_error_line
 
 from nnunet_nerve.biomarkers.lesions import LesionRule
 from nnunet_nerve.biomarkers.measures import biomarkers_from_files, nerve_biomarkers
-from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_file
+from nnunet_nerve.biomarkers.postprocess import PostprocessRule
+from nnunet_nerve.biomarkers.postprocess_files import postprocess_file
 from nnunet_nerve.errors import NerveError
 
 

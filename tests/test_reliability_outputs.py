@@ -75,7 +75,7 @@ def test_postprocess_into_its_own_input_is_refused_and_keeps_everything(tmp_path
 
 
 def test_postprocess_library_refuses_too(tmp_path):
-    from nnunet_nerve.biomarkers.postprocess import postprocess_folder
+    from nnunet_nerve.biomarkers.postprocess_files import postprocess_folder
 
     preds = mask_folder(tmp_path / "preds")
     before = digest(preds)

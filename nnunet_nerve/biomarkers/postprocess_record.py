@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_nerve.biomarkers.postprocess import REPORT_NAME
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.io.images import image_stem
+
+#: A post-processed folder's report; a single file's is ``<name>.`` + this (``sidecar_path``).
+REPORT_NAME = "postprocessing_nerve.json"
 
 #: Why nothing was carried over, per case.
 CHANGED = ("the mask differs from the one post-processing wrote (changed since); the slices it interpolated are "
