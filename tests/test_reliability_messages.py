@@ -257,3 +257,22 @@ def test_no_raw_itk_warning_for_slice_jitter_our_check_accepts(tmp_path):
     ds.save_as(files[1])
     proc = cli("check", registry)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
+    """``nnunet-nerve postprocess IN OUT | head -c 1``: the reader leaves after one byte, the
+    next progress line finds the pipe closed. The command stops as SIGPIPE stops a program
+    (exit 141), with no traceback, and leaves OUT whole or absent and no temporary (it printed
+    a BrokenPipeError traceback before)."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(6):
+        write(masks / f"case{i}.nii.gz", tube((24, 24), 3.0))
+    out = tmp_path / "out"
+    proc = run(["bash", "-c", '"$0" postprocess "$1" "$2" | head -c 1; exit "${PIPESTATUS[0]}"',
+                script("nnunet-nerve"), str(masks), str(out)], check=False, timeout=300)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["masks"], ["masks", "out"])
+    if out.exists():
+        assert len(list(out.glob("*.nii.gz"))) == 6

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: "list[str] | None" = None) -> int:
     """Run one verb; Ctrl-C, SIGTERM and SIGHUP remove what was half-written and exit
-    with 128 + the signal's number."""
+    with 128 + the signal's number, as does a closed stdout (SIGPIPE)."""
     from nnunet_nerve.io.atomic import Terminated, file_system_error, termination_signals_raise
 
     args = build_parser().parse_args(argv)
@@ -62,6 +62,21 @@ def main(argv: "list[str] | None" = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``nnunet-nerve ... | head``): stop quietly, as a
+    program that SIGPIPE ends does (what was half-written is already removed), with its exit
+    status 128 + SIGPIPE; stdout goes to /dev/null so that Python's flush at exit cannot fail
+    again."""
+    import os
+    import signal
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
