@@ -491,3 +491,48 @@ def test_an_image_without_reference_tissue_gives_no_signal_and_no_plotting_warni
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["signal_mean_norm"]["mean"] is None and summary["volume_mm3"] > 0
     assert (tmp_path / "out" / "profile.png").stat().st_size > 0
+
+
+def test_slices_along_the_nerve_are_refused_and_reoriented_ones_measured(tmp_path):
+    """The nerve runs head to foot. A straight tube (r 3 mm) measured on axial slices, on the
+    same voxels stored as coronal slices (the grid's axes permuted: each slice cuts the tube
+    lengthwise; a phantom nerve stored so measured 14 mm long with a mean CSA of 451 mm², against
+    80 mm and 122 mm² on its axial slices) and on those reoriented with
+    SimpleITK.DICOMOrient(..., 'LPS'), as the error says: the coronal scan is refused with one
+    line naming the image and nothing written; the reoriented one gives the axial numbers. A
+    stack tilted 40 degrees from axial (oblique) is measured; at 50 degrees it is refused."""
+    nerve = tube((24, 24), 3.0)
+    axial_image = write(tmp_path / "axial_t2.nii.gz", t2_image(nerve))
+    axial_mask = write(tmp_path / "axial_mask.nii.gz", nerve)
+    cli("biomarkers", "--image", axial_image, "--mask", axial_mask, "--out", tmp_path / "axial")
+    expected = json.loads((tmp_path / "axial" / "summary.json").read_text())
+
+    names = {}
+    for name in ("t2", "mask"):
+        image = sitk.PermuteAxes(sitk.ReadImage(str(tmp_path / f"axial_{name}.nii.gz")), [0, 2, 1])
+        names[name] = tmp_path / f"coronal_{name}.nii.gz"
+        sitk.WriteImage(image, str(names[name]))
+        sitk.WriteImage(sitk.DICOMOrient(image, "LPS"), str(tmp_path / f"reoriented_{name}.nii.gz"))
+    proc = cli("biomarkers", "--image", names["t2"], "--mask", names["mask"], "--out", tmp_path / "coronal",
+               check=False)
+    assert proc.returncode == 2 and not (tmp_path / "coronal").exists()
+    assert proc.stderr.strip() == (
+        f"error: {names['t2']}: the slices are coronal (their normal is 90 degrees from the head-foot axis, towards "
+        "the anterior-posterior axis) and cut the nerve lengthwise; CSA per slice needs axial slices across the "
+        "nerve: reorient the image and its masks to axial first (SimpleITK.DICOMOrient(image, 'LPS') permutes and "
+        "flips the axes without resampling)")
+    cli("biomarkers", "--image", tmp_path / "reoriented_t2.nii.gz", "--mask", tmp_path / "reoriented_mask.nii.gz",
+        "--out", tmp_path / "reoriented")
+    summary = json.loads((tmp_path / "reoriented" / "summary.json").read_text())
+    for key in ("voxels", "volume_mm3", "length_mm", "slices_with_nerve"):
+        assert summary[key] == expected[key], key
+    assert summary["csa_mm2"] == expected["csa_mm2"]
+
+    for degrees, refused in ((40, False), (50, True)):
+        a = np.radians(degrees)   # the slices' normal tilted towards anterior-posterior (a rotation about x)
+        direction = (1.0, 0.0, 0.0, 0.0, np.cos(a), np.sin(a), 0.0, -np.sin(a), np.cos(a))
+        image = write(tmp_path / f"tilt{degrees}_t2.nii.gz", t2_image(nerve), direction=direction)
+        mask = write(tmp_path / f"tilt{degrees}_mask.nii.gz", nerve, direction=direction)
+        proc = cli("biomarkers", "--image", image, "--mask", mask, "--out", tmp_path / f"tilt{degrees}", check=False)
+        assert proc.returncode == (2 if refused else 0), proc.stderr
+        assert ("the slices are coronal (their normal is 50 degrees" in proc.stderr) == refused

@@ -111,3 +111,18 @@ def test_a_normative_reference_reaches_the_flag_the_report_and_reference_json(sc
     assert saved.regions == reference.regions
     report = result.paths["report"].read_text()
     assert "normative reference" in report and "with a part above" in report
+
+
+def test_a_coronal_series_is_refused_before_anything_is_written(tmp_path):
+    """A series whose slices are coronal (SYNTHETIC's negative cosines: the slices' normal along
+    anterior-posterior) cuts a thigh nerve lengthwise: no CSA per slice, so `segment` refuses it
+    (before predicting; here the stages after the network) naming the series, and writes nothing."""
+    from nnunet_nerve.segmentation.segment import read_input, segment_from_prediction
+
+    direction, order = SYNTHETIC["negative_cosines"]
+    scan = read_input(write_synthetic_series(tmp_path / "series", direction, order))
+    mask = np.zeros(sitk.GetArrayViewFromImage(scan.image).shape, dtype=bool)
+    mask[:, 10:14, 12:16] = True
+    with pytest.raises(NerveError, match=r"series: the slices are coronal \(their normal is 90 degrees"):
+        segment_from_prediction(scan, mask, tmp_path / "out", MODEL_INFO)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]

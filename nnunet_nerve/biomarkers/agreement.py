@@ -77,7 +77,7 @@ def measure_cases(info, methods: list, postprocess: bool = True,
     and ``paths``: case -> mask file, e.g. ``evaluation.PredictionSet``) and every rater of the
     converted dataset ``info``, against its consensus, on the cases any method has."""
     from nnunet_nerve.evaluation.evaluator import load_binary_mask
-    from nnunet_nerve.io.images import read_image, spacing_zyx
+    from nnunet_nerve.io.images import read_image, require_axial_slices, spacing_zyx
     from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
 
     cases = [c for c in info.cases if any(c in m.paths for m in methods)]
@@ -85,6 +85,7 @@ def measure_cases(info, methods: list, postprocess: bool = True,
     for i, case in enumerate(cases, 1):
         progress(f"biomarker agreement [{i}/{len(cases)}] {case}")
         grid = read_image(info.consensus_path(case))
+        require_axial_slices(grid, info.consensus_path(case))  # the mean CSA is per slice
         spacing = spacing_zyx(grid)
         consensus = measures(load_binary_mask(info.consensus_path(case), grid, case, "consensus"), spacing)
         sources = []

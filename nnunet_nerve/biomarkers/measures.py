@@ -356,16 +356,18 @@ def lateral_vector(direction: Sequence[float], side: "str | None") -> "tuple[flo
 
 
 def read_mask_for_image(image_path, mask_path):
-    """(image array, mask as booleans, the SimpleITK image) after checking grids and values."""
+    """(image array, mask as booleans, the SimpleITK image) after checking grids, values and
+    that the slices are axial (``io.images.require_axial_slices``)."""
     import SimpleITK as sitk
 
-    from nnunet_nerve.io.images import grid_mismatch, read_volume
+    from nnunet_nerve.io.images import grid_mismatch, read_volume, require_axial_slices
 
     image = read_volume(image_path)     # NaN or infinite voxels refused, in the image and the mask
     mask = read_volume(mask_path, "mask")
     why = grid_mismatch(image, mask)
     if why:
         raise NerveError(f"{mask_path}: mask is not on the image's grid ({image_path}): {why}")
+    require_axial_slices(image, image_path)
     return sitk.GetArrayFromImage(image), binary_mask(sitk.GetArrayFromImage(mask), str(mask_path)), image
 
 

@@ -150,6 +150,41 @@ def _numbers(values, decimals: int) -> str:
     return "(" + ", ".join(f"{round(float(v), decimals):g}" for v in values) + ")"
 
 
+#: Per-slice CSA needs slices across the nerve: the thigh's nerves run head to foot, so the
+#: slices' normal may tilt at most this far (degrees) from the head-foot axis (an oblique
+#: axial acquisition, corrected for by the CSA's obliquity correction); beyond it the slices
+#: are coronal or sagittal and cut the nerve lengthwise.
+MAX_SLICE_TILT_DEG = 45.0
+
+
+def slice_tilt_deg(direction) -> float:
+    """The angle (degrees, 0-90) between the slices' normal, the grid's third axis (the third
+    column of ITK's direction matrix, in its LPS patient frame), and the head-foot axis."""
+    normal = np.asarray(direction, dtype=float).reshape(3, 3)[:, 2]
+    return float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / np.linalg.norm(normal)))))
+
+
+def axial_slices_problem(image: sitk.Image) -> "str | None":
+    """Why the slices of ``image`` cannot give a nerve's CSA per slice (they are coronal or
+    sagittal: ``slice_tilt_deg`` over ``MAX_SLICE_TILT_DEG``), or None for axial slices."""
+    tilt = slice_tilt_deg(image.GetDirection())
+    if tilt <= MAX_SLICE_TILT_DEG:
+        return None
+    normal = np.abs(np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2])
+    plane, axis = ("sagittal", "left-right") if normal[0] >= normal[1] else ("coronal", "anterior-posterior")
+    return (f"the slices are {plane} (their normal is {tilt:.0f} degrees from the head-foot axis, towards the "
+            f"{axis} axis) and cut the nerve lengthwise; CSA per slice needs axial slices across the nerve: "
+            "reorient the image and its masks to axial first (SimpleITK.DICOMOrient(image, 'LPS') permutes and "
+            "flips the axes without resampling)")
+
+
+def require_axial_slices(image: sitk.Image, path) -> None:
+    """NerveError naming ``path`` when ``axial_slices_problem`` finds one."""
+    why = axial_slices_problem(image)
+    if why:
+        raise NerveError(f"{path}: {why}")
+
+
 def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     """The spacing in the axis order of ``sitk.GetArrayFromImage`` (z, y, x)."""
     return tuple(float(s) for s in reversed(image.GetSpacing()))

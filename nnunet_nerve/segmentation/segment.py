@@ -146,6 +146,7 @@ def segment(input_path: "str | os.PathLike", out: "str | os.PathLike", model: "s
     final paths written, the stage times and the quality flags.
     """
     from nnunet_nerve.io.atomic import refuse_existing, refuse_output_overlap
+    from nnunet_nerve.io.images import require_axial_slices
     from nnunet_nerve.segmentation.predictor import check_model_folder, model_description, torch_device
 
     out = Path(out)
@@ -167,6 +168,7 @@ def segment(input_path: "str | os.PathLike", out: "str | os.PathLike", model: "s
     if reference is not None:
         reference_obj = stages.run("normative reference", _reference, reference, log)
     source = stages.run("read input", read_input, input_path, series_uid, log)
+    require_axial_slices(source.image, input_path)  # before the prediction, not only before the biomarkers
     if log:
         size = source.image.GetSize()
         log(f"    {source.metadata()['kind']}: {size[0]} x {size[1]} x {size[2]} voxels")
@@ -187,9 +189,11 @@ def segment_from_prediction(source: ScanInput, raw: np.ndarray, out: "str | os.P
     ``model_info`` is ``nnunet_inference.model_description``'s dict; ``reference`` a
     ``NormativeReference`` or None. `segment` calls it after predicting."""
     from nnunet_nerve.io.atomic import atomic_directory
+    from nnunet_nerve.io.images import require_axial_slices
     from nnunet_nerve.biomarkers.report import write_json
 
     out = Path(out)
+    require_axial_slices(source.image, source.path)
     stages = _stages or _Stages(4, log)
     mask, pp = stages.run("post-process", _postprocess, np.asarray(raw, dtype=bool), source.image, postprocess)
     biomarkers = stages.run("biomarkers", _biomarkers, source.image, mask, reference, side,
