@@ -536,3 +536,16 @@ def test_slices_along_the_nerve_are_refused_and_reoriented_ones_measured(tmp_pat
         proc = cli("biomarkers", "--image", image, "--mask", mask, "--out", tmp_path / f"tilt{degrees}", check=False)
         assert proc.returncode == (2 if refused else 0), proc.stderr
         assert ("the slices are coronal (their normal is 50 degrees" in proc.stderr) == refused
+
+
+def test_an_inverted_mask_is_refused_not_measured(tmp_path):
+    """A mask with its labels swapped (nerve 0, background 1) would be measured as a nerve
+    filling the thigh: refused with one line naming it and the likely cause, nothing written."""
+    nerve = tube((24, 24), 3.0)
+    image = write(tmp_path / "t2.nii.gz", t2_image(nerve))
+    mask = write(tmp_path / "inverted.nii.gz", ~nerve)
+    proc = cli("biomarkers", "--image", image, "--mask", mask, "--out", tmp_path / "out", check=False)
+    share = 100 * (~nerve).mean()
+    assert proc.returncode == 2 and not (tmp_path / "out").exists()
+    assert proc.stderr.strip() == (f"error: {mask}: mask marks {share:.1f} % of the voxels as nerve (more than 50 %: "
+                                   "inverted, nerve 0 and background 1?)")

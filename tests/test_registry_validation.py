@@ -351,6 +351,23 @@ def test_empty_and_all_nerve_rater_masks_are_errors_unless_allowed(tmp_path, nnu
     assert not sitk.GetArrayFromImage(sitk.ReadImage(str(label))).any()
 
 
+def test_an_inverted_rater_mask_is_an_error_even_where_uniform_masks_are_allowed(tmp_path):
+    """A rater's mask with its labels swapped (nerve 0, background 1) marks nearly every voxel
+    as nerve: refused by name with the likely cause, --allow-uniform-masks or not; a mask on
+    exactly half of the voxels is not (a crop tight around a nerve)."""
+    root = make_registry(tmp_path / "reg", n=2)
+    nerve = np.zeros((3, 10, 12))
+    nerve[:, 4:6, 5:7] = 1
+    inverted = _write_mask(root, "sub-001", "BW", 1 - nerve)
+    half = np.zeros((3, 10, 12))
+    half[:, :5] = 1
+    _write_mask(root, "sub-002", "AB", half)
+    expected = [f"sub-001: {inverted}: mask of rater BW marks 96.7 % of the voxels as nerve (more than 50 %: "
+                "inverted, nerve 0 and background 1?)"]
+    assert problems_of(root) == expected
+    assert registry_problems(scan_registry(root), allow_uniform_masks=True) == expected
+
+
 def _dice_of_voxel_sets(a: np.ndarray, b: np.ndarray) -> float:
     """Dice from its definition over sets of voxel coordinates (independent of the package)."""
     sa, sb = set(zip(*np.nonzero(a))), set(zip(*np.nonzero(b)))

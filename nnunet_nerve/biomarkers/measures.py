@@ -66,7 +66,7 @@ from nnunet_nerve.errors import NerveError
 from nnunet_nerve.parameters import require_number
 from nnunet_nerve.biomarkers.lesions import LesionRule, flag_lesions
 from nnunet_nerve.biomarkers.references import NormativeReference
-from nnunet_nerve.io.masks import binary_mask
+from nnunet_nerve.io.masks import binary_mask, inverted_mask_problem
 from nnunet_nerve.biomarkers.branches import BRANCHES, DEFAULT_MIN_BRANCH_FRACTION, PART_LABELS, nerve_parts
 from nnunet_nerve.biomarkers.postprocess import PostprocessRule, postprocess_nerve, rule_of
 from nnunet_nerve.biomarkers.postprocess_record import interpolation_record
@@ -356,8 +356,9 @@ def lateral_vector(direction: Sequence[float], side: "str | None") -> "tuple[flo
 
 
 def read_mask_for_image(image_path, mask_path):
-    """(image array, mask as booleans, the SimpleITK image) after checking grids, values and
-    that the slices are axial (``io.images.require_axial_slices``)."""
+    """(image array, mask as booleans, the SimpleITK image) after checking grids, values, that
+    the slices are axial (``io.images.require_axial_slices``) and that the mask is no inverted
+    one (``io.masks.inverted_mask_problem``)."""
     import SimpleITK as sitk
 
     from nnunet_nerve.io.images import grid_mismatch, read_volume, require_axial_slices
@@ -368,7 +369,11 @@ def read_mask_for_image(image_path, mask_path):
     if why:
         raise NerveError(f"{mask_path}: mask is not on the image's grid ({image_path}): {why}")
     require_axial_slices(image, image_path)
-    return sitk.GetArrayFromImage(image), binary_mask(sitk.GetArrayFromImage(mask), str(mask_path)), image
+    mask = binary_mask(sitk.GetArrayFromImage(mask), str(mask_path))
+    inverted = inverted_mask_problem(mask)
+    if inverted:
+        raise NerveError(f"{mask_path}: mask {inverted}")
+    return sitk.GetArrayFromImage(image), mask, image
 
 
 def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, rule: LesionRule = LesionRule(),

@@ -37,3 +37,20 @@ def uniform_mask_problem(mask: np.ndarray) -> "str | None":
     if nonzero == np.size(mask):
         return "marks every voxel as nerve"
     return None
+
+
+#: A nerve fills a small part of any image that holds it with its surroundings: the sciatic
+#: nerve under 1 % of an axial slice of the thigh, about 30 % of a crop leaving a few mm
+#: around it. A mask marking more than this fraction of the voxels is no nerve.
+MAX_NERVE_FRACTION = 0.5
+
+
+def inverted_mask_problem(mask: np.ndarray) -> "str | None":
+    """"marks P % of the voxels as nerve (...)" when more than ``MAX_NERVE_FRACTION`` of the
+    voxels are non-zero but not all (``uniform_mask_problem`` names that): most likely a mask
+    with the labels swapped (nerve 0, background 1); else None."""
+    nonzero = int(np.count_nonzero(mask))
+    if nonzero == np.size(mask) or nonzero <= MAX_NERVE_FRACTION * np.size(mask):
+        return None
+    return (f"marks {100 * nonzero / np.size(mask):.1f} % of the voxels as nerve (more than "
+            f"{100 * MAX_NERVE_FRACTION:.0f} %: inverted, nerve 0 and background 1?)")

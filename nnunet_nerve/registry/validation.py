@@ -16,7 +16,8 @@ the file. The rules (docs/registry.md):
   direction to 1e-4, origin to 1e-3 of the smallest spacing, so a NIfTI mask written from
   a DICOM series passes), finite, with at most one non-zero value;
 - each mask marks some voxels as nerve, but not all: an empty or all-nerve rater mask is
-  an error unless ``allow_uniform_masks`` (``--allow-uniform-masks``) accepts it.
+  an error unless ``allow_uniform_masks`` (``--allow-uniform-masks``) accepts it; one marking
+  more than half of the voxels (``io.masks.inverted_mask_problem``: labels swapped) is an error.
 
 How far each rater's mask is from the other raters' masks (printed by ``check``) is
 ``evaluation.rater_agreement``.
@@ -33,7 +34,7 @@ import SimpleITK as sitk
 from nnunet_nerve.registry.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE, RATERS_FILE
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.io.images import grid_mismatch, read_image, volume_problem
-from nnunet_nerve.io.masks import label_mask_problems, uniform_mask_problem
+from nnunet_nerve.io.masks import inverted_mask_problem, label_mask_problems, uniform_mask_problem
 from nnunet_nerve.registry.reader import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
 
 
@@ -141,7 +142,8 @@ def image_problems(pid: str, path: Path) -> "tuple[sitk.Image | None, list]":
 def mask_problems(pid: str, rater: str, path: Path, image: "sitk.Image | None",
                   allow_uniform_masks: bool = False) -> list:
     """A rater's mask: readable, 3D, on ``image``'s grid (when given), finite, at most one non-zero
-    value, and (unless ``allow_uniform_masks``) neither empty nor nerve everywhere."""
+    value, (unless ``allow_uniform_masks``) neither empty nor nerve everywhere, and not nerve
+    in more than half of the voxels."""
     try:
         mask = read_image(path)
     except NerveError as e:
@@ -161,6 +163,9 @@ def mask_problems(pid: str, rater: str, path: Path, image: "sitk.Image | None",
         if uniform:
             problems.append(f"{pid}: {path}: mask of rater {rater} {uniform}; pass --allow-uniform-masks "
                             "to accept it")
+    inverted = None if problems else inverted_mask_problem(array)
+    if inverted:
+        problems.append(f"{pid}: {path}: mask of rater {rater} {inverted}")
     return problems
 
 
