@@ -64,6 +64,17 @@ def test_demo_interrupted_resumed_and_skipped(tmp_path):
     assert f"| nerve volume (mm³) | OS (rater) | as drawn | {heldout} |" in report
     assert (out / "evaluation" / "biomarker_agreement" / "bland_altman.png").is_file()
     assert sorted(p.name for p in (out / "predictions_postprocessed").iterdir()) == ["FC-DenseNet", "nnU-Net"]
+    # the demo timed its own nnUNetv2_predict runs, where evaluate of prediction folders has no time
+    times = json.loads((out / "logs" / "prediction_seconds.json").read_text())
+    assert sorted(times) == ["FCDenseNetTrainer_demo", "nnUNetTrainer_demo"]
+    for name, trainer in (("FC-DenseNet", "FCDenseNetTrainer_demo"), ("nnU-Net", "nnUNetTrainer_demo")):
+        t = times[trainer]
+        assert t["cases"] == heldout and t["seconds"] > 0 and t["device"] == "cpu"
+        assert f"- {name}: {heldout} scans in {t['seconds']:.1f} s of `nnUNetv2_predict`" in report
+    assert "not recorded" not in report
+    removed = summary["postprocessing"]["removed"]
+    assert (f"- post-processing removed {len(removed)} group(s), {sum(r['voxels'] for r in removed)} voxels"
+            if removed else "- post-processing removed nothing") in report
 
     third = run([script("nnunet-nerve"), "demo", str(out), *TINY], env=env, timeout=600).stdout
     assert third.count("(done earlier, skipped)") == 10, third

@@ -71,6 +71,8 @@ class DemoLayout:
     def stages(self) -> Path: return self.out / ".stages"
     @property
     def report(self) -> Path: return self.out / "report.md"
+    @property
+    def prediction_times(self) -> Path: return self.logs / "prediction_seconds.json"
 
     @property
     def methods(self) -> dict[str, str]:
@@ -323,10 +325,25 @@ def predict_heldout(layout: DemoLayout, trainer: str, target: Path, device: str,
     sibling and renamed at the end)."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    started = time.perf_counter()
     run_logged([console_script("nnUNetv2_predict"), "-i", str(layout.heldout_images), "-o", str(tmp),
                 "-d", str(DATASET_ID), "-c", "2d", "-tr", trainer, "-f", str(FOLD), "-device", device,
                 "-npp", "1", "-nps", "1", *NO_TTA], log, env)
+    seconds = time.perf_counter() - started
+    record_prediction_time(layout, trainer, len(list(layout.heldout_images.iterdir())), seconds, device)
     os.replace(tmp, target)
+
+
+def record_prediction_time(layout: DemoLayout, trainer: str, cases: int, seconds: float, device: str) -> None:
+    """Add ``trainer``'s nnUNetv2_predict run to ``layout.prediction_times`` ({trainer: {"cases",
+    "seconds" (wall clock of the whole command), "device"}}), for the report."""
+    from nnunet_nerve.io.atomic import atomic_file
+
+    path = layout.prediction_times
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    times[trainer] = {"cases": cases, "seconds": round(seconds, 2), "device": device}
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(times, indent=2) + "\n")
 
 
 def heldout_cases(layout: DemoLayout) -> list[str]:

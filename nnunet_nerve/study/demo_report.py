@@ -94,9 +94,9 @@ def _biomarker_lines(summary: dict) -> list[str]:
     lines = [f"- mask measured: **{summary.get('mask_used')}**"]
     pp = summary.get("postprocessing")
     if pp:
-        removed = "; ".join(f"slices {r['first_slice']}-{r['last_slice']}, {r['voxels']} voxels ({r['reason']})"
-                            for r in pp["removed"]) or "nothing"
-        lines.append(f"- post-processing removed: {removed}; filled slices: "
+        removed = _removed_summary(pp["removed"]) if pp["removed"] else "nothing"
+        lines.append(f"- post-processing removed {removed} (each with its slices and reason: "
+                     f"`postprocessing.removed` in summary.json); filled slices: "
                      f"{', '.join(map(str, pp['filled_slices'])) or 'none'}")
     split = summary["split"]
     if split["found"]:
@@ -111,6 +111,51 @@ def _biomarker_lines(summary: dict) -> list[str]:
                      for region, r in lesion["references"].items() if region != "merged")
     lines.append(f"- lesion references (each part against the same part): {refs or 'none'}")
     return lines
+
+
+#: The section of evaluate's report that the demo fills from its own measurement.
+PREDICTION_TIME_HEADING = "## Prediction time per scan"
+
+
+def prediction_time_lines(layout) -> list[str]:
+    """One line per method: the wall clock of the demo's nnUNetv2_predict run over the held-out
+    scans (``demo.record_prediction_time``), and per scan; "not recorded" for a run that an
+    older demo made."""
+    import json
+
+    path = layout.prediction_times
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    lines = []
+    for name, trainer in layout.methods.items():
+        t = times.get(trainer)
+        lines.append(f"- {name}: not recorded (predicted by an earlier demo run)" if t is None else
+                     f"- {name}: {t['cases']} scans in {t['seconds']:.1f} s of `nnUNetv2_predict` on the {t['device']}, "
+                     f"{t['seconds'] / t['cases']:.1f} s per scan including the command's start and the model's "
+                     "loading (an upper bound; `benchmarks/bench_predict.py` separates the start-up from the time per "
+                     "slice on a paper-size scan)")
+    return lines
+
+
+def with_prediction_times(table: str, lines: list[str]) -> str:
+    """``table`` (evaluate's report) with its prediction-time section's body replaced by
+    ``lines``: evaluate of prediction folders has no time to show, the demo timed them."""
+    head, found, rest = table.partition(PREDICTION_TIME_HEADING)
+    if not found:
+        return table
+    _, heading, after = rest.partition("\n## ")
+    return head + PREDICTION_TIME_HEADING + "\n\n" + "\n".join(lines) + ("\n\n## " + after if heading else "\n")
+
+
+def _removed_summary(removed: list) -> str:
+    """What post-processing removed, by kind (the reason's first word): "N group(s) of
+    components and tracks, V voxels: n short (v voxels), ..."."""
+    kinds: dict = {}
+    for r in removed:
+        kind = r["reason"].split(":")[0]
+        count, voxels = kinds.get(kind, (0, 0))
+        kinds[kind] = (count + 1, voxels + r["voxels"])
+    parts = ", ".join(f"{count} {kind} ({voxels} voxels)" for kind, (count, voxels) in kinds.items())
+    return f"{len(removed)} group(s), {sum(r['voxels'] for r in removed)} voxels: {parts}"
 
 
 def write_report(layout, heldout: list[str], case: str) -> Path:
@@ -153,7 +198,7 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
         "",
         "## Table 1: Auto-GT, rater comparisons and statistics",
         "",
-        table1.strip(),
+        with_prediction_times(table1, prediction_time_lines(layout)).strip(),
         "",
         "## Figure 2: boxplots",
         "",
