@@ -162,6 +162,12 @@ def vessel_tracks(removed: list) -> int:
     return sum(entry["reason"].startswith((SIDE_PIECE_REASON, FLOATING_REASON)) for entry in removed)
 
 
+def vessel_tracks_phrase(removed: list) -> str:
+    """" and N vessel track(s)" for the ``vessel_tracks`` of ``removed``; "" when none."""
+    tracks = vessel_tracks(removed)
+    return f" and {tracks} vessel track(s)" if tracks else ""
+
+
 def _without_specks(slice_mask: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(slice_mask, structure=_STRUCTURE_2D)
     if n == 0:

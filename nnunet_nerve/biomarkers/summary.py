@@ -14,7 +14,7 @@ import numpy as np
 
 from nnunet_nerve.biomarkers.branches import BRANCHES as SPLIT_BRANCHES
 from nnunet_nerve.biomarkers.branches import PART_LABELS as BRANCH_LABELS
-from nnunet_nerve.biomarkers.postprocess import vessel_tracks
+from nnunet_nerve.biomarkers.postprocess import vessel_tracks, vessel_tracks_phrase
 
 
 def _stats(values: list) -> dict:
@@ -90,10 +90,9 @@ def summary_line(result) -> str:
         used = s["mask_used"] + " mask"
         pp = s.get("postprocessing")
         if pp:
-            sides = vessel_tracks(pp["removed"])
-            tracks = f" and {sides} vessel track(s)" if sides else ""
-            used += (f" (removed {pp['removed_voxels']} voxel(s) in {len(pp['removed']) - sides} component group(s)"
-                     f"{tracks}, filled {len(pp['filled_slices'])} slice(s))")
+            groups = len(pp["removed"]) - vessel_tracks(pp["removed"])
+            used += (f" (removed {pp['removed_voxels']} voxel(s) in {groups} component group(s)"
+                     f"{vessel_tracks_phrase(pp['removed'])}, filled {len(pp['filled_slices'])} slice(s))")
         earlier = s.get("earlier_postprocessing")
         if earlier:
             used += "; " + (earlier["note"] or f"{len(earlier['slices'])} slice(s) interpolated by an earlier "

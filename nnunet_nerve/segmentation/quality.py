@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from nnunet_nerve.biomarkers.lesions import LesionRule, normative_csa_ranges, slice_parts
-from nnunet_nerve.biomarkers.postprocess import vessel_tracks
+from nnunet_nerve.biomarkers.postprocess import vessel_tracks_phrase
 
 
 #: The heading of each flag in the report.
@@ -81,10 +81,8 @@ def quality_flags(mask: np.ndarray, spacing_zyx, postprocessing=None, biomarkers
         removed = pp.components - pp.kept_components
         parts = []
         if pp.removed_voxels:
-            sides = vessel_tracks(pp.removed)
-            tracks = f" and {sides} vessel track(s)" if sides else ""
-            parts.append(f"removed {removed} of {pp.components} component(s){tracks} ({pp.removed_voxels} voxels, "
-                         f"{pp.removed_voxels * voxel_mm3:.0f} mm³)")
+            parts.append(f"removed {removed} of {pp.components} component(s){vessel_tracks_phrase(pp.removed)} "
+                         f"({pp.removed_voxels} voxels, {pp.removed_voxels * voxel_mm3:.0f} mm³)")
         if pp.filled_slices:
             parts.append(f"filled {len(pp.filled_slices)} missed slice(s) ({_list(pp.filled_slices)}; "
                          f"+{pp.filled_voxels} voxels)")
