@@ -18,7 +18,7 @@ TINY = ["--volunteers", "4", "--patients", "4", "--epochs", "3", "--iterations",
 
 
 def _env(tmp_path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_") and k != "NNUNET_NERVE_SEED"}
     env.update(MPLCONFIGDIR=str(tmp_path / "mpl"), nnUNet_n_proc_DA="1")
     return env
 
@@ -72,6 +72,8 @@ def test_demo_interrupted_resumed_and_skipped(tmp_path):
         assert t["cases"] == heldout and t["seconds"] > 0 and t["device"] == "cpu"
         assert f"- {name}: {heldout} scans in {t['seconds']:.1f} s of `nnUNetv2_predict`" in report
     assert "not recorded" not in report
+    # both trainings drew from the demo's seed; FC-DenseNet's was killed and resumed
+    assert "- training: FC-DenseNet seed 0, resumed 1 time(s); nnU-Net seed 0 (`NNUNET_NERVE_SEED`" in report
     removed = summary["postprocessing"]["removed"]
     assert (f"- post-processing removed {len(removed)} group(s), {sum(r['voxels'] for r in removed)} voxels"
             if removed else "- post-processing removed nothing") in report
@@ -88,3 +90,23 @@ def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {out}")
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+
+
+def test_demo_run_twice_from_scratch_trains_and_scores_the_same(tmp_path):
+    """Both trainings draw from the demo's seed (0, NNUNET_NERVE_SEED unset): on the CPU, with
+    one augmentation worker as the demo runs, two demos from scratch train bit-identical
+    networks and score the same Table 1, case by case."""
+    import torch
+
+    env = _env(tmp_path)
+    outs = [tmp_path / "first", tmp_path / "second"]
+    for out in outs:
+        run([script("nnunet-nerve"), "demo", str(out), *TINY], env=env, timeout=1800)
+    for trainer in ("FCDenseNetTrainer_demo", "nnUNetTrainer_demo"):
+        weights = [torch.load(out / "nnUNet_results" / "Dataset900_NervePhantom" / f"{trainer}__nnUNetPlans__2d"
+                              / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                              weights_only=False)["network_weights"] for out in outs]
+        assert weights[0].keys() == weights[1].keys()
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), trainer
+    assert (outs[0] / "evaluation" / "per_case.csv").read_text() == (outs[1] / "evaluation" / "per_case.csv").read_text()
+    assert "- training: FC-DenseNet seed 0; nnU-Net seed 0 (" in (outs[0] / "report.md").read_text()

@@ -24,6 +24,7 @@ from typing import Callable
 from nnunet_nerve.study.console_scripts import console_script
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.registry.dataset_info import IMAGES_TR, image_file_name
+from nnunet_nerve.training.seeding import SEED_VARIABLE
 from nnunet_nerve.training.trainer_dir import trainer_dir
 
 DEMO_MARKER = ".nnunet-nerve-demo"
@@ -35,6 +36,9 @@ FULL_METHODS = {"FC-DenseNet": "FCDenseNetTrainer", "nnU-Net": "nnUNetTrainer"}
 #: Both methods predict without test-time mirroring, as the paper did (nnU-Net would mirror by
 #: default, at four times the cost on 2D data).
 NO_TTA = ["--disable_tta"]
+#: Both trainings draw from this seed (``NNUNET_NERVE_SEED``, training/seeding.py) unless the
+#: variable is set: on the CPU a demo run again from scratch trains the same networks.
+DEMO_SEED = 0
 
 
 @dataclass
@@ -86,6 +90,7 @@ class DemoLayout:
         env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed),
                    nnUNet_results=str(self.results), nnUNet_extTrainer=trainer_dir())
         env.setdefault("nnUNet_n_proc_DA", "1" if not self.full else "8")
+        env.setdefault(SEED_VARIABLE, str(DEMO_SEED))
         env.setdefault("MPLCONFIGDIR", str(self.out / ".matplotlib"))
         env["PYTHONUNBUFFERED"] = "1"  # stream nnU-Net's epoch lines to the progress bar
         return env

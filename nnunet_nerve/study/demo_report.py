@@ -146,6 +146,24 @@ def with_prediction_times(table: str, lines: list[str]) -> str:
     return head + PREDICTION_TIME_HEADING + "\n\n" + "\n".join(lines) + ("\n\n## " + after if heading else "\n")
 
 
+def training_seed_line(layout) -> str:
+    """How each method's training drew its random numbers, from its fold's training logs (the
+    line ``SeededTraining`` writes): "seed S" per method, "resumed" when the fold has more
+    than one log (a resumed run starts its generators from the seed again, so it is not the
+    uninterrupted run), "unseeded" without the line."""
+    import re
+
+    parts = []
+    for name, trainer in layout.methods.items():
+        logs = sorted(layout.fold_dir(trainer).glob("training_log_*.txt"))
+        seeds = sorted({m.group(1) for log in logs
+                        for m in re.finditer(r"seed (\d+) \(from NNUNET_NERVE_SEED\)", log.read_text(errors="replace"))})
+        what = f"seed {', '.join(seeds)}" if seeds else "unseeded (nnU-Net's default)"
+        parts.append(f"{name} {what}" + (f", resumed {len(logs) - 1} time(s)" if len(logs) > 1 else ""))
+    return ("- training: " + "; ".join(parts) + " (`NNUNET_NERVE_SEED`: initial weights, batches, augmentation; "
+            "on the CPU the same seed repeats an uninterrupted run, a resumed one draws anew from the seed)")
+
+
 def _removed_summary(removed: list) -> str:
     """What post-processing removed, by kind (the reason's first word): "N group(s) of
     components and tracks, V voxels: n short (v voxels), ..."."""
@@ -194,6 +212,7 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
         f"- held-out fold 0 ({len(heldout)} cases: {', '.join(heldout)}) predicted with `nnUNetv2_predict`; "
         "without test-time mirroring for either method, as in the paper; "
         "the training cases are not evaluated (listed as left out in the table)",
+        training_seed_line(layout),
         f"- logs of every command: `{layout.logs.relative_to(out)}/`",
         "",
         "## Table 1: Auto-GT, rater comparisons and statistics",
