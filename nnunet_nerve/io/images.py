@@ -157,11 +157,17 @@ def _numbers(values, decimals: int) -> str:
 MAX_SLICE_TILT_DEG = 45.0
 
 
-def slice_tilt_deg(direction) -> float:
-    """The angle (degrees, 0-90) between the slices' normal, the grid's third axis (the third
-    column of ITK's direction matrix, in its LPS patient frame), and the head-foot axis."""
+def slice_normal(direction) -> np.ndarray:
+    """The slices' unit normal, the grid's third axis: the third column of ITK's direction
+    matrix, in its LPS patient frame."""
     normal = np.asarray(direction, dtype=float).reshape(3, 3)[:, 2]
-    return float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / np.linalg.norm(normal)))))
+    return normal / np.linalg.norm(normal)
+
+
+def slice_tilt_deg(direction) -> float:
+    """The angle (degrees, 0-90) between the slices' normal (``slice_normal``) and the
+    head-foot axis."""
+    return float(np.degrees(np.arccos(min(1.0, abs(slice_normal(direction)[2])))))
 
 
 def axial_slices_problem(image: sitk.Image) -> "str | None":
@@ -170,7 +176,7 @@ def axial_slices_problem(image: sitk.Image) -> "str | None":
     tilt = slice_tilt_deg(image.GetDirection())
     if tilt <= MAX_SLICE_TILT_DEG:
         return None
-    normal = np.abs(np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2])
+    normal = np.abs(slice_normal(image.GetDirection()))
     plane, axis = ("sagittal", "left-right") if normal[0] >= normal[1] else ("coronal", "anterior-posterior")
     return (f"the slices are {plane} (their normal is {tilt:.0f} degrees from the head-foot axis, towards the "
             f"{axis} axis) and cut the nerve lengthwise; CSA per slice needs axial slices across the nerve: "

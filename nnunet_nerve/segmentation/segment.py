@@ -298,8 +298,8 @@ def _write_segmentation(tmp: Path, source: ScanInput, mask, model_info: dict, pp
                           folds=tuple(model_info["folds"]), plans=model_info["plans"], postprocessed=pp is not None)
     written = write_masks(tmp, source, mask, algorithm)
     if pp is not None:
-        from nnunet_nerve.biomarkers.postprocess_record import REPORT_NAME as POSTPROCESSING_NAME
-        from nnunet_nerve.biomarkers.postprocess_record import folder_report, report_entry
+        from nnunet_nerve.biomarkers.postprocess_record import REPORT_NAME as POSTPROCESSING_NAME, folder_report, \
+            report_entry
 
         write_json(tmp / POSTPROCESSING_NAME, folder_report(pp.rule, {NIFTI_NAME: report_entry(pp, None)}))
         written["postprocessing"] = Path(POSTPROCESSING_NAME)

@@ -335,7 +335,7 @@ def predict_heldout(layout: DemoLayout, trainer: str, target: Path, device: str,
                 "-d", str(DATASET_ID), "-c", "2d", "-tr", trainer, "-f", str(FOLD), "-device", device,
                 "-npp", "1", "-nps", "1", *NO_TTA], log, env)
     seconds = time.perf_counter() - started
-    record_prediction_time(layout, trainer, len(list(layout.heldout_images.iterdir())), seconds, device)
+    record_prediction_time(layout, trainer, len(heldout_cases(layout)), seconds, device)
     os.replace(tmp, target)
 
 
