@@ -19,7 +19,7 @@ CLI's ``--help``) stays light.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -51,11 +51,13 @@ def phantom(out: PathLike, *, volunteers: int = 10, patients: int = 42, seed: in
 @dataclass(frozen=True)
 class CheckResult:
     """A valid registry (``registry.reader.Registry``), the raters' agreement per subject
-    (``RaterAgreement`` rows) and the lines ``check`` prints about it."""
+    (``RaterAgreement`` rows), the lines ``check`` prints about it, and its warnings (lines
+    that are no error: ``registry.validation.orientation_warning``)."""
 
     registry: object
     agreement: list
     agreement_lines: list
+    warnings: list = field(default_factory=list)
 
 
 def check(registry: PathLike, *, allow_uniform_masks: bool = False, progress: Progress = None) -> CheckResult:
@@ -65,9 +67,10 @@ def check(registry: PathLike, *, allow_uniform_masks: bool = False, progress: Pr
     from nnunet_nerve.evaluation.rater_agreement import agreement_summary, rater_agreement
     from nnunet_nerve.registry.validation import check_registry
 
-    checked = check_registry(registry, log=progress, allow_uniform_masks=allow_uniform_masks)
+    warnings: list = []
+    checked = check_registry(registry, log=progress, allow_uniform_masks=allow_uniform_masks, warnings=warnings)
     agreement = rater_agreement(checked)
-    return CheckResult(checked, agreement, agreement_summary(agreement, checked.raters))
+    return CheckResult(checked, agreement, agreement_summary(agreement, checked.raters), warnings)
 
 
 def convert(registry: PathLike, dataset_id: int, *, name: str = "Nerve", consensus: str = "majority",

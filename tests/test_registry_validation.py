@@ -374,6 +374,34 @@ def _dice_of_voxel_sets(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * len(sa & sb) / (len(sa) + len(sb))
 
 
+#: Coronal slices in ITK's LPS frame: columns run left-right, rows head-foot, the slices' normal anterior-posterior.
+CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0)
+
+
+def test_check_and_convert_note_a_scan_whose_slices_are_not_axial(tmp_path, nnunet_env):
+    """A registry whose sub-002 is stored as coronal slices (image and masks on one grid) is
+    valid for training, so `check` and `convert` pass, but each prints one `warning:` line naming
+    the subject and the file and saying that the biomarkers will refuse it and how to reorient;
+    the axial subjects get none."""
+    root = make_registry(tmp_path / "reg")
+    for path in [root / "sub-002" / "anat" / "sub-002_T2w.nii.gz"] + [mask_path(root, "sub-002", r) for r in RATERS]:
+        image = sitk.ReadImage(str(path))
+        image.SetDirection(CORONAL)
+        sitk.WriteImage(image, str(path))
+    image_path = root / "sub-002" / "anat" / "sub-002_T2w.nii.gz"
+    expected = (f"warning: sub-002: {image_path}: the slices are coronal (their normal is 90 degrees from the head-foot "
+                "axis, towards the anterior-posterior axis) and cut the nerve lengthwise; CSA per slice needs axial "
+                "slices across the nerve: reorient the image and its masks to axial first "
+                "(SimpleITK.DICOMOrient(image, 'LPS') permutes and flips the axes without resampling); training and "
+                "evaluation work as they are, but `biomarkers`, `segment` and `evaluate --biomarkers` refuse this scan")
+    checked = run([script("nnunet-nerve"), "check", str(root)])
+    assert checked.stdout.startswith(f"{root}: ok, 3 subjects")
+    assert [line for line in checked.stdout.splitlines() if line.startswith("warning:")] == [expected]
+    converted = run([script("nnunet-nerve"), "convert", str(root), "-d", "46", "--folds", "0"], env=nnunet_env)
+    assert [line for line in converted.stdout.splitlines() if line.startswith("warning:")] == [expected]
+    assert (Path(nnunet_env["nnUNet_raw"]) / "Dataset046_Nerve" / "dataset.json").is_file()
+
+
 def test_check_reports_each_raters_agreement_and_flags_an_outlier(tmp_path):
     root = make_registry(tmp_path / "reg", n=2)
     box = np.zeros((3, 10, 12), np.uint8)

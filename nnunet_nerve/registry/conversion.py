@@ -122,7 +122,10 @@ def convert_registry(registry_root: "str | os.PathLike", dataset_id: int, name: 
     target, splits_path = check_target(dataset_id, name, overwrite)
     refuse_output_overlap(target, {"registry": registry_root})
     refuse_output_overlap(splits_path, {"registry": registry_root})
-    registry = check_registry(registry_root, log, allow_uniform_masks)
+    warnings: list = []
+    registry = check_registry(registry_root, log, allow_uniform_masks, warnings)
+    for warning in warnings:
+        log(f"warning: {warning}")
     cases = sorted(registry.participant_ids)
     if len(cases) < n_folds:
         raise NerveError(f"{registry.root}: {len(cases)} subjects cannot be split into {n_folds} folds; "

@@ -35,7 +35,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "check", help="validate a registry without writing anything",
         description="Run every check of `convert` on REGISTRY and print each problem as one `error:` line "
-                    "naming the subject and the file (exit 2), or a one-line summary (exit 0).")
+                    "naming the subject and the file (exit 2), or a one-line summary (exit 0), the raters' "
+                    "agreement and a `warning:` line for each scan the biomarkers would refuse (slices not axial).")
     p.add_argument("registry", type=Path, help="the registry folder (holding participants.tsv)")
     p.add_argument("--allow-uniform-masks", action="store_true",
                    help="accept rater masks that are empty or mark every voxel as nerve (refused by default)")
@@ -74,6 +75,8 @@ def _check(args) -> int:
           f"{cohorts.count('patient')} patients), raters {', '.join(registry.raters)}{order}")
     for line in result.agreement_lines:
         print(line)
+    for warning in result.warnings:
+        print(f"warning: {warning}")
     return 0
 
 
