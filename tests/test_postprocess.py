@@ -322,7 +322,7 @@ def test_a_vessel_touching_the_nerve_is_no_branch():
     assert np.array_equal(result.mask, nerve | vein(15, 15, x=28.5, y=24, r=1.5))
     side = vein(10, 14, x=30.5, y=24, r=1.5)
     assert result.removed_voxels == int(side.sum())
-    assert result.removed == [{"first_slice": 10, "last_slice": 14, "voxels": int(side.sum()),
+    assert result.removed == [{"first_slice": 10, "last_slice": 14, "voxels": int(side.sum()), "kind": "side piece",
                                "reason": "side piece: under 0.2 of its slice's largest piece on 5 slices "
                                          "(a vessel touching the nerve)"}]
     kept = postprocess_nerve(nerve | vessel, SPACING, PostprocessRule(side_piece_fraction=0))
@@ -356,7 +356,7 @@ def test_a_vessel_touching_the_nerve_through_a_corner_is_removed():
     nerve, vessel = _vessel_touching_through_a_corner(10, 13)
     result = postprocess_nerve(nerve | vessel, SPACING)
     assert np.array_equal(result.mask, nerve)
-    assert result.removed == [{"first_slice": 10, "last_slice": 13, "voxels": int(vessel.sum()),
+    assert result.removed == [{"first_slice": 10, "last_slice": 13, "voxels": int(vessel.sum()), "kind": "floating",
                                "reason": "floating: 4 slice(s) beside the nerve, overlapping nothing on the slices "
                                          "before and after, under 0.5 of the tube's 40"}]
 

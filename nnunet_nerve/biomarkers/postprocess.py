@@ -150,16 +150,24 @@ SPECK_PIXELS = 9
 MAX_PASSES = 4
 #: A track of side pieces over at least this many slices is removed (step 5).
 SIDE_PIECE_MIN_SLICES = 2
-#: How a removed track of side pieces' ``reason`` begins (other entries are groups of components).
-SIDE_PIECE_REASON = "side piece"
-#: How a removed floating track's ``reason`` begins (step 6).
-FLOATING_REASON = "floating"
+#: The ``kind`` of a ``removed`` entry, the first word(s) of its ``reason``: a group of components
+#: shorter than the tube or far from it (steps 2-4), a track of side pieces (step 5), a floating
+#: track (step 6).
+SHORT, FAR, SIDE_PIECE, FLOATING = "short", "far", "side piece", "floating"
+#: The kinds that are tracks beside the nerve (vessels), not groups of components.
+VESSEL_TRACK_KINDS = (SIDE_PIECE, FLOATING)
+
+
+def removed_entry(first_slice: int, last_slice: int, voxels: int, kind: str, why: str) -> dict:
+    """One ``removed`` entry: its slices, voxels, ``kind`` and ``reason`` ("<kind>: <why>")."""
+    return {"first_slice": int(first_slice), "last_slice": int(last_slice), "voxels": int(voxels), "kind": kind,
+            "reason": f"{kind}: {why}"}
 
 
 def vessel_tracks(removed: list) -> int:
     """How many entries of a ``removed`` list are tracks beside the nerve (steps 5 and 6: side
     pieces and floating tracks; the other entries are groups of components)."""
-    return sum(entry["reason"].startswith((SIDE_PIECE_REASON, FLOATING_REASON)) for entry in removed)
+    return sum(entry["kind"] in VESSEL_TRACK_KINDS for entry in removed)
 
 
 def vessel_tracks_phrase(removed: list) -> str:
@@ -443,11 +451,10 @@ def _postprocess_pass(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Post
     for g in sorted(groups, key=lambda g: groups[g]["z0"]):
         if g == main:
             continue
-        entry = {"first_slice": int(groups[g]["z0"]), "last_slice": int(groups[g]["z1"]),
-                 "voxels": groups[g]["voxels"]}
+        where = (groups[g]["z0"], groups[g]["z1"], groups[g]["voxels"])
         if extent[g] < rule.min_extent_fraction * extent[main]:
-            removed.append({**entry, "reason": f"short: {extent[g]} slice(s), under {rule.min_extent_fraction:g} "
-                                               f"of the nerve tube's {extent[main]}"})
+            removed.append(removed_entry(*where, SHORT, f"{extent[g]} slice(s), under {rule.min_extent_fraction:g} "
+                                                        f"of the nerve tube's {extent[main]}"))
             continue
         if distance is None:
             distance = ndimage.distance_transform_edt(~np.isin(comp, groups[main]["members"]), sampling=(sz, sy, sx))
@@ -455,8 +462,8 @@ def _postprocess_pass(mask: np.ndarray, spacing_zyx: Sequence[float], rule: Post
         if gap <= rule.max_branch_distance_mm:
             keep_groups.add(g)
         else:
-            removed.append({**entry, "reason": f"far: {gap:.1f} mm from the nerve tube, over "
-                                               f"{rule.max_branch_distance_mm:g} mm"})
+            removed.append(removed_entry(*where, FAR, f"{gap:.1f} mm from the nerve tube, over "
+                                                      f"{rule.max_branch_distance_mm:g} mm"))
 
     kept_components = [c for g in keep_groups for c in groups[g]["members"]]
     out = np.isin(comp, kept_components)
@@ -519,16 +526,15 @@ def _remove_side_pieces(out: np.ndarray, fraction: float) -> list:
             continue
         for z, i, _ in members:
             out[z][labels[z] == i] = False
-        removed.append({"first_slice": slices[0], "last_slice": slices[-1],
-                        "voxels": sum(a for _, _, a in members),
-                        "reason": f"{SIDE_PIECE_REASON}: under {fraction:g} of its slice's largest piece on {len(slices)} "
-                                  "slices (a vessel touching the nerve)"})
+        removed.append(removed_entry(slices[0], slices[-1], sum(a for _, _, a in members), SIDE_PIECE,
+                                     f"under {fraction:g} of its slice's largest piece on {len(slices)} slices "
+                                     "(a vessel touching the nerve)"))
     return removed
 
 
 def _remove_floating_tracks(out: np.ndarray, fraction: float) -> list:
     """Step 6 of the module docstring on ``out`` (changed in place); one ``removed`` entry per
-    floating track taken out (reason ``floating: ...``)."""
+    floating track taken out (kind ``floating``)."""
     nz = out.shape[0]
     present = np.flatnonzero(out.reshape(nz, -1).any(axis=1))
     if present.size == 0:
@@ -555,7 +561,7 @@ def _remove_floating_tracks(out: np.ndarray, fraction: float) -> list:
         if blind([m for m in members if m[0] == z0], z0 - 1) and blind([m for m in members if m[0] == z1], z1 + 1):
             for z, i, _ in members:
                 out[z][labels[z] == i] = False
-            removed.append({"first_slice": z0, "last_slice": z1, "voxels": sum(a for _, _, a in members),
-                            "reason": f"{FLOATING_REASON}: {z1 - z0 + 1} slice(s) beside the nerve, overlapping nothing on the "
-                                      f"slices before and after, under {fraction:g} of the tube's {extent}"})
+            removed.append(removed_entry(z0, z1, sum(a for _, _, a in members), FLOATING,
+                                         f"{z1 - z0 + 1} slice(s) beside the nerve, overlapping nothing on the slices "
+                                         f"before and after, under {fraction:g} of the tube's {extent}"))
     return removed

@@ -165,13 +165,11 @@ def training_seed_line(layout) -> str:
 
 
 def _removed_summary(removed: list) -> str:
-    """What post-processing removed, by kind (the reason's first word): "N group(s) of
-    components and tracks, V voxels: n short (v voxels), ..."."""
+    """What post-processing removed, by ``kind``: "N group(s), V voxels: n short (v voxels), ..."."""
     kinds: dict = {}
     for r in removed:
-        kind = r["reason"].split(":")[0]
-        count, voxels = kinds.get(kind, (0, 0))
-        kinds[kind] = (count + 1, voxels + r["voxels"])
+        count, voxels = kinds.get(r["kind"], (0, 0))
+        kinds[r["kind"]] = (count + 1, voxels + r["voxels"])
     parts = ", ".join(f"{count} {kind} ({voxels} voxels)" for kind, (count, voxels) in kinds.items())
     return f"{len(removed)} group(s), {sum(r['voxels'] for r in removed)} voxels: {parts}"
 
