@@ -67,8 +67,12 @@ def _dicom_registry(root, knee_folder, knee_image):
 def test_dicom_series_subject_validates_and_converts(tmp_path, knee, nnunet_env):
     knee_folder, knee_image = knee
     root = _dicom_registry(tmp_path / "reg", knee_folder, knee_image)
-    registry = check_registry(root)
+    warnings: list = []
+    registry = check_registry(root, warnings=warnings)
     assert registry.files["sub-001"].image.name == "sub-001_T2w"
+    # The real series is sagittal: valid for training, refused by the biomarkers, said once.
+    assert len(warnings) == 1 and warnings[0].startswith(f"sub-001: {root / 'sub-001' / 'anat' / 'sub-001_T2w'}: "
+                                                         "the slices are sagittal (their normal is ")
     out = convert_registry(root, 7, name="Knee", n_folds=0, log=None)
     info = load_dataset_info(out)
     assert info.cases == ("sub-001",) and info.raters == RATERS
