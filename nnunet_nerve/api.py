@@ -52,7 +52,7 @@ def phantom(out: PathLike, *, volunteers: int = 10, patients: int = 42, seed: in
 class CheckResult:
     """A valid registry (``registry.reader.Registry``), the raters' agreement per subject
     (``RaterAgreement`` rows), the lines ``check`` prints about it, and its warnings (lines
-    that are no error: ``registry.validation.orientation_warning``)."""
+    that are no error: ``registry.validation.image_warnings``)."""
 
     registry: object
     agreement: list

@@ -57,6 +57,28 @@ def test_cylinder_csa_is_pi_r2_within_discretisation(tmp_path):
     assert (out / "profile.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_an_image_without_geometry_is_measured_in_voxels_and_said_so(tmp_path):
+    """A tube written with SimpleITK's defaults (1 mm voxels at origin 0: an array saved without
+    its scan's geometry) is measured in those units, exit 0, but `biomarkers` prints one
+    `warning:` line naming the image and summary.json lists it; the same tube with its spacing
+    (the first test) has an empty `warnings`."""
+    mask = tube((24, 24), 3.0)
+    image = write(tmp_path / "bare_t2.nii.gz", t2_image(mask), spacing=(1.0, 1.0, 1.0))
+    mask_path = write(tmp_path / "bare_mask.nii.gz", mask, spacing=(1.0, 1.0, 1.0))
+    proc = cli("biomarkers", "--image", image, "--mask", mask_path, "--out", tmp_path / "out")
+    expected = (f"warning: {image}: the header holds no geometry (1 mm voxels at origin 0, the defaults of an array "
+                "written without its scan's geometry): areas, lengths and volumes are in voxel units unless the "
+                "voxels really are 1 mm; copy the scan's geometry into the file (SimpleITK: "
+                "image.CopyInformation(scan))")
+    assert [line for line in proc.stdout.splitlines() if line.startswith("warning:")] == [expected]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["warnings"] == [expected.removeprefix("warning: ")]
+    assert summary["volume_mm3"] == pytest.approx(mask.sum())        # 1 mm³ per voxel, as the header says
+    image, mask_path = scan(tmp_path, mask, name="with_spacing")
+    cli("biomarkers", "--image", image, "--mask", mask_path, "--out", tmp_path / "spaced")
+    assert json.loads((tmp_path / "spaced" / "summary.json").read_text())["warnings"] == []
+
+
 @pytest.mark.parametrize("angle", [20.0, 35.0])
 def test_oblique_tube_corrected_csa_is_true_csa(angle):
     """A tube tilted by theta shows an ellipse of area pi r^2 / cos(theta) in each slice; the

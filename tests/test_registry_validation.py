@@ -402,6 +402,20 @@ def test_check_and_convert_note_a_scan_whose_slices_are_not_axial(tmp_path, nnun
     assert (Path(nnunet_env["nnUNet_raw"]) / "Dataset046_Nerve" / "dataset.json").is_file()
 
 
+def test_check_warns_about_an_image_without_geometry(tmp_path):
+    """sub-003's image and masks written with SimpleITK's defaults (1 mm voxels at origin 0):
+    valid, exit 0, one `warning:` line naming the subject and the file."""
+    root = make_registry(tmp_path / "reg")
+    for path in [root / "sub-003" / "anat" / "sub-003_T2w.nii.gz"] + [mask_path(root, "sub-003", r) for r in RATERS]:
+        sitk.WriteImage(sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))), str(path))
+    checked = run([script("nnunet-nerve"), "check", str(root)])
+    warnings = [line for line in checked.stdout.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: sub-003: {root / 'sub-003' / 'anat' / 'sub-003_T2w.nii.gz'}: the header holds no "
+                        "geometry (1 mm voxels at origin 0, the defaults of an array written without its scan's "
+                        "geometry): areas, lengths and volumes are in voxel units unless the voxels really are 1 mm; "
+                        "copy the scan's geometry into the file (SimpleITK: image.CopyInformation(scan))"]
+
+
 def test_check_reports_each_raters_agreement_and_flags_an_outlier(tmp_path):
     root = make_registry(tmp_path / "reg", n=2)
     box = np.zeros((3, 10, 12), np.uint8)

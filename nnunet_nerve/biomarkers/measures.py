@@ -385,13 +385,15 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
     default ``PostprocessRule``, a ``PostprocessRule`` applies that rule, False measures the
     mask as it is. The summary records both paths, ``mask_used`` (``MASK_POSTPROCESSED`` or
     ``MASK_RAW``), what post-processing changed and removed and its rule, the imaged ``side``
-    and the thigh ``location``. A mask written by ``postprocess`` into a folder keeps the
+    and the thigh ``location``, and ``warnings`` (lines; the image's header holding no geometry,
+    ``io.images.default_geometry_problem``). A mask written by ``postprocess`` into a folder keeps the
     slices that run interpolated: ``earlier_postprocessing`` (``postprocess_record``) holds
     them, marked ``interpolated`` like the slices this run fills.
     """
-    from nnunet_nerve.io.images import spacing_zyx
+    from nnunet_nerve.io.images import default_geometry_problem, spacing_zyx
 
     array, mask, image = read_mask_for_image(image_path, mask_path)
+    no_geometry = default_geometry_problem(image)
     spacing = spacing_zyx(image)
     earlier = interpolation_record(mask_path, mask)
     pp, cleaning = None, rule_of(postprocess)
@@ -405,5 +407,6 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
     result.summary = {"image": str(Path(image_path).resolve()), "mask": str(Path(mask_path).resolve()),
                       "mask_used": MASK_POSTPROCESSED if pp else MASK_RAW,
                       "postprocessing": pp.as_dict() if pp else None, "earlier_postprocessing": earlier,
-                      "side": side, "location": location, **result.summary}
+                      "side": side, "location": location,
+                      "warnings": [f"{image_path}: {no_geometry}"] if no_geometry else [], **result.summary}
     return result

@@ -250,7 +250,8 @@ def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, lo
 
     ``reference``: None (subject's own), a NormativeReference, or anything ``load_reference``
     accepts. ``options`` go to ``biomarkers_from_files`` (side, rule, postprocess, location).
-    ``log`` gets one line for the scan, starting ``warning:`` when the mask holds no nerve.
+    ``log`` gets one line for the scan, starting ``warning:`` when the mask holds no nerve, and a
+    ``warning:`` line for each of the summary's ``warnings``.
     """
     from nnunet_nerve.io.atomic import refuse_existing, refuse_output_overlap
 
@@ -260,6 +261,8 @@ def report_scan(image, mask, out, *, overwrite: bool = False, reference=None, lo
     result = biomarkers_from_files(image, mask, reference=reference, **options)
     if log:  # once: an empty mask's line is the warning ("no nerve found"), not a second line
         log(f"{'' if result.nerve_found else 'warning: '}{mask}: {summary_line(result)}")
+        for warning in result.summary["warnings"]:
+            log(f"warning: {warning}")
     with atomic_directory(out, overwrite) as tmp:
         write_case_report(tmp, result, Path(mask).name)
         if reference is not None:
@@ -305,6 +308,8 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
             rows.append(_case_row(case, source.participant(case), result.summary))
             if log:
                 log(f"[{i}/{len(masks)}] {case}: {summary_line(result)}")
+                for warning in result.summary["warnings"]:
+                    log(f"warning: {warning}")
         write_csv(tmp / "cases.csv", CASES_CSV_COLUMNS, rows, CSV_DIGITS)
         if reference is not None:
             write_json(tmp / "reference.json", reference.to_json())

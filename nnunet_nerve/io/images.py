@@ -191,6 +191,19 @@ def require_axial_slices(image: sitk.Image, path) -> None:
         raise NerveError(f"{path}: {why}")
 
 
+def default_geometry_problem(image: sitk.Image) -> "str | None":
+    """Why the header of ``image`` looks like no geometry at all, or None: spacing exactly 1 mm
+    on every axis and origin exactly 0, the defaults an array gets when it is written without
+    its scan's geometry (``SimpleITK.GetImageFromArray``, nibabel with an identity affine). A
+    scanner's image is never at origin 0; a scan that really has 1 mm voxels there is measured
+    the same, the line only says what to check."""
+    if any(s != 1.0 for s in image.GetSpacing()) or any(o != 0.0 for o in image.GetOrigin()):
+        return None
+    return ("the header holds no geometry (1 mm voxels at origin 0, the defaults of an array written without its "
+            "scan's geometry): areas, lengths and volumes are in voxel units unless the voxels really are 1 mm; "
+            "copy the scan's geometry into the file (SimpleITK: image.CopyInformation(scan))")
+
+
 def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     """The spacing in the axis order of ``sitk.GetArrayFromImage`` (z, y, x)."""
     return tuple(float(s) for s in reversed(image.GetSpacing()))

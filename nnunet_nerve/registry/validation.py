@@ -19,9 +19,10 @@ the file. The rules (docs/registry.md):
   an error unless ``allow_uniform_masks`` (``--allow-uniform-masks``) accepts it; one marking
   more than half of the voxels (``io.masks.inverted_mask_problem``: labels swapped) is an error.
 
-Not an error but a warning (``orientation_warning``): an image whose slices are coronal or sagittal
-(``io.images.axial_slices_problem``). Training and Table 1 work on any orientation; the
-biomarkers (`biomarkers`, `segment`, `evaluate --biomarkers`) need axial slices and refuse it.
+Not errors but warnings (``image_warnings``): an image whose slices are coronal or sagittal
+(``io.images.axial_slices_problem``; training and Table 1 work on any orientation, the
+biomarkers (`biomarkers`, `segment`, `evaluate --biomarkers`) need axial slices and refuse
+it), and an image whose header holds no geometry (``io.images.default_geometry_problem``).
 
 How far each rater's mask is from the other raters' masks (printed by ``check``) is
 ``evaluation.rater_agreement``.
@@ -37,7 +38,8 @@ import SimpleITK as sitk
 
 from nnunet_nerve.registry.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE, RATERS_FILE
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.io.images import axial_slices_problem, grid_mismatch, read_image, volume_problem
+from nnunet_nerve.io.images import (axial_slices_problem, default_geometry_problem, grid_mismatch, read_image,
+                                    volume_problem)
 from nnunet_nerve.io.masks import inverted_mask_problem, label_mask_problems, uniform_mask_problem
 from nnunet_nerve.registry.reader import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
 
@@ -173,21 +175,25 @@ def mask_problems(pid: str, rater: str, path: Path, image: "sitk.Image | None",
     return problems
 
 
-def orientation_warning(pid: str, path: Path, image: sitk.Image) -> "str | None":
-    """A line naming the subject and the file when the image's slices are not axial (the
-    biomarkers will refuse it, ``io.images.axial_slices_problem`` says why and how to
-    reorient); None for axial slices."""
-    why = axial_slices_problem(image)
-    if not why:
-        return None
-    return (f"{pid}: {path}: {why}; training and evaluation work as they are, but `biomarkers`, `segment` and "
-            "`evaluate --biomarkers` refuse this scan")
+def image_warnings(pid: str, path: Path, image: sitk.Image) -> list:
+    """Lines naming the subject and the file: the image's slices are not axial (the biomarkers
+    will refuse it; ``io.images.axial_slices_problem`` says why and how to reorient), or its
+    header holds no geometry (``io.images.default_geometry_problem``)."""
+    lines = []
+    not_axial = axial_slices_problem(image)
+    if not_axial:
+        lines.append(f"{pid}: {path}: {not_axial}; training and evaluation work as they are, but `biomarkers`, "
+                     "`segment` and `evaluate --biomarkers` refuse this scan")
+    no_geometry = default_geometry_problem(image)
+    if no_geometry:
+        lines.append(f"{pid}: {path}: {no_geometry}")
+    return lines
 
 
 def registry_problems(registry: Registry, log: "Callable[[str], None] | None" = None,
                       allow_uniform_masks: bool = False, warnings: "list | None" = None) -> list:
     """Every problem of a scanned registry, one line each naming the subject and the file;
-    ``warnings``, when given, receives an ``orientation_warning`` for each readable image that has one."""
+    ``warnings``, when given, receives the ``image_warnings`` of each readable image."""
     problems = participant_problems(registry) + rater_problems(registry) + layout_problems(registry)
     listed = [pid for pid in dict.fromkeys(registry.participant_ids) if SAFE_ID.match(pid)]
     for i, pid in enumerate(listed, start=1):
@@ -198,9 +204,8 @@ def registry_problems(registry: Registry, log: "Callable[[str], None] | None" = 
         if files.image is not None:
             image, found = image_problems(pid, files.image)
             problems += found
-            warning = None if image is None or warnings is None else orientation_warning(pid, files.image, image)
-            if warning:
-                warnings.append(warning)
+            if image is not None and warnings is not None:
+                warnings += image_warnings(pid, files.image, image)
         for rater, path in sorted(files.masks.items()):
             problems += mask_problems(pid, rater, path, image, allow_uniform_masks)
     return problems
@@ -209,7 +214,7 @@ def registry_problems(registry: Registry, log: "Callable[[str], None] | None" = 
 def check_registry(root: "str | os.PathLike", log: "Callable[[str], None] | None" = None,
                    allow_uniform_masks: bool = False, warnings: "list | None" = None) -> Registry:
     """Scan and validate a registry; the Registry when it is fine, else NerveError listing every
-    problem. ``warnings``, when given, receives the lines that are no error (``orientation_warning``)."""
+    problem. ``warnings``, when given, receives the lines that are no error (``image_warnings``)."""
     registry = scan_registry(root)
     problems = registry_problems(registry, log, allow_uniform_masks, warnings)
     if problems:
