@@ -80,6 +80,19 @@ def test_nifti_segmentation_is_nnunetv2_predicts(trained, tmp_path):
     record = json.loads((out / "segment.json").read_text())
     assert record["model"]["trainer"] == TRAINER and record["model"]["folds"] == [0]
     assert record["model"]["patch_size"] == [64, 64] and record["postprocess"] is False
+    assert {f["name"]: f["raised"] for f in record["flags"]}["geometry"] is False
+
+
+def test_a_nifti_without_geometry_is_segmented_and_flagged(trained, tmp_path):
+    """The test image's voxels written with SimpleITK's defaults (1 mm voxels at origin 0): `segment`
+    runs, but its `geometry` flag is raised (segment.json, report.html) and printed as a `warning:` line."""
+    bare = tmp_path / "bare_0000.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(str(trained.image)))), str(bare))
+    out = tmp_path / "out"
+    proc = run([script("nnunet-nerve"), "segment", str(bare), str(out), "--model", str(trained.model)], env=trained.env)
+    flag = {f["name"]: f for f in json.loads((out / "segment.json").read_text())["flags"]}["geometry"]
+    assert flag["raised"] and flag["message"].startswith("the header holds no geometry (1 mm voxels at origin 0")
+    assert f"warning: {flag['message']}" in proc.stdout.splitlines()
 
 
 def test_dicom_series_to_seg_nifti_biomarkers_and_report(trained, dicom_series, tmp_path):
@@ -127,7 +140,7 @@ def test_dicom_series_to_seg_nifti_biomarkers_and_report(trained, dicom_series, 
     assert "19 ± 8 min" in page
     record = json.loads((out / "segment.json").read_text())
     assert [f["name"] for f in record["flags"]] == ["no_nerve", "field_of_view_edge", "postprocessing",
-                                                    "csa_reference"]
+                                                    "csa_reference", "geometry"]
     assert set(record["timings_s"]) == {"read input", "load model", "predict", "post-process", "biomarkers",
                                         "write segmentation", "report"}
     assert record["input"]["series_uid"] == str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)

@@ -81,3 +81,12 @@ def test_csa_outside_the_reference_range_counts_slices_above_and_below():
     biomarkers = nerve_biomarkers(inside, SPACING, reference=reference)
     assert not _flags(inside, biomarkers=biomarkers, reference=reference)["csa_reference"].raised
     assert not _flags(mask)["csa_reference"].raised
+
+
+def test_geometry_is_raised_with_the_inputs_problem_and_otherwise_states_the_voxel_size():
+    """`segment` passes ``io.images.default_geometry_problem`` of its input; the flag carries it."""
+    assert _flags(_tube())["geometry"] == quality_flags(_tube(), SPACING)[-1]
+    assert not _flags(_tube())["geometry"].raised
+    assert _flags(_tube())["geometry"].message == "measured in voxels of 1 x 1 x 4 mm (x, y, z) from the header"
+    flag = _flags(_tube(), geometry_problem="the header holds no geometry")["geometry"]
+    assert flag.raised and flag.message == "the header holds no geometry" and flag.title == "header without geometry"

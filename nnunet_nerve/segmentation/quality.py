@@ -15,6 +15,9 @@ Each flag is raised (a warning to look at the images) or not, with one line sayi
   location (unknown: all locations pooled); raised when any does. Parts of a region the
   reference refuses (too few volunteers) are not compared. Without a reference it is not
   evaluated.
+* ``geometry``: the input's header holds no geometry (``io.images.default_geometry_problem``:
+  1 mm voxels at origin 0, an array written without its scan's geometry), so every mm² and
+  mm³ is a voxel count; otherwise it states the voxel size measured with.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from nnunet_nerve.biomarkers.postprocess import vessel_tracks_phrase
 #: The heading of each flag in the report.
 TITLES = {"no_nerve": "no nerve found", "field_of_view_edge": "nerve at the edge of the field of view",
           "postprocessing": "post-processing changed the segmentation",
-          "csa_reference": "CSA outside the reference range"}
+          "csa_reference": "CSA outside the reference range", "geometry": "header without geometry"}
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,11 @@ def edge_slices(mask: np.ndarray) -> np.ndarray:
 
 
 def quality_flags(mask: np.ndarray, spacing_zyx, postprocessing=None, biomarkers=None, reference=None,
-                  rule: LesionRule = LesionRule()) -> list[QualityFlag]:
+                  rule: LesionRule = LesionRule(), geometry_problem: "str | None" = None) -> list[QualityFlag]:
     """The flags of the module docstring, in that order. ``postprocessing``: the
     ``PostprocessResult`` (None when it was off); ``biomarkers``: the ``NerveBiomarkers`` of
-    ``mask``; ``reference``: a ``NormativeReference`` or None."""
+    ``mask``; ``reference``: a ``NormativeReference`` or None; ``geometry_problem``: what
+    ``io.images.default_geometry_problem`` says of the input (None: it has a geometry)."""
     mask = np.asarray(mask, dtype=bool)
     voxel_mm3 = float(np.prod(spacing_zyx))
     flags = []
@@ -94,6 +98,9 @@ def quality_flags(mask: np.ndarray, spacing_zyx, postprocessing=None, biomarkers
                                                          "compared with a reference range"))
     else:
         flags.append(csa_reference_flag(biomarkers, reference, rule))
+    voxel = " x ".join(f"{v:g}" for v in reversed(spacing_zyx))
+    flags.append(QualityFlag("geometry", bool(geometry_problem), geometry_problem or f"measured in voxels of {voxel} mm "
+                                                                                      "(x, y, z) from the header"))
     return flags
 
 

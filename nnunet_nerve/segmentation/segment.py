@@ -316,10 +316,11 @@ def _write_segmentation(tmp: Path, source: ScanInput, mask, model_info: dict, pp
 def _record(source: ScanInput, model_info: dict, device: str, timings: dict, mask, pp, biomarkers,
             reference_obj, written: dict, out: Path) -> dict:
     from nnunet_nerve import __version__
-    from nnunet_nerve.io.images import spacing_zyx
+    from nnunet_nerve.io.images import default_geometry_problem, spacing_zyx
     from nnunet_nerve.segmentation.quality import quality_flags
 
-    flags = quality_flags(mask, spacing_zyx(source.image), pp, biomarkers, reference_obj)
+    flags = quality_flags(mask, spacing_zyx(source.image), pp, biomarkers, reference_obj,
+                          geometry_problem=default_geometry_problem(source.image))
     return {
         "version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
