@@ -99,8 +99,8 @@ def quality_flags(mask: np.ndarray, spacing_zyx, postprocessing=None, biomarkers
     else:
         flags.append(csa_reference_flag(biomarkers, reference, rule))
     voxel = " x ".join(f"{v:g}" for v in reversed(spacing_zyx))
-    flags.append(QualityFlag("geometry", bool(geometry_problem), geometry_problem or f"measured in voxels of {voxel} mm "
-                                                                                      "(x, y, z) from the header"))
+    flags.append(QualityFlag("geometry", bool(geometry_problem),
+                             geometry_problem or f"measured in voxels of {voxel} mm (x, y, z) from the header"))
     return flags
 
 

@@ -36,8 +36,8 @@ def add_parsers(sub) -> None:
         "check", help="validate a registry without writing anything",
         description="Run every check of `convert` on REGISTRY and print each problem as one `error:` line "
                     "naming the subject and the file (exit 2), or a one-line summary (exit 0), the raters' "
-                    "agreement, and a `warning:` line for each scan the biomarkers would refuse (slices not axial) or whose "
-                    "header holds no geometry.")
+                    "agreement, and a `warning:` line for each scan the biomarkers would refuse (slices not "
+                    "axial) or whose header holds no geometry.")
     p.add_argument("registry", type=Path, help="the registry folder (holding participants.tsv)")
     p.add_argument("--allow-uniform-masks", action="store_true",
                    help="accept rater masks that are empty or mark every voxel as nerve (refused by default)")
