@@ -648,3 +648,22 @@ def test_a_slice_is_listed_as_filled_only_where_voxels_were_filled():
         for before in (mask, postprocess_nerve(mask, subject["spacing"]).mask):
             result = postprocess_nerve(before, subject["spacing"])
             assert all((result.mask[z] & ~before[z]).any() for z in result.filled_slices), subject["id"]
+
+
+def test_postprocess_warns_about_a_mask_without_geometry(tmp_path):
+    """A mask written with SimpleITK's defaults (1 mm voxels at origin 0): the rule's distances in
+    mm would be voxel counts, so `postprocess` of the file and of its folder prints one `warning:`
+    line naming it (and still writes the output, exit 0); a mask with its spacing gets none."""
+    (tmp_path / "in").mkdir()
+    bare = write(tmp_path / "in" / "case.nii.gz", tube((24, 24), 3.0), spacing=(1.0, 1.0, 1.0))
+    expected = (f"warning: {bare}: the header holds no geometry (1 mm voxels at origin 0, the defaults of an array "
+                "written without its scan's geometry): areas, lengths and volumes are in voxel units unless the "
+                "voxels really are 1 mm; copy the scan's geometry into the file (SimpleITK: "
+                "image.CopyInformation(scan))")
+    for target in (tmp_path / "one.nii.gz", tmp_path / "out"):
+        source = bare if target.suffix else str(tmp_path / "in")
+        printed = run([script("nnunet-nerve"), "postprocess", source, str(target)]).stdout.splitlines()
+        assert [line for line in printed if line.startswith("warning:")] == [expected]
+    spaced = write(tmp_path / "spaced.nii.gz", tube((24, 24), 3.0))
+    printed = run([script("nnunet-nerve"), "postprocess", spaced, str(tmp_path / "spaced_pp.nii.gz")]).stdout
+    assert "warning:" not in printed

@@ -18,15 +18,20 @@ from nnunet_nerve.biomarkers.postprocess_record import (REPORT_NAME, folder_repo
                                                         report_entry, sidecar_path)
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_output_overlap
-from nnunet_nerve.io.images import IMAGE_SUFFIXES, has_image_suffix, read_volume, spacing_zyx, write_image
+from nnunet_nerve.io.images import (IMAGE_SUFFIXES, default_geometry_problem, has_image_suffix, read_volume,
+                                    spacing_zyx, write_image)
 from nnunet_nerve.io.masks import binary_mask
 
 
-def _postprocess_image(path: Path, rule: PostprocessRule):
+def _postprocess_image(path: Path, rule: PostprocessRule, log: "Callable[[str], None] | None" = None):
     """(output SimpleITK image, result, the input's ``postprocess_record.interpolation_record``)
-    for one mask file."""
+    for one mask file; ``log`` gets a ``warning:`` line when its header holds no geometry (the
+    rule's distances in mm would be voxel counts: ``io.images.default_geometry_problem``)."""
     image = read_volume(path, "mask")
     mask = binary_mask(sitk.GetArrayFromImage(image), str(path))
+    no_geometry = default_geometry_problem(image)
+    if no_geometry and log:
+        log(f"warning: {path}: {no_geometry}")
     record = interpolation_record(path, mask)
     result = postprocess_nerve(mask, spacing_zyx(image), rule)
     out = sitk.GetImageFromArray(result.mask.astype(np.uint8))
@@ -34,13 +39,13 @@ def _postprocess_image(path: Path, rule: PostprocessRule):
     return out, result, record
 
 
-def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False
-                     ) -> PostprocessResult:
+def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(), overwrite: bool = False,
+                     log: "Callable[[str], None] | None" = None) -> PostprocessResult:
     """Post-process one mask file into ``out_path`` (uint8 0/1, the input's grid) and record
     what changed in ``postprocess_record.sidecar_path(out_path)`` (a report in
     ``REPORT_NAME``'s format with one entry, which carries on the slices an earlier
     post-processing recorded for the input), both atomically; the report is moved into place
-    first, so an interruption never leaves the mask without it."""
+    first, so an interruption never leaves the mask without it. ``log``: as ``_postprocess_image``."""
 
     refuse_output_overlap(out_path, {"input mask": in_path})
     if not has_image_suffix(out_path) or Path(out_path).is_dir():
@@ -48,7 +53,7 @@ def postprocess_file(in_path, out_path, rule: PostprocessRule = PostprocessRule(
                          "hold a 3D mask with its spacing)")
     sidecar = sidecar_path(out_path)
     refuse_output_overlap(sidecar, {"input mask": in_path, "input's report": sidecar_path(in_path)})
-    out, result, earlier = _postprocess_image(Path(in_path), rule)
+    out, result, earlier = _postprocess_image(Path(in_path), rule, log)
     report = folder_report(asdict(rule), {Path(out_path).name: report_entry(result, earlier)})
     with atomic_file(out_path, overwrite) as tmp, atomic_file(sidecar, overwrite) as tmp_report:
         write_image(out, tmp)
@@ -73,7 +78,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     report = folder_report(asdict(rule), {})
     with atomic_directory(out_dir, overwrite) as tmp:
         for i, path in enumerate(files, 1):
-            out, result, earlier = _postprocess_image(path, rule)
+            out, result, earlier = _postprocess_image(path, rule, log)
             write_image(out, tmp / path.name)
             report["files"][path.name] = report_entry(result, earlier)
             if log:
@@ -93,7 +98,7 @@ def postprocess_path(in_path, out_path, rule: PostprocessRule = PostprocessRule(
         return postprocess_folder(in_path, out_path, rule, overwrite, log)
     if not in_path.is_file():
         raise NerveError(f"{in_path}: no such file or folder")
-    result = postprocess_file(in_path, out_path, rule, overwrite)
+    result = postprocess_file(in_path, out_path, rule, overwrite, log)
     if log:
         log(f"{in_path.name}: {summary_line(result)}")
     return result
