@@ -549,6 +549,20 @@ def test_slices_along_the_nerve_are_refused_and_reoriented_ones_measured(tmp_pat
     for key in ("voxels", "volume_mm3", "length_mm", "slices_with_nerve"):
         assert summary[key] == expected[key], key
     assert summary["csa_mm2"] == expected["csa_mm2"]
+    assert expected["warnings"] == [] and summary["warnings"] == []
+
+    # The coronal files with their orientation lost (identity direction): the header says axial, the
+    # numbers are wrong, and the mask's shape says so (pieces long and thin on few slices).
+    for name in ("t2", "mask"):
+        image = sitk.ReadImage(str(names[name]))
+        image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+        sitk.WriteImage(image, str(tmp_path / f"lost_{name}.nii.gz"))
+    proc = cli("biomarkers", "--image", tmp_path / "lost_t2.nii.gz", "--mask", tmp_path / "lost_mask.nii.gz",
+               "--out", tmp_path / "lost")
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {tmp_path / 'lost_mask.nii.gz'}: the nerve looks "
+                                                         "cut lengthwise: its pieces are ")
+    assert json.loads((tmp_path / "lost" / "summary.json").read_text())["warnings"] == [warnings[0][len("warning: "):]]
 
     for degrees, refused in ((40, False), (50, True)):
         a = np.radians(degrees)   # the slices' normal tilted towards anterior-posterior (a rotation about x)
@@ -558,6 +572,27 @@ def test_slices_along_the_nerve_are_refused_and_reoriented_ones_measured(tmp_pat
         proc = cli("biomarkers", "--image", image, "--mask", mask, "--out", tmp_path / f"tilt{degrees}", check=False)
         assert proc.returncode == (2 if refused else 0), proc.stderr
         assert ("the slices are coronal (their normal is 50 degrees" in proc.stderr) == refused
+
+
+def test_a_real_sagittal_cord_with_its_orientation_lost_is_said_to_look_cut_lengthwise(tmp_path, shared_data):
+    """The Spinal Cord Toolbox's 3D T2w and its manual cord mask (sagittal slices: refused as they
+    are) with their direction set to the identity, as a conversion that drops the orientation
+    leaves them: the header now says axial, the cord is measured, and one `warning:` line says
+    that its pieces are long streaks on few slices (the check reads the mask, not the header)."""
+    lost = {}
+    for name, file in (("t2", "t2.nii.gz"), ("mask", "t2_seg-manual.nii.gz")):
+        image = sitk.ReadImage(str(shared_data / "sct" / file))
+        image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+        lost[name] = tmp_path / f"lost_{file}"
+        sitk.WriteImage(image, str(lost[name]))
+    refused = cli("biomarkers", "--image", shared_data / "sct" / "t2.nii.gz", "--mask",
+                  shared_data / "sct" / "t2_seg-manual.nii.gz", "--out", tmp_path / "as_is", check=False)
+    assert refused.returncode == 2 and "the slices are sagittal" in refused.stderr
+    proc = cli("biomarkers", "--image", lost["t2"], "--mask", lost["mask"], "--out", tmp_path / "lost")
+    assert [line for line in proc.stdout.splitlines() if line.startswith("warning:")] == [
+        f"warning: {lost['mask']}: the nerve looks cut lengthwise: its pieces are 6 times longer than wide and 55 mm "
+        "long (medians over its 13 slices), longer than the 13.0 mm of stack it covers; if the slices are really "
+        "coronal or sagittal, the header's orientation was lost and CSA per slice is not a cross-section"]
 
 
 def test_an_inverted_mask_is_refused_not_measured(tmp_path):

@@ -44,3 +44,24 @@ def test_volume_problem_and_read_volume(tmp_path):
     sitk.WriteImage(vector, str(path))
     with pytest.raises(NerveError, match=f"^{path}: image has 2 values per voxel"):
         read_volume(path)
+
+
+def test_piece_axes_are_those_of_an_ellipse_and_a_nerve_cut_lengthwise_is_recognised():
+    """``io.masks.piece_axes_mm``: an axis-aligned ellipse of semi-axes 10 and 4 mm on a 0.5 mm grid
+    has full axes 20 and 8 mm (within one pixel: the pixel centres' range plus one pixel). ``lengthwise_nerve_problem``: a tube along z
+    (r 3 mm, 40 slices of 4 mm) is compact on every slice; the same voxels with the grid's axes
+    permuted (slices along the tube, the header still calling them axial) are streaks 160 mm long
+    on the 13 slices of 0.5 mm it covers; an empty mask gives None."""
+    from nerve_tubes import SPACING, tube
+    from nnunet_nerve.io.masks import lengthwise_nerve_problem, piece_axes_mm
+
+    y, x = np.mgrid[0:80, 0:80] * 0.5
+    major, minor = piece_axes_mm(((x - 20) / 10) ** 2 + ((y - 20) / 4) ** 2 <= 1, (0.5, 0.5))
+    assert major == pytest.approx(20, abs=0.5) and minor == pytest.approx(8, abs=0.5)
+    nerve = tube((24, 24), 3.0)
+    assert lengthwise_nerve_problem(nerve, SPACING) is None
+    lengthwise = lengthwise_nerve_problem(np.transpose(nerve, (1, 0, 2)), (SPACING[1], SPACING[0], SPACING[2]))
+    assert lengthwise.startswith("the nerve looks cut lengthwise: its pieces are ")
+    assert "29 times longer than wide and 160 mm long (medians over its 13 slices), longer than the 6.5 mm of stack " \
+           "it covers" in lengthwise
+    assert lengthwise_nerve_problem(np.zeros((3, 8, 8), bool), SPACING) is None

@@ -385,16 +385,19 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
     default ``PostprocessRule``, a ``PostprocessRule`` applies that rule, False measures the
     mask as it is. The summary records both paths, ``mask_used`` (``MASK_POSTPROCESSED`` or
     ``MASK_RAW``), what post-processing changed and removed and its rule, the imaged ``side``
-    and the thigh ``location``, and ``warnings`` (lines; the image's header holding no geometry,
-    ``io.images.default_geometry_problem``). A mask written by ``postprocess`` into a folder keeps the
+    and the thigh ``location``, and ``warnings`` (lines: the image's header holding no geometry,
+    ``io.images.default_geometry_problem``; the mask looking cut lengthwise although the header
+    says axial, ``io.masks.lengthwise_nerve_problem``). A mask written by ``postprocess`` into a folder keeps the
     slices that run interpolated: ``earlier_postprocessing`` (``postprocess_record``) holds
     them, marked ``interpolated`` like the slices this run fills.
     """
     from nnunet_nerve.io.images import default_geometry_problem, spacing_zyx
+    from nnunet_nerve.io.masks import lengthwise_nerve_problem
 
     array, mask, image = read_mask_for_image(image_path, mask_path)
-    no_geometry = default_geometry_problem(image)
     spacing = spacing_zyx(image)
+    warnings = [f"{path}: {why}" for path, why in ((image_path, default_geometry_problem(image)),
+                                                   (mask_path, lengthwise_nerve_problem(mask, spacing))) if why]
     earlier = interpolation_record(mask_path, mask)
     pp, cleaning = None, rule_of(postprocess)
     if cleaning:
@@ -408,5 +411,5 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
                       "mask_used": MASK_POSTPROCESSED if pp else MASK_RAW,
                       "postprocessing": pp.as_dict() if pp else None, "earlier_postprocessing": earlier,
                       "side": side, "location": location,
-                      "warnings": [f"{image_path}: {no_geometry}"] if no_geometry else [], **result.summary}
+                      "warnings": warnings, **result.summary}
     return result

@@ -54,3 +54,50 @@ def inverted_mask_problem(mask: np.ndarray) -> "str | None":
         return None
     return (f"marks {100 * nonzero / np.size(mask):.1f} % of the voxels as nerve (more than "
             f"{100 * MAX_NERVE_FRACTION:.0f} %: inverted, nerve 0 and background 1?)")
+
+
+#: A nerve cut across (axial slices) shows compact pieces; cut lengthwise, long thin streaks.
+LENGTHWISE_MIN_ELONGATION = 4.0
+
+
+def piece_axes_mm(piece: np.ndarray, spacing_yx) -> tuple[float, float]:
+    """(length, width) in mm of a 2D piece: its extents along the principal axes of its pixel
+    centres (eigenvectors of their covariance), each the range of the centres' projections
+    plus one pixel's extent along that axis. An ellipse gives its full axes, a bar its sides."""
+    ys, xs = np.nonzero(piece)
+    coords = np.stack([ys * spacing_yx[0], xs * spacing_yx[1]])
+    _, vectors = np.linalg.eigh(np.cov(coords, bias=True) if ys.size > 1 else np.eye(2))
+    extents = []
+    for v in vectors.T[::-1]:                      # largest eigenvalue first
+        projection = v @ coords
+        extents.append(float(np.ptp(projection) + abs(v[0]) * spacing_yx[0] + abs(v[1]) * spacing_yx[1]))
+    return extents[0], extents[1]
+
+
+def lengthwise_nerve_problem(mask: np.ndarray, spacing_zyx) -> "str | None":
+    """Why a nerve mask looks cut lengthwise although the header calls its slices axial, or
+    None: the largest piece of each nerve slice (``piece_axes_mm``) is, as the median over the
+    slices, at least ``LENGTHWISE_MIN_ELONGATION`` times longer than wide and longer than twice
+    the stack length the nerve covers (nerve slices x slice spacing). A nerve crossing axial slices is a compact
+    ellipse on every slice and runs through many of them; coronal slices stored without their
+    orientation show it as streaks on a few slices. An empty mask gives None."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    nerve_z = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if nerve_z.size == 0:
+        return None
+    axes = []
+    for z in nerve_z:
+        labels, n = ndimage.label(mask[z], structure=np.ones((3, 3), dtype=bool))
+        largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
+        axes.append(piece_axes_mm(labels == largest, spacing_zyx[1:]))
+    length = float(np.median([a for a, _ in axes]))
+    elongation = float(np.median([a / b for a, b in axes]))
+    covered = float(nerve_z.size * spacing_zyx[0])
+    if elongation < LENGTHWISE_MIN_ELONGATION or length <= 2 * covered:
+        return None
+    return (f"the nerve looks cut lengthwise: its pieces are {elongation:.0f} times longer than wide and {length:.0f} mm "
+            f"long (medians over its {nerve_z.size} slices), longer than the {covered:.1f} mm of stack it covers; "
+            "if the slices are really coronal or sagittal, the header's orientation was lost and CSA per slice is "
+            "not a cross-section")
