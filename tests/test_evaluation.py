@@ -423,3 +423,25 @@ def test_hd95_choice_and_the_published_values(dataset, tmp_path, nnunet_env):
 
     proc = run(cli + ["--out", str(tmp_path / "bad"), "--hd95", "median"], env=nnunet_env, check=False)
     assert proc.returncode == 2 and "invalid choice: 'median'" in proc.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_case_without_geometry_is_evaluated_in_voxels_and_said_so(tmp_path, nnunet_env):
+    """sub-001's image, consensus, rater masks and prediction rewritten with SimpleITK's defaults
+    (1 mm voxels at origin 0: arrays saved without their scan's geometry): evaluate runs (its
+    distances for that case are voxel counts), prints one `warning:` line naming the consensus,
+    and table1.md says so under its heading, for whoever reads it later."""
+    dataset = write_dataset(tmp_path / "raw")
+    preds = write_predictions(dataset, tmp_path / "preds", seed=1)
+    bare = [dataset / "imagesTr" / "sub-001_0000.nii.gz", dataset / "labelsTr" / "sub-001.nii.gz",
+            preds / "sub-001.nii.gz"] + [dataset / "raters" / r / "sub-001.nii.gz" for r in RATERS]
+    for path in bare:
+        sitk.WriteImage(sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))), str(path), True)
+    out = tmp_path / "eval"
+    proc = run([script("nnunet-nerve"), "evaluate", "--dataset", str(dataset), "--pred", str(preds), "--out", str(out)],
+               env=nnunet_env)
+    label = dataset / "labelsTr" / "sub-001.nii.gz"
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {label}: the header holds no geometry (1 mm voxels")
+    table = (out / "table1.md").read_text()
+    assert "**Warning: 1 case(s) without geometry; their distances (mm) are voxel counts:**" in table
+    assert f"- {warnings[0][len('warning: '):]}" in table.splitlines()

@@ -98,6 +98,8 @@ class Evaluation:
     methods: list
     rows: list = field(default_factory=list)
     hd95: str = DEFAULT_HD95
+    #: Lines about the data that are no error (a consensus whose header holds no geometry).
+    warnings: list = field(default_factory=list)
 
     @property
     def method_names(self) -> list:
@@ -205,7 +207,9 @@ def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str],
 
     Row keys: case, cohort, location, method, comparison, kind, dice, hd95_mm,
     hd95_surface_mm, hd_mm, assd_mm, vs. ``hd95`` (a key of ``HD95_DEFINITIONS``) is the
-    definition the reports show; both are computed.
+    definition the reports show; both are computed. A case whose consensus header holds no
+    geometry (``io.images.default_geometry_problem``) is evaluated in voxel units, and a
+    ``warning:`` line goes to ``progress`` and ``Evaluation.warnings``.
     """
     names = [p.name for p in prediction_sets]
     for name in names:
@@ -219,6 +223,10 @@ def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str],
     for i, case in enumerate(info.cases, start=1):
         progress(f"[{i}/{len(info.cases)}] {case}")
         grid = imageio.read_image(info.consensus_path(case))
+        no_geometry = imageio.default_geometry_problem(grid)
+        if no_geometry:  # the distances below would be voxel counts
+            evaluation.warnings.append(f"{info.consensus_path(case)}: {no_geometry}")
+            progress(f"warning: {evaluation.warnings[-1]}")
         consensus = load_binary_mask(info.consensus_path(case), grid, case, "consensus")
         raters = {r: load_binary_mask(p, grid, case, f"rater {r} mask") for r, p in info.rater_paths(case).items()}
         predictions = {p.name: load_binary_mask(p.paths[case], grid, case, f"prediction of {p.name}")

@@ -164,6 +164,9 @@ def table1_markdown(evaluation: Evaluation, summaries: list, statistics: list, p
              f"{', '.join(info.raters)}; cases: {len(info.cases)}.", ""]
     for m in evaluation.methods:
         lines.append(f"- **{m.name}**: {len(m.paths)} case(s) from `{m.source}`")
+    if evaluation.warnings:
+        lines += ["", f"**Warning: {len(evaluation.warnings)} case(s) without geometry; their distances (mm) are "
+                      "voxel counts:**", ""] + [f"- {w}" for w in evaluation.warnings]
     cohorts = cohorts_present(evaluation.rows)
     cohort_groups = [(c, "all") for c in cohorts]
     lines += ["", "## Table 1: mean ± SD per cohort (paper layout)", "",
