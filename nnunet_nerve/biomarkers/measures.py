@@ -391,13 +391,14 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
     slices that run interpolated: ``earlier_postprocessing`` (``postprocess_record``) holds
     them, marked ``interpolated`` like the slices this run fills.
     """
-    from nnunet_nerve.io.images import default_geometry_problem, spacing_zyx
+    from nnunet_nerve.io.images import default_geometry_warning, spacing_zyx
     from nnunet_nerve.io.masks import lengthwise_nerve_problem
 
     array, mask, image = read_mask_for_image(image_path, mask_path)
     spacing = spacing_zyx(image)
-    warnings = [f"{path}: {why}" for path, why in ((image_path, default_geometry_problem(image)),
-                                                   (mask_path, lengthwise_nerve_problem(mask, spacing))) if why]
+    lengthwise = lengthwise_nerve_problem(mask, spacing)
+    warnings = [w for w in (default_geometry_warning(image, image_path), lengthwise and f"{mask_path}: {lengthwise}")
+                if w]
     earlier = interpolation_record(mask_path, mask)
     pp, cleaning = None, rule_of(postprocess)
     if cleaning:

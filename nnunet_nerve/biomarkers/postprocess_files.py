@@ -18,7 +18,7 @@ from nnunet_nerve.biomarkers.postprocess_record import (REPORT_NAME, folder_repo
                                                         report_entry, sidecar_path)
 from nnunet_nerve.errors import NerveError
 from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_output_overlap
-from nnunet_nerve.io.images import (IMAGE_SUFFIXES, default_geometry_problem, has_image_suffix, read_volume,
+from nnunet_nerve.io.images import (IMAGE_SUFFIXES, default_geometry_warning, has_image_suffix, read_volume,
                                     spacing_zyx, write_image)
 from nnunet_nerve.io.masks import binary_mask
 
@@ -29,9 +29,9 @@ def _postprocess_image(path: Path, rule: PostprocessRule, log: "Callable[[str], 
     rule's distances in mm would be voxel counts: ``io.images.default_geometry_problem``)."""
     image = read_volume(path, "mask")
     mask = binary_mask(sitk.GetArrayFromImage(image), str(path))
-    no_geometry = default_geometry_problem(image)
+    no_geometry = default_geometry_warning(image, path)
     if no_geometry and log:
-        log(f"warning: {path}: {no_geometry}")
+        log(f"warning: {no_geometry}")
     record = interpolation_record(path, mask)
     result = postprocess_nerve(mask, spacing_zyx(image), rule)
     out = sitk.GetImageFromArray(result.mask.astype(np.uint8))

@@ -223,10 +223,10 @@ def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str],
     for i, case in enumerate(info.cases, start=1):
         progress(f"[{i}/{len(info.cases)}] {case}")
         grid = imageio.read_image(info.consensus_path(case))
-        no_geometry = imageio.default_geometry_problem(grid)
+        no_geometry = imageio.default_geometry_warning(grid, info.consensus_path(case))
         if no_geometry:  # the distances below would be voxel counts
-            evaluation.warnings.append(f"{info.consensus_path(case)}: {no_geometry}")
-            progress(f"warning: {evaluation.warnings[-1]}")
+            evaluation.warnings.append(no_geometry)
+            progress(f"warning: {no_geometry}")
         consensus = load_binary_mask(info.consensus_path(case), grid, case, "consensus")
         raters = {r: load_binary_mask(p, grid, case, f"rater {r} mask") for r, p in info.rater_paths(case).items()}
         predictions = {p.name: load_binary_mask(p.paths[case], grid, case, f"prediction of {p.name}")

@@ -204,6 +204,12 @@ def default_geometry_problem(image: sitk.Image) -> "str | None":
             "copy the scan's geometry into the file (SimpleITK: image.CopyInformation(scan))")
 
 
+def default_geometry_warning(image: sitk.Image, path) -> "str | None":
+    """"<path>: <default_geometry_problem>" when ``image`` (read from ``path``) has one, else None."""
+    why = default_geometry_problem(image)
+    return f"{path}: {why}" if why else None
+
+
 def spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     """The spacing in the axis order of ``sitk.GetArrayFromImage`` (z, y, x)."""
     return tuple(float(s) for s in reversed(image.GetSpacing()))

@@ -78,9 +78,10 @@ def lengthwise_nerve_problem(mask: np.ndarray, spacing_zyx) -> "str | None":
     """Why a nerve mask looks cut lengthwise although the header calls its slices axial, or
     None: the largest piece of each nerve slice (``piece_axes_mm``) is, as the median over the
     slices, at least ``LENGTHWISE_MIN_ELONGATION`` times longer than wide and longer than twice
-    the stack length the nerve covers (nerve slices x slice spacing). A nerve crossing axial slices is a compact
-    ellipse on every slice and runs through many of them; coronal slices stored without their
-    orientation show it as streaks on a few slices. An empty mask gives None."""
+    the stack length the nerve covers (nerve slices x slice spacing). A nerve crossing axial
+    slices is a compact ellipse on every slice and runs through many of them; coronal slices
+    stored without their orientation show it as streaks on a few slices. An empty mask gives
+    None."""
     from scipy import ndimage
 
     mask = np.asarray(mask, dtype=bool)
@@ -89,7 +90,7 @@ def lengthwise_nerve_problem(mask: np.ndarray, spacing_zyx) -> "str | None":
         return None
     axes = []
     for z in nerve_z:
-        labels, n = ndimage.label(mask[z], structure=np.ones((3, 3), dtype=bool))
+        labels, _ = ndimage.label(mask[z], structure=np.ones((3, 3), dtype=bool))
         largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
         axes.append(piece_axes_mm(labels == largest, spacing_zyx[1:]))
     length = float(np.median([a for a, _ in axes]))

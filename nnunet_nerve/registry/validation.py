@@ -38,7 +38,7 @@ import SimpleITK as sitk
 
 from nnunet_nerve.registry.dataset_info import COHORTS, LOCATIONS, PARTICIPANTS_FILE, RATERS_FILE
 from nnunet_nerve.errors import NerveError
-from nnunet_nerve.io.images import (axial_slices_problem, default_geometry_problem, grid_mismatch, read_image,
+from nnunet_nerve.io.images import (axial_slices_problem, default_geometry_warning, grid_mismatch, read_image,
                                     volume_problem)
 from nnunet_nerve.io.masks import inverted_mask_problem, label_mask_problems, uniform_mask_problem
 from nnunet_nerve.registry.reader import LABELS_FOLDER, RATER_ID, SAFE_ID, Registry, mask_path, scan_registry
@@ -184,9 +184,9 @@ def image_warnings(pid: str, path: Path, image: sitk.Image) -> list:
     if not_axial:
         lines.append(f"{pid}: {path}: {not_axial}; training and evaluation work as they are, but `biomarkers`, "
                      "`segment` and `evaluate --biomarkers` refuse this scan")
-    no_geometry = default_geometry_problem(image)
+    no_geometry = default_geometry_warning(image, path)
     if no_geometry:
-        lines.append(f"{pid}: {path}: {no_geometry}")
+        lines.append(f"{pid}: {no_geometry}")
     return lines
 
 
