@@ -140,7 +140,7 @@ def test_dicom_series_to_seg_nifti_biomarkers_and_report(trained, dicom_series, 
     assert "19 ± 8 min" in page
     record = json.loads((out / "segment.json").read_text())
     assert [f["name"] for f in record["flags"]] == ["no_nerve", "field_of_view_edge", "postprocessing",
-                                                    "csa_reference", "geometry"]
+                                                    "csa_reference", "cut_lengthwise", "geometry"]
     assert set(record["timings_s"]) == {"read input", "load model", "predict", "post-process", "biomarkers",
                                         "write segmentation", "report"}
     assert record["input"]["series_uid"] == str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)

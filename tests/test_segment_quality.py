@@ -90,3 +90,18 @@ def test_geometry_is_raised_with_the_inputs_problem_and_otherwise_states_the_vox
     assert _flags(_tube())["geometry"].message == "measured in voxels of 1 x 1 x 4 mm (x, y, z) from the header"
     flag = _flags(_tube(), geometry_problem="the header holds no geometry")["geometry"]
     assert flag.raised and flag.message == "the header holds no geometry" and flag.title == "header without geometry"
+
+
+def test_cut_lengthwise_is_raised_for_a_nerve_stored_coronal_with_an_axial_header():
+    """The tube cut across (8 slices of a 5 x 5 mm square) is compact; the same nerve lying in the
+    slices (a 30 x 3 mm streak on 2 slices of 4 mm: 8 mm of stack) is what coronal slices stored
+    without their orientation show, and the flag names the elongation and length."""
+    tube = _flags(_tube())["cut_lengthwise"]
+    assert not tube.raised and tube.message == "the nerve's pieces are compact on the slices it crosses"
+    assert _flags(np.zeros((4, 10, 10), dtype=bool))["cut_lengthwise"].message == "no nerve to judge"
+    streak = np.zeros((8, 40, 40), dtype=bool)
+    streak[3:5, 5:35, 18:21] = True
+    flag = _flags(streak)["cut_lengthwise"]
+    assert flag.raised and flag.title == "nerve looks cut lengthwise"
+    assert flag.message.startswith("the nerve looks cut lengthwise: its pieces are 10 times longer than wide and 30 mm "
+                                   "long (medians over its 2 slices), longer than the 8.0 mm of stack it covers")

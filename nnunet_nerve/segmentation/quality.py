@@ -15,6 +15,9 @@ Each flag is raised (a warning to look at the images) or not, with one line sayi
   location (unknown: all locations pooled); raised when any does. Parts of a region the
   reference refuses (too few volunteers) are not compared. Without a reference it is not
   evaluated.
+* ``cut_lengthwise``: the final segmentation looks cut lengthwise although the header calls the
+  slices axial (``io.masks.lengthwise_nerve_problem``: pieces long and thin on the few slices the
+  nerve covers): the orientation was lost and CSA per slice is not a cross-section.
 * ``geometry``: the input's header holds no geometry (``io.images.default_geometry_problem``:
   1 mm voxels at origin 0, an array written without its scan's geometry), so every mm² and
   mm³ is a voxel count; otherwise it states the voxel size measured with.
@@ -27,12 +30,14 @@ import numpy as np
 
 from nnunet_nerve.biomarkers.lesions import LesionRule, normative_csa_ranges, slice_parts
 from nnunet_nerve.biomarkers.postprocess import vessel_tracks_phrase
+from nnunet_nerve.io.masks import lengthwise_nerve_problem
 
 
 #: The heading of each flag in the report.
 TITLES = {"no_nerve": "no nerve found", "field_of_view_edge": "nerve at the edge of the field of view",
           "postprocessing": "post-processing changed the segmentation",
-          "csa_reference": "CSA outside the reference range", "geometry": "header without geometry"}
+          "csa_reference": "CSA outside the reference range", "cut_lengthwise": "nerve looks cut lengthwise",
+          "geometry": "header without geometry"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,10 @@ def quality_flags(mask: np.ndarray, spacing_zyx, postprocessing=None, biomarkers
                                                          "compared with a reference range"))
     else:
         flags.append(csa_reference_flag(biomarkers, reference, rule))
+    lengthwise = lengthwise_nerve_problem(mask, spacing_zyx)
+    flags.append(QualityFlag("cut_lengthwise", bool(lengthwise),
+                             lengthwise or ("no nerve to judge" if not found
+                                            else "the nerve's pieces are compact on the slices it crosses")))
     voxel = " x ".join(f"{v:g}" for v in reversed(spacing_zyx))
     flags.append(QualityFlag("geometry", bool(geometry_problem),
                              geometry_problem or f"measured in voxels of {voxel} mm (x, y, z) from the header"))
