@@ -90,6 +90,32 @@ def test_evaluate_biomarkers_gives_bland_altman_of_methods_and_raters(tmp_path, 
     assert len(per_case) == len(CASES) * 4 * 2
     md = (folder / "agreement.md").read_text()
     assert "| nerve volume (mm³) | Net (automatic) | post-processed | 4 |" in md and "| OS (rater) |" in md
+    assert "warning:" not in proc.stdout and "Warning" not in md
+
+
+def test_evaluate_biomarkers_warns_about_a_consensus_cut_lengthwise(tmp_path, nnunet_env):
+    """sub-003's masks are a nerve lying in the slices (a 40 x 3 mm streak on 2 slices: coronal
+    slices stored without their orientation); the agreement is still computed, with one
+    ``warning:`` line naming that consensus and the warning under agreement.md's table."""
+    dataset, masks = write_dataset(tmp_path)
+    streak = np.zeros(SHAPE, dtype=bool)
+    streak[5:7, 10:50, 30:33] = True
+    for path in [dataset / "labelsTr" / "sub-003.nii.gz", *(dataset / "raters" / r / "sub-003.nii.gz" for r in RATERS)]:
+        write(path, streak)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for case in CASES:
+        write(preds / f"{case}.nii.gz", streak if case == "sub-003" else masks[case]["GT"])
+    out = tmp_path / "eval"
+    proc = run([script("nnunet-nerve"), "evaluate", "-d", str(dataset), "--pred", str(preds), "--name", "Net",
+                "--out", str(out), "--biomarkers"], env=nnunet_env)
+    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning:")]
+    consensus = dataset / "labelsTr" / "sub-003.nii.gz"
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {consensus}: the nerve looks cut lengthwise: ")
+    md = (out / "biomarker_agreement" / "agreement.md").read_text()
+    assert ("**Warning: 1 consensus mask(s) look cut lengthwise; their CSA is not a cross-section:**\n\n- "
+            + warnings[0][len("warning: "):]) in md
+    assert len(read_csv(out / "biomarker_agreement" / "agreement_per_case.csv")) == len(CASES) * 4 * 2
 
 
 def test_bland_altman_of_one_case_has_no_limits():

@@ -15,7 +15,9 @@ d_i = source_i - consensus_i, their mean (the bias), their standard deviation s 
 and the 95 % limits of agreement bias +- 1.96 s (Bland & Altman, Lancet 1986); the same in
 percent of the pair's mean, 100 d_i / ((source_i + consensus_i) / 2) (cases where both are
 0 left out). With one case the SD and the limits are undefined (empty). The raters are
-measured on the cases that any method has, so both sit on the same scans.
+measured on the cases that any method has, so both sit on the same scans. A consensus that
+looks cut lengthwise although its header says axial (``io.masks.lengthwise_nerve_problem``:
+its CSA is not a cross-section) gives a ``warning:`` line and a warning under the table.
 
 Outputs (``write_agreement``, one folder built atomically): ``agreement_per_case.csv``,
 ``agreement.csv`` (the summary), ``agreement.md`` (the summary as a table) and
@@ -72,12 +74,15 @@ def bland_altman(values, reference) -> dict:
 
 
 def measure_cases(info, methods: list, postprocess: bool = True,
-                  progress: "Callable[[str], None]" = lambda s: None) -> list:
+                  progress: "Callable[[str], None]" = lambda s: None, warnings: "list | None" = None) -> list:
     """Per-case rows (PER_CASE_COLUMNS) for every method of ``methods`` (objects with ``name``
     and ``paths``: case -> mask file, e.g. ``evaluation.PredictionSet``) and every rater of the
-    converted dataset ``info``, against its consensus, on the cases any method has."""
+    converted dataset ``info``, against its consensus, on the cases any method has. A consensus
+    that looks cut lengthwise is appended to ``warnings`` ("<path>: <why>") and said to
+    ``progress`` as a ``warning:`` line."""
     from nnunet_nerve.evaluation.evaluator import load_binary_mask
     from nnunet_nerve.io.images import read_image, require_axial_slices, spacing_zyx
+    from nnunet_nerve.io.masks import lengthwise_nerve_problem
     from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
 
     cases = [c for c in info.cases if any(c in m.paths for m in methods)]
@@ -87,7 +92,14 @@ def measure_cases(info, methods: list, postprocess: bool = True,
         grid = read_image(info.consensus_path(case))
         require_axial_slices(grid, info.consensus_path(case))  # the mean CSA is per slice
         spacing = spacing_zyx(grid)
-        consensus = measures(load_binary_mask(info.consensus_path(case), grid, case, "consensus"), spacing)
+        consensus_mask = load_binary_mask(info.consensus_path(case), grid, case, "consensus")
+        lengthwise = lengthwise_nerve_problem(consensus_mask, spacing)
+        if lengthwise:
+            line = f"{info.consensus_path(case)}: {lengthwise}"
+            progress(f"warning: {line}")
+            if warnings is not None:
+                warnings.append(line)
+        consensus = measures(consensus_mask, spacing)
         sources = []
         for method in methods:
             if case in method.paths:
@@ -125,8 +137,8 @@ def _fmt(value, digits: int = 1) -> str:
     return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def agreement_markdown(summary: list) -> str:
-    """The summary as a Markdown table, one block per quantity."""
+def agreement_markdown(summary: list, warnings=()) -> str:
+    """The summary as a Markdown table, one block per quantity, then the ``warnings`` (lines)."""
     lines = ["| quantity | source | mask | n | bias | 95 % limits of agreement | bias (%) | limits (%) |",
              "|---|---|---|---|---|---|---|---|"]
     for s in summary:
@@ -135,6 +147,9 @@ def agreement_markdown(summary: list) -> str:
                       if np.isfinite(s["loa_low_pct"]) else "n < 2")
         lines.append(f"| {QUANTITIES[s['quantity']]} | {s['source']} ({s['kind']}) | {s['mask']} | {s['n']} | "
                      f"{_fmt(s['bias'])} | {limits} | {_fmt(s['bias_pct'])} | {limits_pct} |")
+    if warnings:
+        lines += ["", f"**Warning: {len(warnings)} consensus mask(s) look cut lengthwise; their CSA is not a "
+                      "cross-section:**", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"
 
 
@@ -179,13 +194,14 @@ def plot_bland_altman(path, rows: list, summary: list) -> None:
     fig.savefig(path, format="png")
 
 
-def write_agreement(out, rows: list, overwrite: bool = False) -> list:
-    """The four files of the module docstring into the folder ``out``; returns the summary."""
+def write_agreement(out, rows: list, overwrite: bool = False, warnings=()) -> list:
+    """The four files of the module docstring into the folder ``out`` (``warnings``, lines, under
+    agreement.md's table); returns the summary."""
     summary = summarise(rows)
     with atomic_directory(out, overwrite, "biomarker agreement folder") as tmp:
         write_csv(tmp / "agreement_per_case.csv", PER_CASE_COLUMNS, rows, CSV_DIGITS)
         write_csv(tmp / "agreement.csv", SUMMARY_COLUMNS, summary, CSV_DIGITS)
-        (tmp / "agreement.md").write_text(agreement_markdown(summary))
+        (tmp / "agreement.md").write_text(agreement_markdown(summary, warnings))
         plot_bland_altman(tmp / "bland_altman.png", rows, summary)
     return summary
 
@@ -196,4 +212,6 @@ def evaluation_agreement(info, methods: list, out, overwrite: bool = False, post
     inputs = {"dataset": info.folder}
     inputs.update({f"predictions of {m.name}": Path(p).parent for m in methods for p in m.paths.values()})
     refuse_output_overlap(out, inputs)
-    return write_agreement(out, measure_cases(info, methods, postprocess, progress), overwrite)
+    warnings: list = []
+    rows = measure_cases(info, methods, postprocess, progress, warnings)
+    return write_agreement(out, rows, overwrite, warnings)
