@@ -82,7 +82,7 @@ def measure_cases(info, methods: list, postprocess: bool = True,
     ``progress`` as a ``warning:`` line."""
     from nnunet_nerve.evaluation.evaluator import load_binary_mask
     from nnunet_nerve.io.images import read_image, require_axial_slices, spacing_zyx
-    from nnunet_nerve.io.masks import lengthwise_nerve_problem
+    from nnunet_nerve.io.masks import lengthwise_nerve_warning
     from nnunet_nerve.biomarkers.postprocess import postprocess_nerve
 
     cases = [c for c in info.cases if any(c in m.paths for m in methods)]
@@ -93,12 +93,11 @@ def measure_cases(info, methods: list, postprocess: bool = True,
         require_axial_slices(grid, info.consensus_path(case))  # the mean CSA is per slice
         spacing = spacing_zyx(grid)
         consensus_mask = load_binary_mask(info.consensus_path(case), grid, case, "consensus")
-        lengthwise = lengthwise_nerve_problem(consensus_mask, spacing)
+        lengthwise = lengthwise_nerve_warning(consensus_mask, spacing, info.consensus_path(case))
         if lengthwise:
-            line = f"{info.consensus_path(case)}: {lengthwise}"
-            progress(f"warning: {line}")
+            progress(f"warning: {lengthwise}")
             if warnings is not None:
-                warnings.append(line)
+                warnings.append(lengthwise)
         consensus = measures(consensus_mask, spacing)
         sources = []
         for method in methods:

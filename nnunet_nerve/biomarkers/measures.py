@@ -392,13 +392,12 @@ def biomarkers_from_files(image_path, mask_path, *, side: "str | None" = None, r
     them, marked ``interpolated`` like the slices this run fills.
     """
     from nnunet_nerve.io.images import default_geometry_warning, spacing_zyx
-    from nnunet_nerve.io.masks import lengthwise_nerve_problem
+    from nnunet_nerve.io.masks import lengthwise_nerve_warning
 
     array, mask, image = read_mask_for_image(image_path, mask_path)
     spacing = spacing_zyx(image)
-    lengthwise = lengthwise_nerve_problem(mask, spacing)
-    warnings = [w for w in (default_geometry_warning(image, image_path), lengthwise and f"{mask_path}: {lengthwise}")
-                if w]
+    warnings = [w for w in (default_geometry_warning(image, image_path),
+                            lengthwise_nerve_warning(mask, spacing, mask_path)) if w]
     earlier = interpolation_record(mask_path, mask)
     pp, cleaning = None, rule_of(postprocess)
     if cleaning:

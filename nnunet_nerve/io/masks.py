@@ -102,3 +102,9 @@ def lengthwise_nerve_problem(mask: np.ndarray, spacing_zyx) -> "str | None":
             f"long (medians over its {nerve_z.size} slices), longer than the {covered:.1f} mm of stack it covers; "
             "if the slices are really coronal or sagittal, the header's orientation was lost and CSA per slice is "
             "not a cross-section")
+
+
+def lengthwise_nerve_warning(mask: np.ndarray, spacing_zyx, path) -> "str | None":
+    """"<path>: <lengthwise_nerve_problem>" when ``mask`` (read from ``path``) has one, else None."""
+    why = lengthwise_nerve_problem(mask, spacing_zyx)
+    return f"{path}: {why}" if why else None
