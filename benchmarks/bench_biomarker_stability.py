@@ -4,10 +4,14 @@ the lesions that are there?
     .venv/bin/python benchmarks/bench_biomarker_stability.py [--volunteers 10] [--patients 42]
         [--seed 0] [--variants 2] [--size small] [--max-gap N] [--k K] [--min-excess F]
         [--min-lesion-slices N] [--lesion-extent half-maximum|threshold] [--min-lesion-separation N]
-        [--seeds FIRST-LAST] [--json FILE]
+        [--seeds FIRST-LAST] [--errors jitter,missed-branch,missed-slice,veins] [--json FILE]
+    .venv/bin/python benchmarks/bench_biomarker_stability.py --compare FIRST.json SECOND.json
 
 ``--seeds 0-9`` runs every seed and prints one row of the goals' figures per seed and their
-totals (the table of docs/biomarkers.md) instead of one seed's report.
+totals (the table of docs/biomarkers.md) instead of one seed's report. ``--errors`` adds only
+the errors named (each is drawn all the same, so a mask is the full one less the others), and
+``--compare`` counts, mask by mask, where two such runs' patient masks miss "same segments":
+which misses one kind of error makes on its own.
 
 The synthetic registry (``nnunet_nerve.registry.phantom``, rendered in memory; the paper's 10
 volunteers and 42 patients by default): each subject's consensus mask (the raters'
@@ -44,6 +48,10 @@ the truth's; false lesions are segments in volunteers. A patient mask missing "s
 segments" whose segment still has both ends within one slice of the truth is counted apart
 (``own misses with focal ends +-1``): the consensus, the goal's reference, is a measurement
 too, off the truth at some lesions.
+
+The raters (``raters`` row and columns): each of the registry's three rater masks per subject,
+post-processed and measured against the consensus (their majority vote, itself among them) as
+a noisy mask is; the spread of human segmentations, beside which the goals' figures read.
 """
 from __future__ import annotations
 
@@ -71,23 +79,41 @@ MODES = ("post-processed", "raw")
 GOALS = {"csa": 0.10, "volume": 0.05}
 
 
-def noisy_mask(consensus: np.ndarray, spacing, rng: np.random.Generator, branch_slices: int = 1
-               ) -> tuple[np.ndarray, list]:
-    """The consensus with every error of the module docstring; (mask, errors applied)."""
-    mask = nerve_tubes.jitter_boundary(consensus, rng)
-    applied = ["boundary jitter"]
+#: The network-like errors, by their ``--errors`` names.
+ERRORS = ("jitter", "missed-branch", "missed-slice", "veins")
+
+
+def noisy_mask(consensus: np.ndarray, spacing, rng: np.random.Generator, branch_slices: int = 1,
+               errors: tuple = ERRORS) -> tuple[np.ndarray, list]:
+    """The consensus with every error of the module docstring; (mask, errors applied).
+
+    ``errors`` (a subset of ``ERRORS``) keeps only those: every error is still drawn, in the
+    same order and from the same generator, and those not named are left out, so a mask with
+    some errors is the mask with all of them less the others (the same jitter, the same missed
+    slice, the same blobs at the same place)."""
+    if unknown := set(errors) - set(ERRORS):
+        raise ValueError(f"unknown error(s) {sorted(unknown)}: expected some of {ERRORS}")
+    jittered = nerve_tubes.jitter_boundary(consensus, rng)
+    mask, applied = (jittered, ["boundary jitter"]) if "jitter" in errors else (consensus.copy(), [])
     nerve_z = np.flatnonzero(consensus.reshape(consensus.shape[0], -1).any(axis=1))
     split = nerve_tubes.split_slices(consensus)
     starts = [z for z in split if all(z + i in split for i in range(branch_slices))]
+    full = jittered
     if starts:
         first = int(rng.choice(starts))
-        mask = nerve_tubes.drop_small_branch(mask, first, first + branch_slices - 1)
-        applied.append(f"missed small branch {first}-{first + branch_slices - 1}")
+        full = nerve_tubes.drop_small_branch(full, first, first + branch_slices - 1)
+        if "missed-branch" in errors:
+            mask = nerve_tubes.drop_small_branch(mask, first, first + branch_slices - 1)
+            applied.append(f"missed small branch {first}-{first + branch_slices - 1}")
     missed = int(rng.choice(nerve_z[1:-1]))
-    mask = nerve_tubes.drop_slices(mask, missed, missed)
-    applied.append(f"missed slice {missed}")
-    mask, blobs = nerve_tubes.add_vein_blobs(mask, spacing, rng, count=2)
-    applied += [f"vein blob {a}-{b}" for a, b in blobs]
+    full = nerve_tubes.drop_slices(full, missed, missed)
+    if "missed-slice" in errors:
+        mask = nerve_tubes.drop_slices(mask, missed, missed)
+        applied.append(f"missed slice {missed}")
+    with_blobs, blobs = nerve_tubes.add_vein_blobs(full, spacing, rng, count=2)
+    if "veins" in errors:
+        mask = mask | (with_blobs & ~full)  # blob voxels: placed against the mask with every error
+        applied += [f"vein blob {a}-{b}" for a, b in blobs]
     return mask, applied
 
 
@@ -109,7 +135,8 @@ def render(volunteers: int, patients: int, seed: int, size: str) -> list:
         image, masks, _ = render_subject(s, grid, seed, i)
         out.append({"id": s.participant_id, "cohort": s.cohort, "location": s.location, "lesion": s.lesion,
                     "truth": lesion_extent(s, grid), "image": image, "spacing": spacing,
-                    "consensus": majority_vote(list(masks.values())).astype(bool)})
+                    "consensus": majority_vote(list(masks.values())).astype(bool),
+                    "raters": {r: m.astype(bool) for r, m in masks.items()}})
     return out
 
 
@@ -139,6 +166,15 @@ def csa_errors(result, consensus) -> list:
             for r, c in zip(result.slices, consensus.slices) if c["voxels"] > 0]
 
 
+def mask_errors(result, consensus) -> dict:
+    """A mask's CSA errors against its consensus (``csa_errors``, their median ``csa_error``) and
+    its volume error |volume - consensus volume| / consensus volume."""
+    errors = csa_errors(result, consensus)
+    return {"csa_error": float(np.median(errors)), "csa_errors": errors,
+            "volume_error": abs(result.summary["volume_mm3"] - consensus.summary["volume_mm3"])
+            / consensus.summary["volume_mm3"]}
+
+
 def found(truth, found_segments: list) -> bool:
     return any(a <= truth[1] and b >= truth[0] for a, b in found_segments)
 
@@ -149,7 +185,8 @@ def within_one(truth, found_segments: list) -> bool:
 
 
 def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int = 2, size: str = "small",
-        branch_slices: int = 1, max_gap: "int | None" = None, lesion_rule: LesionRule = LesionRule()) -> dict:
+        branch_slices: int = 1, max_gap: "int | None" = None, lesion_rule: LesionRule = LesionRule(),
+        errors: tuple = ERRORS) -> dict:
     started = time.perf_counter()
     subjects = render(volunteers, patients, seed, size)
     references = normative_references(subjects, lesion_rule)
@@ -164,18 +201,20 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
                                           lesion_rule)}
         row = {k: s[k] for k in ("id", "cohort", "location", "lesion", "truth")}
         row["consensus"] = {name: segments(res) for name, res in consensus.items()}
+        row["raters"] = []
+        for rater, mask in s["raters"].items():
+            own = measure(mask, spacing, image, "post-processed", rule=rule, lesion_rule=lesion_rule)
+            row["raters"].append({"rater": rater, **mask_errors(own, consensus["own"]),
+                                  "segments": {"own": segments(own)}})
         row["variants"] = []
         for _ in range(variants):
-            mask, applied = noisy_mask(s["consensus"], spacing, rng, branch_slices)
+            mask, applied = noisy_mask(s["consensus"], spacing, rng, branch_slices, errors)
             variant = {"errors": applied}
             for mode in MODES:
                 own = measure(mask, spacing, image, mode, rule=rule, lesion_rule=lesion_rule)
                 normative = measure(mask, spacing, image, mode, ref, s["location"], rule, lesion_rule)
-                errors = csa_errors(own, consensus["own"])
                 variant[mode] = {
-                    "csa_error": float(np.median(errors)), "csa_errors": errors,
-                    "volume_error": abs(own.summary["volume_mm3"] - consensus["own"].summary["volume_mm3"])
-                    / consensus["own"].summary["volume_mm3"],
+                    **mask_errors(own, consensus["own"]),
                     "segments": {"own": segments(own), "normative": segments(normative)},
                     "references": {"own": own.summary["lesion"]["reference"]["kind"],
                                    "normative": normative.summary["lesion"]["reference"]["kind"]},
@@ -183,6 +222,7 @@ def run(volunteers: int = 10, patients: int = 42, seed: int = 0, variants: int =
             row["variants"].append(variant)
         cases.append(row)
     return {"cases": cases, "seed": seed, "size": size, "variants": variants, "max_gap": rule.max_gap_slices,
+            "errors": list(errors),
             "lesion_rule": lesion_rule.text(), "seconds": time.perf_counter() - started}
 
 
@@ -207,6 +247,45 @@ def stability(cases: list, mode: str) -> dict:
             "patient_masks": len(patients), "volunteer_masks": len(vols)}
 
 
+def compare_misses(first: list, second: list) -> dict:
+    """Two ``--seeds`` runs of the same seeds (their ``--json`` lists), mask by mask: how many
+    post-processed patient masks miss "same segments" (own reference) in both, in the first only,
+    in the second only, in neither. With ``--errors`` the runs draw the same errors, so this says
+    which misses one set of errors makes on its own."""
+    if [r["seed"] for r in first] != [r["seed"] for r in second]:
+        raise ValueError("the two runs cover different seeds")
+    counts = {"both": 0, "first only": 0, "second only": 0, "neither": 0}
+    for a, b in zip(first, second):
+        for ca, cb in zip(a["cases"], b["cases"]):
+            if ca["id"] != cb["id"]:
+                raise ValueError(f"seed {a['seed']}: the runs hold different subjects ({ca['id']}, {cb['id']})")
+            if ca["cohort"] != "patient":
+                continue
+            for va, vb in zip(ca["variants"], cb["variants"]):
+                miss = [not same_segments([tuple(g) for g in v["post-processed"]["segments"]["own"]],
+                                          [tuple(g) for g in c["consensus"]["own"]])
+                        for c, v in ((ca, va), (cb, vb))]
+                key = {(True, True): "both", (True, False): "first only", (False, True): "second only",
+                       (False, False): "neither"}[tuple(miss)]
+                counts[key] += 1
+    return counts
+
+
+def rater_figures(cases: list) -> dict:
+    """The goals' figures for the registry's rater masks, each post-processed and measured against
+    the consensus of the raters (itself among them) as a noisy mask is: the spread of human
+    segmentations, beside which the noisy masks' figures read."""
+    patients = [(c, r) for c in cases if c["cohort"] == "patient" for r in c.get("raters", [])]
+    masks = [r for c in cases for r in c.get("raters", [])]
+    return {"csa": [r["csa_error"] for r in masks], "volume": [r["volume_error"] for r in masks],
+            "pooled_csa_pct": 100 * np.median([e for r in masks for e in r["csa_errors"]]) if masks else 0.0,
+            "same_own": sum(same_segments(r["segments"]["own"], c["consensus"]["own"]) for c, r in patients),
+            "patient_masks": len(patients),
+            "volunteers_with_lesion": sum(bool(r["segments"]["own"]) for c in cases if c["cohort"] == "volunteer"
+                                          for r in c.get("raters", [])),
+            "volunteer_masks": len(masks) - len(patients)}
+
+
 def truth_figures(cases: list, source: str, ref: str) -> dict:
     """Per mask of ``source`` (consensus or a mode) against reference ``ref``: focal and extended
     lesions found, focal ends within one slice, volunteers' segments, segments off the lesion."""
@@ -226,29 +305,39 @@ def seeds_table(results: list) -> str:
     row of totals: the table of docs/biomarkers.md, "Against the goals"."""
     head = ("| seed | CSA pooled median (worst mask) | volume <= 5 % (worst) | same segments own / norm | "
             "volunteer masks with a lesion own / norm | focal found | focal ends +-1 | consensus ends +-1 | "
-            "own misses with focal ends +-1 |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+            "own misses with focal ends +-1 | raters: volume <= 5 % | raters: same segments own | "
+            "raters: volunteer masks with a lesion own |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
     def cells(n) -> str:
         return (f"{n['vol_ok']} of {n['masks']}{n['vol_worst']} | {n['same_own']} / {n['same_norm']} of "
                 f"{n['patients']} | {n['vol_lesion_own']} / {n['vol_lesion_norm']} | {n['found']} of {n['focal']} | "
                 f"{n['ends']} of {n['focal']} | {n['cons_ends']} of {n['cons_focal']} | "
-                f"{n['true_ends']} of {n['patients'] - n['same_own']} |")
+                f"{n['true_ends']} of {n['patients'] - n['same_own']} | {n['r_vol_ok']} of {n['r_masks']} | "
+                f"{n['r_same']} of {n['r_patients']} | {n['r_vol_lesion']} of {n['r_volunteers']} |")
 
     rows, total = [head], {}
     for r in results:
         st, noisy = stability(r["cases"], "post-processed"), truth_figures(r["cases"], "post-processed", "own")
-        cons = truth_figures(r["cases"], "consensus", "own")
+        cons, raters = truth_figures(r["cases"], "consensus", "own"), rater_figures(r["cases"])
         counts = {"vol_ok": sum(e <= GOALS["volume"] for e in st["volume"]), "masks": len(st["volume"]),
                   "same_own": st["same"]["own"], "same_norm": st["same"]["normative"],
                   "patients": st["patient_masks"], "vol_lesion_own": st["volunteers_with_lesion"]["own"],
                   "vol_lesion_norm": st["volunteers_with_lesion"]["normative"], "found": sum(noisy["focal"]),
                   "focal": len(noisy["focal"]), "ends": sum(noisy["ends"]), "cons_ends": sum(cons["ends"]),
-                  "cons_focal": len(cons["ends"]), "true_ends": st["misses_true_ends"]}
+                  "cons_focal": len(cons["ends"]), "true_ends": st["misses_true_ends"],
+                  "r_vol_ok": sum(e <= GOALS["volume"] for e in raters["volume"]), "r_masks": len(raters["volume"]),
+                  "r_same": raters["same_own"], "r_patients": raters["patient_masks"],
+                  "r_vol_lesion": raters["volunteers_with_lesion"], "r_volunteers": raters["volunteer_masks"]}
         total = {k: total.get(k, 0) + v for k, v in counts.items()}
         rows.append(f"| {r['seed']} | {st['pooled_csa_pct']:.1f} % ({100 * max(st['csa']):.1f} %) | "
                     + cells({**counts, "vol_worst": f" ({100 * max(st['volume']):.1f} %)"}))
     rows.append("| all | | " + cells({**total, "vol_worst": ""}))
     return "\n".join(rows)
+
+
+def errors_text(errors) -> str:
+    """The ``errors`` of a run as its report's line: all of them, or which ones."""
+    return "all (" + ", ".join(ERRORS) + ")" if set(errors) == set(ERRORS) else ", ".join(errors) + " only"
 
 
 def _pct(values) -> str:
@@ -262,6 +351,7 @@ def report(result: dict) -> str:
     lines = [f"{len(cases)} subjects ({sum(c['cohort'] == 'volunteer' for c in cases)} volunteers), "
              f"{result['variants']} noisy mask(s) each, phantom size {result['size']}, seed {result['seed']}, "
              f"post-processing bridges gaps of up to {result['max_gap']} slice(s)",
+             f"errors: {errors_text(result['errors'])}",
              f"lesion rule: {result['lesion_rule']}",
              "",
              "Stability: noisy mask against its consensus (goals: CSA error <= 10 %, volume <= 5 %, same lesion "
@@ -277,6 +367,15 @@ def report(result: dict) -> str:
                      f"{_pct(vol):<28} | {sum(e <= GOALS['volume'] for e in vol):>4} of {len(vol):<3} | "
                      f"{same['own']:>7} / {same['normative']:<3} of {st['patient_masks']:<4} | "
                      f"{false['own']:>15} / {false['normative']:<3} of {st['volunteer_masks']:<4}")
+    rt = rater_figures(cases)
+    if rt["csa"]:
+        csa, vol = rt["csa"], rt["volume"]
+        lines.append(f"{'raters':<15} | {rt['pooled_csa_pct']:22.1f} % | {_pct(csa):<28} | "
+                     f"{sum(e <= GOALS['csa'] for e in csa):>5} of {len(csa):<3} | "
+                     f"{_pct(vol):<28} | {sum(e <= GOALS['volume'] for e in vol):>4} of {len(vol):<3} | "
+                     f"{rt['same_own']:>7} /     of {rt['patient_masks']:<4} | "
+                     f"{rt['volunteers_with_lesion']:>15} /     of {rt['volunteer_masks']:<4}")
+        lines.append("raters: each rater's mask, post-processed, against the consensus of the raters (own reference)")
     for mode in MODES:
         st = stability(cases, mode)
         lines.append(f"{mode}: {st['misses_true_ends']} of the {st['patient_masks'] - st['same']['own']} patient masks "
@@ -336,23 +435,41 @@ def main() -> None:
                         help="a lesion's extent: full width at half maximum, or its run above threshold")
     parser.add_argument("--min-lesion-separation", type=int, default=rule.min_separation,
                         help="half-maximum extent: segments fewer than this many nerve slices apart are one lesion")
+    parser.add_argument("--errors", default=",".join(ERRORS),
+                        help=f"comma-separated network-like errors to add (default all: {','.join(ERRORS)}); the "
+                             "others are drawn all the same and left out, so each mask is the full one less them")
     parser.add_argument("--json", help="also write every case's numbers here")
+    parser.add_argument("--compare", nargs=2, metavar=("FIRST.json", "SECOND.json"),
+                        help="instead of running: the --json files of two --seeds runs of the same seeds, mask by "
+                             "mask: patient masks missing 'same segments' in both, in one only, in neither")
     args = parser.parse_args()
+    if args.compare:
+        runs = [json.loads(Path(f).read_text()) for f in args.compare]
+        if not all(isinstance(r, list) for r in runs):
+            parser.error("--compare: expected the --json files of two --seeds runs")
+        counts = compare_misses(*runs)
+        print(f"patient masks missing 'same segments' (own), {args.compare[0]} / {args.compare[1]}: "
+              + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return
     lesion_rule = LesionRule(k=args.k, min_excess=args.min_excess, min_slices=args.min_lesion_slices,
                              extent=args.lesion_extent, min_separation=args.min_lesion_separation)
+    errors = tuple(e.strip() for e in args.errors.split(",") if e.strip())
+    if not errors or set(errors) - set(ERRORS):
+        parser.error(f"--errors {args.errors!r}: expected a comma-separated subset of {','.join(ERRORS)}")
     if args.seeds:
         first, _, last = args.seeds.partition("-")
         if not (first.isdigit() and (last or first).isdigit()) or int(last or first) < int(first):
             parser.error(f"--seeds {args.seeds!r}: expected FIRST-LAST, e.g. 0-9")
         results = [run(args.volunteers, args.patients, seed, args.variants, args.size, args.missed_branch_slices,
-                       args.max_gap, lesion_rule) for seed in range(int(first), int(last or first) + 1)]
+                       args.max_gap, lesion_rule, errors) for seed in range(int(first), int(last or first) + 1)]
+        print(f"errors: {errors_text(errors)}")
         print(f"lesion rule: {results[0]['lesion_rule']}")
         print(seeds_table(results))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
         return
     result = run(args.volunteers, args.patients, args.seed, args.variants, args.size, args.missed_branch_slices,
-                 args.max_gap, lesion_rule)
+                 args.max_gap, lesion_rule, errors)
     print(report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

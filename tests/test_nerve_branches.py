@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from conftest import import_benchmark
 from nerve_tubes import (SHAPE, SPACING, add_vein_blobs, disc_area_tolerance, drop_slices, drop_small_branch,
@@ -287,7 +288,69 @@ def test_stability_benchmark_counts_misses_that_are_right_by_the_truth():
     figures = bench.stability([focal, extended], "post-processed")
     assert figures["same"]["own"] == 1 and figures["misses_true_ends"] == 1
     row = bench.seeds_table([{"seed": 0, "cases": [focal, extended]}]).splitlines()[2]
-    assert row.endswith("| 1 of 3 |")
+    assert row.split("|")[9].strip() == "1 of 3"
+
+
+def test_stability_benchmark_reads_the_raters_beside_the_noisy_masks():
+    """The raters' row: each rater's mask against the consensus, counted as the noisy masks are.
+    A patient whose consensus has (8, 12): raters with (8, 13) (same, within one slice),
+    (8, 15) (not) and a volume 6 % off; a volunteer whose third rater has a false segment."""
+    bench = import_benchmark("bench_biomarker_stability")
+
+    def rater(segments, volume_error=0.01):
+        return {"csa_error": 0.04, "csa_errors": [0.04], "volume_error": volume_error,
+                "segments": {"own": segments}}
+
+    def variant(segments):
+        measured = {"csa_error": 0.0, "volume_error": 0.0, "csa_errors": [0.0],
+                    "segments": {"own": segments, "normative": segments}}
+        return {mode: measured for mode in bench.MODES}
+
+    patient = {"cohort": "patient", "lesion": "focal", "truth": (8, 12), "variants": [variant([(8, 12)])],
+               "consensus": {"own": [(8, 12)], "normative": [(8, 12)]},
+               "raters": [rater([(8, 13)]), rater([(8, 15)]), rater([(8, 12)], volume_error=0.06)]}
+    volunteer = {"cohort": "volunteer", "lesion": "none", "truth": None, "variants": [variant([])],
+                 "consensus": {"own": [], "normative": []},
+                 "raters": [rater([]), rater([]), rater([(3, 5)])]}
+    figures = bench.rater_figures([patient, volunteer])
+    assert (figures["same_own"], figures["patient_masks"]) == (2, 3)
+    assert (figures["volunteers_with_lesion"], figures["volunteer_masks"]) == (1, 3)
+    assert sum(e <= bench.GOALS["volume"] for e in figures["volume"]) == 5
+    row = bench.seeds_table([{"seed": 0, "cases": [patient, volunteer]}]).splitlines()[2]
+    assert [c.strip() for c in row.split("|")[10:13]] == ["5 of 6", "2 of 3", "1 of 3"]
+
+
+def test_stability_benchmark_leaves_out_the_errors_not_named():
+    """``noisy_mask(errors=...)``: every error is drawn as with all of them, and only those named
+    are applied, so each subset is the full mask less the others: jitter alone is the consensus
+    jittered with the same draws; a missed slice alone empties the same slice of the consensus;
+    veins alone add the full mask's blob voxels to the consensus; all four together are the
+    full mask. An unknown name is refused."""
+    bench = import_benchmark("bench_biomarker_stability")
+    consensus = tube((24.0, 24.0), 3.0)
+    consensus[12:] |= tube((31.0, 24.0), 2.0)[12:]          # a small branch beside it on slices 12-19
+
+    def draw(errors):
+        return bench.noisy_mask(consensus, SPACING, np.random.default_rng(7), errors=errors)
+
+    full, applied = draw(bench.ERRORS)
+    assert applied[0] == "boundary jitter" and len(applied) == 5     # jitter, branch, slice, two blobs
+    jitter, applied = draw(("jitter",))
+    assert applied == ["boundary jitter"]
+    from nerve_tubes import jitter_boundary
+    assert np.array_equal(jitter, jitter_boundary(consensus, np.random.default_rng(7)))
+    missed = int(next(e for e in draw(bench.ERRORS)[1] if e.startswith("missed slice")).split()[-1])
+    only_slice, applied = draw(("missed-slice",))
+    assert applied == [f"missed slice {missed}"]
+    assert not only_slice[missed].any() and np.array_equal(np.delete(only_slice, missed, 0),
+                                                           np.delete(consensus, missed, 0))
+    veins, applied = draw(("veins",))
+    blobs = full & ~ndimage.binary_dilation(consensus | jitter, iterations=2)
+    assert all(a.startswith("vein blob") for a in applied) and len(applied) == 2
+    assert blobs.any() and np.array_equal(veins & ~consensus, blobs) and np.array_equal(veins & consensus, consensus)
+    assert np.array_equal(draw(("jitter", "missed-branch", "missed-slice", "veins"))[0], full)
+    with pytest.raises(ValueError, match="unknown error"):
+        draw(("jitter", "motion"))
 
 
 @pytest.mark.benchmark_script
@@ -303,7 +366,10 @@ def test_stability_benchmark_runs_and_post_processing_is_what_makes_it_stable():
     assert np.mean([m["volume_error"] for m in post]) < np.mean([m["volume_error"] for m in raw])
     truth = [c["truth"] for c in result["cases"] if c["cohort"] == "patient"]
     assert all(t is not None for t in truth)
+    assert all(len(c["raters"]) == 3 for c in result["cases"])
     report = bench.report(result)
+    assert "errors: all (jitter, missed-branch, missed-slice, veins)" in report
+    assert "\nraters          |" in report
     assert "Stability: noisy mask against its consensus" in report and "Lesions against the truth" in report
     assert "extent: full width at half maximum" in report
     # --seeds' table: one row per seed and the totals, the same figures as the report's
@@ -333,3 +399,24 @@ def test_a_stack_divided_on_every_slice_has_no_trunk_and_the_demo_report_says_so
     assert summary["split"]["found"] and summary["split"]["trunk"] is None
     line = next(l for l in _biomarker_lines(summary) if l.startswith("- branches named"))
     assert "no trunk in the stack" in line and "None" not in line
+
+
+def test_stability_benchmark_compares_two_runs_mask_by_mask():
+    """``--compare``: a patient with consensus (8, 12) and two noisy masks; in the first run the
+    masks found (8, 15) and (8, 12), in the second (8, 15) and (3, 5): one mask misses in both,
+    one in the second only. A volunteer is not counted; runs of other seeds are refused."""
+    bench = import_benchmark("bench_biomarker_stability")
+
+    def run(seed, *found):
+        def variant(segments):
+            return {"post-processed": {"segments": {"own": segments}}}
+        patient = {"id": "sub-001", "cohort": "patient", "consensus": {"own": [[8, 12]]},
+                   "variants": [variant(s) for s in found]}
+        volunteer = {"id": "sub-002", "cohort": "volunteer", "consensus": {"own": []},
+                     "variants": [variant([[1, 3]])]}
+        return [{"seed": seed, "cases": [patient, volunteer]}]
+
+    counts = bench.compare_misses(run(0, [[8, 15]], [[8, 12]]), run(0, [[8, 15]], [[3, 5]]))
+    assert counts == {"both": 1, "first only": 0, "second only": 1, "neither": 0}
+    with pytest.raises(ValueError, match="different seeds"):
+        bench.compare_misses(run(0, [[8, 12]]), run(1, [[8, 12]]))
