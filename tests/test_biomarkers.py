@@ -388,6 +388,46 @@ def test_batch_mask_without_image_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_batch_names_every_bad_case_before_measuring_any(tmp_path):
+    """Four cases: one good, a mask cut short (its gzip stream ends early), a mask on another grid,
+    a label mask (0/1/2). Every bad one is named in its own line with its problem before any case
+    is measured, then a line counting them, exit 2, no output folder; a damaged post-processing
+    report of the folder, which refuses every case alike, is its one error line. Before, the batch stopped at the first bad case, so a user met them
+    one run at a time."""
+    ds, masks = tmp_path / "ds", tmp_path / "pred"
+    (ds / "imagesTr").mkdir(parents=True)
+    masks.mkdir()
+    nerve = tube((24, 24), 3.0)
+    for case in ("sub-01", "sub-02", "sub-03", "sub-04"):
+        write(ds / "imagesTr" / f"{case}_0000.nii.gz", t2_image(nerve))
+    write(masks / "sub-01.nii.gz", nerve)
+    cut = write(masks / "sub-02.nii.gz", nerve)
+    data = Path(cut).read_bytes()
+    Path(cut).write_bytes(data[: len(data) // 2])
+    write(masks / "sub-03.nii.gz", nerve, spacing=(4.0, 0.6, 0.6))
+    labels = nerve.astype(np.uint8)
+    labels[20:] *= 2
+    write(masks / "sub-04.nii.gz", labels)
+    proc = cli("biomarkers", "--masks", masks, "--dataset", ds, "--out", tmp_path / "out", check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [ln.split(":")[1].strip().rsplit("/", 1)[-1] for ln in lines[:3]] == \
+        ["sub-02.nii.gz", "sub-03.nii.gz", "sub-04.nii.gz"], lines
+    assert "gzip" in lines[0] and "grid" in lines[1] and "not binary" in lines[2]
+    assert lines[-1].startswith("error: ") and "3 of 4 case(s) refused" in lines[-1]
+    assert "nothing was measured" in lines[-1] and len(lines) == 4
+    assert not (tmp_path / "out").exists()
+
+    for case in ("sub-02", "sub-03", "sub-04"):
+        write(masks / f"{case}.nii.gz", nerve)
+    (masks / "postprocessing_nerve.json").write_text('{"files": ')
+    proc = cli("biomarkers", "--masks", masks, "--dataset", ds, "--out", tmp_path / "out", check=False)
+    assert proc.returncode == 2
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and "postprocessing_nerve.json: not a readable post-processing report" in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_is_not_overwritten(tmp_path):
     mask = tube((24, 24), 3.0)
     image, mask_path = scan(tmp_path, mask)

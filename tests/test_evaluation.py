@@ -228,6 +228,17 @@ def test_bad_predictions_give_one_error_line_and_no_output(dataset, tmp_path, nn
     assert proc.returncode != 0 and "sub-002" in line and "not binary" in line
     assert not (tmp_path / "o2").exists()
 
+    # two bad predictions: both named, each in its own line, then the count; nothing computed
+    both = write_predictions(dataset, tmp_path / "both", seed=3)
+    write_mask(read_mask(both / "sub-004.nii.gz"), both / "sub-004.nii.gz", spacing=(0.6, 0.52, 4.0))
+    write_mask(arr, both / "sub-002.nii.gz")
+    proc = run(cli + ["--pred", str(both), "--out", str(tmp_path / "o4")], env=nnunet_env, check=False)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 3, proc.stderr
+    assert "sub-002" in errors[0] and "not binary" in errors[0] and "sub-004" in errors[1] and "grid" in errors[1]
+    assert "2 of" in errors[2] and "case(s) refused (above); nothing was evaluated" in errors[2]
+    assert "[1/" not in proc.stdout and not (tmp_path / "o4").exists()
+
     missing = write_predictions(dataset, tmp_path / "missing", seed=3)
     (missing / "sub-006.nii.gz").unlink()
     proc = run(cli + ["--pred", str(missing), "--out", str(tmp_path / "o3")], env=nnunet_env, check=False)

@@ -558,6 +558,54 @@ def test_cli_refuses_a_non_binary_mask_and_writes_nothing(tmp_path):
     assert missing.returncode == 2 and "nothing: no such file or folder" in missing.stderr
 
 
+def test_cli_names_every_bad_mask_of_a_folder_before_writing_any(tmp_path):
+    """Two bad masks in a prediction folder (one cut short, one with labels 0/1/2): both are named,
+    each in its own `error:` line, then the count; the good ones are not post-processed (no
+    progress line) and nothing is written. Before, the run stopped at the first bad file after
+    post-processing those before it."""
+    folder, nerve = _prediction_folder(tmp_path)
+    labels = nerve.astype(np.uint8)
+    labels[30:] = 2
+    write(folder / "sub-03.nii.gz", labels)
+    cut = write(folder / "sub-04.nii.gz", nerve)
+    data = open(cut, "rb").read()
+    open(cut, "wb").write(data[: len(data) // 2])
+    out = tmp_path / "pp"
+    proc = run([script("nnunet-nerve"), "postprocess", str(folder), str(out)], check=False)
+    assert proc.returncode == 2 and "[1/" not in proc.stdout
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 3 and all(ln.startswith("error: ") for ln in errors), errors
+    assert "sub-03.nii.gz" in errors[0] and "not binary" in errors[0]
+    assert "sub-04.nii.gz" in errors[1] and "cut short" in errors[1]
+    n_masks = len([p for p in folder.iterdir() if p.name.endswith(".nii.gz")])
+    assert f"2 of {n_masks} mask file(s) refused (above); nothing was written" in errors[2]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".pp")]
+
+
+def test_a_batch_refusal_is_one_line_when_the_refusals_read_alike():
+    """``errors.refuse_batch``: nothing refused, nothing raised; one refusal, or several reading
+    alike (a folder's damaged report refuses every case), is raised as it is, its problems kept;
+    different ones are listed, each line once, before the count."""
+    from nnunet_nerve.errors import refuse_batch, refusals
+
+    def check(value):
+        if value == "ok":
+            return
+        raise NerveError(f"{value}: bad", ["detail"] if value == "series" else None)
+
+    refuse_batch("in", refusals({"a": "ok"}, check), 1, "nothing was done")
+    with pytest.raises(NerveError) as one:
+        refuse_batch("in", refusals({"a": "ok", "b": "series"}, check), 2, "nothing was done")
+    assert str(one.value) == "series: bad" and one.value.problems == ["detail"]
+    alike = {"a": NerveError("report.json: unreadable"), "b": NerveError("report.json: unreadable")}
+    with pytest.raises(NerveError, match=r"^report.json: unreadable$"):
+        refuse_batch("in", alike, 2, "nothing was done")
+    with pytest.raises(NerveError) as many:
+        refuse_batch("in", refusals({"a": "x", "b": "series", "c": "ok"}, check), 3, "nothing was done", "mask(s)")
+    assert str(many.value) == "in: 2 of 3 mask(s) refused (above); nothing was done"
+    assert many.value.problems == ["x: bad", "detail", "series: bad"]
+
+
 def test_cli_side_fraction_option(tmp_path):
     """``--side-fraction 0`` keeps a vessel touching the nerve (step 5 off); bad values:
     tests/test_reliability_options.py."""

@@ -16,23 +16,30 @@ import SimpleITK as sitk
 from nnunet_nerve.biomarkers.postprocess import PostprocessResult, PostprocessRule, postprocess_nerve
 from nnunet_nerve.biomarkers.postprocess_record import (REPORT_NAME, folder_report, interpolation_record,
                                                         report_entry, sidecar_path)
-from nnunet_nerve.errors import NerveError
+from nnunet_nerve.errors import NerveError, refuse_batch, refusals
 from nnunet_nerve.io.atomic import atomic_directory, atomic_file, refuse_output_overlap
 from nnunet_nerve.io.images import (IMAGE_SUFFIXES, default_geometry_warning, has_image_suffix, read_volume,
                                     spacing_zyx, write_image)
 from nnunet_nerve.io.masks import binary_mask
 
 
+def read_mask_file(path: Path):
+    """(SimpleITK image, binary mask array, ``postprocess_record.interpolation_record``) of one
+    mask file, after every check post-processing makes before it works (a complete, finite, 3D,
+    binary mask; a readable report beside it): NerveError naming the file and the problem."""
+    image = read_volume(path, "mask")
+    mask = binary_mask(sitk.GetArrayFromImage(image), str(path))
+    return image, mask, interpolation_record(path, mask)
+
+
 def _postprocess_image(path: Path, rule: PostprocessRule, log: "Callable[[str], None] | None" = None):
     """(output SimpleITK image, result, the input's ``postprocess_record.interpolation_record``)
     for one mask file; ``log`` gets a ``warning:`` line when its header holds no geometry (the
     rule's distances in mm would be voxel counts: ``io.images.default_geometry_problem``)."""
-    image = read_volume(path, "mask")
-    mask = binary_mask(sitk.GetArrayFromImage(image), str(path))
+    image, mask, record = read_mask_file(path)
     no_geometry = default_geometry_warning(image, path)
     if no_geometry and log:
         log(f"warning: {no_geometry}")
-    record = interpolation_record(path, mask)
     result = postprocess_nerve(mask, spacing_zyx(image), rule)
     out = sitk.GetImageFromArray(result.mask.astype(np.uint8))
     out.CopyInformation(image)
@@ -68,13 +75,16 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     ...) are copied so that the result is a drop-in prediction folder; ``REPORT_NAME``
     records per file what changed, the digest of the mask written and its interpolated slices,
     also those an earlier post-processing recorded beside the input (``postprocess_record``).
-    Returns that report."""
+    Every file is checked before any is post-processed (``read_mask_file``), so that each bad
+    one is named in one run. Returns that report."""
 
     in_dir = Path(in_dir)
     refuse_output_overlap(out_dir, {"input folder": in_dir})
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and has_image_suffix(p.name))
     if not files:
         raise NerveError(f"{in_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
+    refuse_batch(in_dir, refusals({p.name: p for p in files}, read_mask_file), len(files), "nothing was written",
+                 "mask file(s)")
     report = folder_report(asdict(rule), {})
     with atomic_directory(out_dir, overwrite) as tmp:
         for i, path in enumerate(files, 1):

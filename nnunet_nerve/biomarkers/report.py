@@ -35,8 +35,8 @@ from scipy import ndimage
 from nnunet_nerve.io.atomic import atomic_directory, atomic_file
 from nnunet_nerve.io.tables import write_csv
 from nnunet_nerve.biomarkers.measures import (BRANCH_LABELS, CSV_DIGITS, SLICE_COLUMNS, LesionRule, NerveBiomarkers,
-                                     biomarkers_from_files)
-from nnunet_nerve.errors import NerveError
+                                     biomarkers_from_files, read_mask_for_image)
+from nnunet_nerve.errors import NerveError, refuse_batch, refusals
 from nnunet_nerve.biomarkers.sources import ImageSource, load_reference
 from nnunet_nerve.biomarkers.summary import summary_line
 
@@ -276,7 +276,9 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
     writes them) over the images of ``images_from``: a converted dataset (folder, id or
     name; ``imagesTr/<case>_0000.nii.gz``, else ``imagesTs``) or a registry folder
     (``sub-<id>/anat/sub-<id>_T2w.*``), whose participants.tsv gives each case's thigh
-    location for the normative reference. Every case's files are checked before any work."""
+    location for the normative reference. Every case's files are checked before any work
+    (``check_case_files``): a batch with damaged or mismatched files names each of them and
+    measures none."""
     from nnunet_nerve.io.atomic import refuse_existing, refuse_output_overlap
     from nnunet_nerve.io.images import has_image_suffix, image_stem
 
@@ -295,6 +297,8 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
                 for case, path in masks.items() if source.image(case) is None]
     if problems:
         raise NerveError(f"{masks_dir}: {len(problems)} mask(s) without an image", problems)
+    refuse_batch(masks_dir, refusals({case: (source.image(case), mask) for case, mask in masks.items()},
+                                     check_case_files), len(masks), "nothing was measured")
     reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
     results, rows = {}, []
     with atomic_directory(out, overwrite) as tmp:
@@ -314,6 +318,19 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
         if reference is not None:
             write_json(tmp / "reference.json", reference.to_json())
     return results
+
+
+def check_case_files(pair) -> None:
+    """Every check ``biomarkers_from_files`` makes before measuring, on one (image, mask) pair
+    (``read_mask_for_image``: complete, finite, 3D files on one grid, axial slices, a binary
+    mask that is not inverted; ``interpolation_record``: a readable post-processing report
+    beside the mask): NerveError naming the file and the problem. A batch runs it over every
+    case first (``errors.refusals``), reading the files here and again when measuring, so that
+    it never stops halfway on a bad case."""
+    from nnunet_nerve.biomarkers.postprocess_record import interpolation_record
+
+    image, mask = pair
+    interpolation_record(mask, read_mask_for_image(image, mask)[1])
 
 
 def _case_row(case: str, participant, s: dict) -> dict:

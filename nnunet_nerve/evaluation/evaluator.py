@@ -48,7 +48,7 @@ from nnunet_nerve.io.masks import binary_mask
 
 from nnunet_nerve.evaluation import metrics
 from nnunet_nerve.registry.dataset_info import FILE_ENDING, LOCATIONS, DatasetInfo
-from nnunet_nerve.errors import NerveError
+from nnunet_nerve.errors import NerveError, refuse_batch, refusals
 from nnunet_nerve.evaluation.columns import DEFAULT_HD95, HD95_DEFINITIONS, METRICS
 
 AUTO = "Auto"
@@ -186,6 +186,19 @@ def load_binary_mask(path, grid: sitk.Image, case: str, what: str) -> np.ndarray
     return binary_mask(sitk.GetArrayViewFromImage(image), f"case {case}: {what} {path}")
 
 
+def load_case_masks(info: DatasetInfo, case: str, prediction_sets: list) -> tuple:
+    """(the consensus label's SimpleITK image, consensus, {rater: mask}, {method: prediction}) of
+    one case, every mask checked by ``load_binary_mask`` (complete, finite, 0/1, on the
+    consensus's grid): NerveError naming the case and the file. ``evaluate`` runs it over every
+    case before computing anything, so that each bad file is named in one run."""
+    grid = imageio.read_image(info.consensus_path(case))
+    consensus = load_binary_mask(info.consensus_path(case), grid, case, "consensus")
+    raters = {r: load_binary_mask(p, grid, case, f"rater {r} mask") for r, p in info.rater_paths(case).items()}
+    predictions = {p.name: load_binary_mask(p.paths[case], grid, case, f"prediction of {p.name}")
+                   for p in prediction_sets if case in p.paths}
+    return grid, consensus, raters, predictions
+
+
 def method_name_problem(name: str) -> "str | None":
     """Why ``name`` cannot name a method in the reports, or None. Refused: an empty name, the
     raters' row ``R-R`` (Table 1 would hold two such rows), ``|`` (it splits a Markdown table
@@ -220,17 +233,16 @@ def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str],
         raise NerveError(f"method names must differ, got {', '.join(names)}; name them with --name")
     paper_metrics(hd95)  # refuses an unknown definition before any work
     evaluation = Evaluation(dataset=info, methods=list(prediction_sets), hd95=hd95)
+    refuse_batch(info.folder, refusals({case: case for case in info.cases},
+                                       lambda case: load_case_masks(info, case, prediction_sets)),
+                 len(info.cases), "nothing was evaluated")
     for i, case in enumerate(info.cases, start=1):
         progress(f"[{i}/{len(info.cases)}] {case}")
-        grid = imageio.read_image(info.consensus_path(case))
+        grid, consensus, raters, predictions = load_case_masks(info, case, prediction_sets)
         no_geometry = imageio.default_geometry_warning(grid, info.consensus_path(case))
         if no_geometry:  # the distances below would be voxel counts
             evaluation.warnings.append(no_geometry)
             progress(f"warning: {no_geometry}")
-        consensus = load_binary_mask(info.consensus_path(case), grid, case, "consensus")
-        raters = {r: load_binary_mask(p, grid, case, f"rater {r} mask") for r, p in info.rater_paths(case).items()}
-        predictions = {p.name: load_binary_mask(p.paths[case], grid, case, f"prediction of {p.name}")
-                       for p in prediction_sets if case in p.paths}
         for row in case_comparisons(consensus, raters, predictions, imageio.spacing_zyx(grid)):
             evaluation.rows.append({"case": case, "cohort": info.cohort(case), "location": info.location(case), **row})
     return evaluation
