@@ -256,9 +256,10 @@ def compare_misses(first: list, second: list) -> dict:
         raise ValueError("the two runs cover different seeds")
     counts = {"both": 0, "first only": 0, "second only": 0, "neither": 0}
     for a, b in zip(first, second):
+        if [c["id"] for c in a["cases"]] != [c["id"] for c in b["cases"]] or \
+                [len(c["variants"]) for c in a["cases"]] != [len(c["variants"]) for c in b["cases"]]:
+            raise ValueError(f"seed {a['seed']}: the runs hold different subjects or numbers of noisy masks")
         for ca, cb in zip(a["cases"], b["cases"]):
-            if ca["id"] != cb["id"]:
-                raise ValueError(f"seed {a['seed']}: the runs hold different subjects ({ca['id']}, {cb['id']})")
             if ca["cohort"] != "patient":
                 continue
             for va, vb in zip(ca["variants"], cb["variants"]):
@@ -444,10 +445,18 @@ def main() -> None:
                              "mask: patient masks missing 'same segments' in both, in one only, in neither")
     args = parser.parse_args()
     if args.compare:
-        runs = [json.loads(Path(f).read_text()) for f in args.compare]
-        if not all(isinstance(r, list) for r in runs):
-            parser.error("--compare: expected the --json files of two --seeds runs")
-        counts = compare_misses(*runs)
+        runs = []
+        for f in args.compare:
+            try:
+                runs.append(json.loads(Path(f).read_text()))
+            except (OSError, ValueError) as e:
+                parser.error(f"--compare {f}: {e}")
+            if not isinstance(runs[-1], list):
+                parser.error(f"--compare {f}: not the --json file of a --seeds run")
+        try:
+            counts = compare_misses(*runs)
+        except (KeyError, TypeError, ValueError) as e:
+            parser.error(f"--compare: {e}")
         print(f"patient masks missing 'same segments' (own), {args.compare[0]} / {args.compare[1]}: "
               + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return

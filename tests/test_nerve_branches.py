@@ -404,7 +404,8 @@ def test_a_stack_divided_on_every_slice_has_no_trunk_and_the_demo_report_says_so
 def test_stability_benchmark_compares_two_runs_mask_by_mask():
     """``--compare``: a patient with consensus (8, 12) and two noisy masks; in the first run the
     masks found (8, 15) and (8, 12), in the second (8, 15) and (3, 5): one mask misses in both,
-    one in the second only. A volunteer is not counted; runs of other seeds are refused."""
+    one in the second only. A volunteer is not counted; runs of other seeds, or with other numbers
+    of noisy masks (which zip would cut short silently), are refused."""
     bench = import_benchmark("bench_biomarker_stability")
 
     def run(seed, *found):
@@ -420,3 +421,5 @@ def test_stability_benchmark_compares_two_runs_mask_by_mask():
     assert counts == {"both": 1, "first only": 0, "second only": 1, "neither": 0}
     with pytest.raises(ValueError, match="different seeds"):
         bench.compare_misses(run(0, [[8, 12]]), run(1, [[8, 12]]))
+    with pytest.raises(ValueError, match="numbers of noisy masks"):   # --variants 2 against --variants 1
+        bench.compare_misses(run(0, [[8, 12]], [[8, 12]]), run(0, [[8, 12]]))
