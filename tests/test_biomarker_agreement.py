@@ -118,6 +118,33 @@ def test_evaluate_biomarkers_warns_about_a_consensus_cut_lengthwise(tmp_path, nn
     assert len(read_csv(out / "biomarker_agreement" / "agreement_per_case.csv")) == len(CASES) * 4 * 2
 
 
+def test_evaluate_biomarkers_refusing_a_case_writes_nothing(tmp_path, nnunet_env):
+    """sub-004's consensus, rater masks and prediction are stored as coronal slices (the same
+    voxels, axes permuted): Table 1 can be computed, the agreement cannot (CSA per slice needs
+    axial slices). One error line naming the consensus, exit 2, and no output folder: before,
+    Table 1's folder was moved into place first and stayed there without its agreement."""
+    import SimpleITK as sitk
+
+    dataset, masks = write_dataset(tmp_path)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for case in CASES:
+        write(preds / f"{case}.nii.gz", masks[case]["GT"])
+    consensus = dataset / "labelsTr" / "sub-004.nii.gz"
+    for path in [consensus, preds / "sub-004.nii.gz", *(dataset / "raters" / r / "sub-004.nii.gz" for r in RATERS)]:
+        sitk.WriteImage(sitk.PermuteAxes(sitk.ReadImage(str(path)), [0, 2, 1]), str(path))
+    out = tmp_path / "eval"
+    proc = run([script("nnunet-nerve"), "evaluate", "-d", str(dataset), "--pred", str(preds), "--name", "Net",
+                "--out", str(out), "--biomarkers"], env=nnunet_env, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert errors[0].startswith(f"error: {consensus}: the slices are coronal")
+    assert not out.exists() and not list(tmp_path.glob(".eval*"))
+    run([script("nnunet-nerve"), "evaluate", "-d", str(dataset), "--pred", str(preds), "--name", "Net",
+         "--out", str(out)], env=nnunet_env)               # without --biomarkers: Table 1 as before
+    assert (out / "table1.md").is_file() and not (out / "biomarker_agreement").exists()
+
+
 def test_bland_altman_of_one_case_has_no_limits():
     from nnunet_nerve.biomarkers.agreement import bland_altman
 

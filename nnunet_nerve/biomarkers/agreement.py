@@ -31,10 +31,12 @@ from typing import Callable
 
 import numpy as np
 
-from nnunet_nerve.io.atomic import atomic_directory, refuse_output_overlap
+from nnunet_nerve.io.atomic import atomic_directory
 from nnunet_nerve.biomarkers.measures import CSV_DIGITS, nerve_biomarkers
 from nnunet_nerve.io.tables import write_csv
 
+#: The sub-folder of ``evaluate --biomarkers``' output that holds the agreement.
+AGREEMENT_FOLDER = "biomarker_agreement"
 QUANTITIES = {"volume_mm3": "nerve volume (mm³)", "csa_corrected_mean_mm2": "mean corrected CSA (mm²)"}
 KIND_AUTO, KIND_RATER = "automatic", "rater"
 #: 1.96: the two-sided 95 % quantile of the normal distribution.
@@ -203,14 +205,3 @@ def write_agreement(out, rows: list, overwrite: bool = False, warnings=()) -> li
         (tmp / "agreement.md").write_text(agreement_markdown(summary, warnings))
         plot_bland_altman(tmp / "bland_altman.png", rows, summary)
     return summary
-
-
-def evaluation_agreement(info, methods: list, out, overwrite: bool = False, postprocess: bool = True,
-                         progress: "Callable[[str], None]" = lambda s: None) -> list:
-    """``measure_cases`` then ``write_agreement``: what ``nnunet-nerve evaluate --biomarkers`` adds."""
-    inputs = {"dataset": info.folder}
-    inputs.update({f"predictions of {m.name}": Path(p).parent for m in methods for p in m.paths.values()})
-    refuse_output_overlap(out, inputs)
-    warnings: list = []
-    rows = measure_cases(info, methods, postprocess, progress, warnings)
-    return write_agreement(out, rows, overwrite, warnings)

@@ -75,9 +75,12 @@ def format_mean_sd(key: str, mean: float, sd: float) -> str:
 
 
 def write_report(evaluation: Evaluation, out, overwrite: bool = False,
-                 progress: Callable[[str], None] = lambda s: None, paper_reference: bool = False) -> Path:
+                 progress: Callable[[str], None] = lambda s: None, paper_reference: bool = False,
+                 extra: "Callable[[Path], None] | None" = None) -> Path:
     """Write every output file of the module docstring to ``out`` (atomically); with
-    ``paper_reference`` table1.md also shows the published values beside ours."""
+    ``paper_reference`` table1.md also shows the published values beside ours. ``extra`` writes
+    more into the folder being built (its path given), inside the same atomic step, so that an
+    output it adds (``evaluate --biomarkers``' agreement) is there in full or not at all."""
     refuse_output_overlap(out, evaluation_inputs(evaluation))
     summaries = summary_rows(evaluation)
     statistics = statistics_rows(evaluation)
@@ -92,6 +95,8 @@ def write_report(evaluation: Evaluation, out, overwrite: bool = False,
                                        encoding="utf-8")
         progress("drawing figure2.png")
         draw_boxplots(evaluation, tmp / "figure2.png")
+        if extra is not None:
+            extra(tmp)
     return Path(out)
 
 

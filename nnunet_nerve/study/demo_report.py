@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_nerve.io.atomic import atomic_file
+from nnunet_nerve.biomarkers.agreement import AGREEMENT_FOLDER
 from nnunet_nerve.segmentation.report import three_nerve_slices
 from nnunet_nerve.registry.dataset_info import FILE_ENDING, IMAGES_TR, LABELS_TR, image_file_name
 
@@ -188,7 +189,7 @@ def write_report(layout, heldout: list[str], case: str) -> Path:
     plot_figure3(figure3, image, consensus, preds, case)
 
     table1 = (layout.evaluation / "table1.md").read_text()
-    agreement = layout.evaluation / "biomarker_agreement" / "agreement.md"
+    agreement = layout.evaluation / AGREEMENT_FOLDER / "agreement.md"
     summary = json.loads((layout.biomarkers / "summary.json").read_text())
     schedule = ("the paper's full schedule (FC-DenseNet 100 epochs; nnU-Net its default 1000 epochs)" if layout.full
                 else f"a DEMO-SIZED schedule: {demo_epochs()} epochs x {demo_iterations()} iterations, batches of "
