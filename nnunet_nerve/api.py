@@ -127,18 +127,19 @@ def evaluate(dataset: "str | int | os.PathLike", *, out: PathLike, pred: Sequenc
         f"{', '.join(m.name for m in methods)} against consensus and raters {', '.join(info.raters)} "
         f"({info.rater_order_note}); HD95: {hd95}")
     evaluation = evaluate_methods(info, methods, progress=say, hd95=hd95)
-    extra, agreement = None, {}
+    extra = agreement = None
     if biomarkers:  # measured before anything is written: a case refused here leaves no output
-        from nnunet_nerve.biomarkers.agreement import AGREEMENT_FOLDER, measure_cases, write_agreement
+        from nnunet_nerve.biomarkers.agreement import AGREEMENT_FOLDER, measure_cases, summarise, write_agreement
 
         warnings: list = []
         rows = measure_cases(info, methods, progress=say, warnings=warnings)
+        agreement = summarise(rows)
 
         def extra(folder: Path) -> None:
-            agreement["summary"] = write_agreement(folder / AGREEMENT_FOLDER, rows, warnings=warnings)
+            write_agreement(folder / AGREEMENT_FOLDER, rows, warnings=warnings, summary=agreement)
     written = write_report(evaluation, out, overwrite=overwrite, progress=say, paper_reference=paper_reference,
                            extra=extra)
-    return EvaluateResult(Path(written), evaluation, agreement.get("summary"))
+    return EvaluateResult(Path(written), evaluation, agreement)
 
 
 # --- biomarkers ----------------------------------------------------------------------------------

@@ -15,16 +15,16 @@ class NerveError(Exception):
         self.problems = list(problems or [])
 
 
-def refusals(items: dict, check) -> dict:
-    """{key: the NerveError} for every item of ``items`` ({key: value}) whose ``check(value)``
-    raises NerveError; {} when every item passes. A batch runs this over all its cases before
-    any work, so that a user learns of every bad file in one run (``refuse_batch``)."""
+def refusals(items, check) -> dict:
+    """{item: the NerveError} for every item of ``items`` whose ``check(item)`` raises
+    NerveError; {} when every item passes. A batch runs this over all its cases before any
+    work, so that a user learns of every bad file in one run (``refuse_batch``)."""
     refused = {}
-    for key, value in items.items():
+    for item in items:
         try:
-            check(value)
+            check(item)
         except NerveError as e:
-            refused[key] = e
+            refused[item] = e
     return refused
 
 

@@ -593,15 +593,15 @@ def test_a_batch_refusal_is_one_line_when_the_refusals_read_alike():
             return
         raise NerveError(f"{value}: bad", ["detail"] if value == "series" else None)
 
-    refuse_batch("in", refusals({"a": "ok"}, check), 1, "nothing was done")
+    refuse_batch("in", refusals(["ok"], check), 1, "nothing was done")
     with pytest.raises(NerveError) as one:
-        refuse_batch("in", refusals({"a": "ok", "b": "series"}, check), 2, "nothing was done")
+        refuse_batch("in", refusals(["ok", "series"], check), 2, "nothing was done")
     assert str(one.value) == "series: bad" and one.value.problems == ["detail"]
     alike = {"a": NerveError("report.json: unreadable"), "b": NerveError("report.json: unreadable")}
     with pytest.raises(NerveError, match=r"^report.json: unreadable$"):
         refuse_batch("in", alike, 2, "nothing was done")
     with pytest.raises(NerveError) as many:
-        refuse_batch("in", refusals({"a": "x", "b": "series", "c": "ok"}, check), 3, "nothing was done", "mask(s)")
+        refuse_batch("in", refusals(["x", "series", "ok"], check), 3, "nothing was done", "mask(s)")
     assert str(many.value) == "in: 2 of 3 mask(s) refused (above); nothing was done"
     assert many.value.problems == ["x: bad", "detail", "series: bad"]
 

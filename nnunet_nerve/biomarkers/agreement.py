@@ -195,10 +195,10 @@ def plot_bland_altman(path, rows: list, summary: list) -> None:
     fig.savefig(path, format="png")
 
 
-def write_agreement(out, rows: list, overwrite: bool = False, warnings=()) -> list:
+def write_agreement(out, rows: list, overwrite: bool = False, warnings=(), summary: "list | None" = None) -> list:
     """The four files of the module docstring into the folder ``out`` (``warnings``, lines, under
-    agreement.md's table); returns the summary."""
-    summary = summarise(rows)
+    agreement.md's table); returns the summary (``summarise(rows)`` unless given)."""
+    summary = summarise(rows) if summary is None else summary
     with atomic_directory(out, overwrite, "biomarker agreement folder") as tmp:
         write_csv(tmp / "agreement_per_case.csv", PER_CASE_COLUMNS, rows, CSV_DIGITS)
         write_csv(tmp / "agreement.csv", SUMMARY_COLUMNS, summary, CSV_DIGITS)

@@ -83,7 +83,7 @@ def postprocess_folder(in_dir, out_dir, rule: PostprocessRule = PostprocessRule(
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and has_image_suffix(p.name))
     if not files:
         raise NerveError(f"{in_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
-    refuse_batch(in_dir, refusals({p.name: p for p in files}, read_mask_file), len(files), "nothing was written",
+    refuse_batch(in_dir, refusals(files, read_mask_file), len(files), "nothing was written",
                  "mask file(s)")
     report = folder_report(asdict(rule), {})
     with atomic_directory(out_dir, overwrite) as tmp:

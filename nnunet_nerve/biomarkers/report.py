@@ -293,12 +293,8 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
         raise NerveError(f"{masks_dir}: no mask files (.nii.gz, .nii, .mha, .nrrd) in the folder")
     source = ImageSource(images_from)
     refuse_output_overlap(out, {"images' folder": source.folder})
-    problems = [f"{path}: no image for case {case} in {source.folder}"
-                for case, path in masks.items() if source.image(case) is None]
-    if problems:
-        raise NerveError(f"{masks_dir}: {len(problems)} mask(s) without an image", problems)
-    refuse_batch(masks_dir, refusals({case: (source.image(case), mask) for case, mask in masks.items()},
-                                     check_case_files), len(masks), "nothing was measured")
+    refuse_batch(masks_dir, refusals(masks, lambda case: check_case_files(source, case, masks[case])), len(masks),
+                 "nothing was measured")
     reference = load_reference(reference, options.get("rule", LesionRule()), log, options.get("side"))
     results, rows = {}, []
     with atomic_directory(out, overwrite) as tmp:
@@ -320,16 +316,18 @@ def report_batch(masks_dir, images_from, out, *, overwrite: bool = False, refere
     return results
 
 
-def check_case_files(pair) -> None:
-    """Every check ``biomarkers_from_files`` makes before measuring, on one (image, mask) pair
-    (``read_mask_for_image``: complete, finite, 3D files on one grid, axial slices, a binary
-    mask that is not inverted; ``interpolation_record``: a readable post-processing report
-    beside the mask): NerveError naming the file and the problem. A batch runs it over every
-    case first (``errors.refusals``), reading the files here and again when measuring, so that
-    it never stops halfway on a bad case."""
+def check_case_files(source: ImageSource, case: str, mask) -> None:
+    """Every check ``biomarkers_from_files`` makes before measuring, on one case's mask file and
+    its image in ``source`` (there is one; ``read_mask_for_image``: complete, finite, 3D files
+    on one grid, axial slices, a binary mask that is not inverted; ``interpolation_record``: a
+    readable post-processing report beside the mask): NerveError naming the file and the
+    problem. A batch runs it over every case first (``errors.refusals``), reading the files here
+    and again when measuring, so that it never stops halfway on a bad case."""
     from nnunet_nerve.biomarkers.postprocess_record import interpolation_record
 
-    image, mask = pair
+    image = source.image(case)
+    if image is None:
+        raise NerveError(f"{mask}: no image for case {case} in {source.folder}")
     interpolation_record(mask, read_mask_for_image(image, mask)[1])
 
 

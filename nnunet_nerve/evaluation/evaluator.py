@@ -233,8 +233,7 @@ def evaluate(info: DatasetInfo, prediction_sets: list, progress: Callable[[str],
         raise NerveError(f"method names must differ, got {', '.join(names)}; name them with --name")
     paper_metrics(hd95)  # refuses an unknown definition before any work
     evaluation = Evaluation(dataset=info, methods=list(prediction_sets), hd95=hd95)
-    refuse_batch(info.folder, refusals({case: case for case in info.cases},
-                                       lambda case: load_case_masks(info, case, prediction_sets)),
+    refuse_batch(info.folder, refusals(info.cases, lambda case: load_case_masks(info, case, prediction_sets)),
                  len(info.cases), "nothing was evaluated")
     for i, case in enumerate(info.cases, start=1):
         progress(f"[{i}/{len(info.cases)}] {case}")
